@@ -1,0 +1,87 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Problem is one event that does not check out.
+type Problem struct {
+	Seq uint64 `json:"seq"`
+	ID  string `json:"id,omitempty"`
+	Err string `json:"error"`
+}
+
+// Report is the result of Verify.
+type Report struct {
+	Events   uint64    `json:"events"`
+	FirstSeq uint64    `json:"first_seq"`
+	LastSeq  uint64    `json:"last_seq"`
+	HeadHash string    `json:"head_hash"`
+	Problems []Problem `json:"problems,omitempty"`
+}
+
+// OK reports whether the chain verified.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// Err summarises the report as an error naming the first bad event.
+func (r *Report) Err() error {
+	if r.OK() {
+		return nil
+	}
+	p := r.Problems[0]
+	return fmt.Errorf("journal: event %d (%s): %s; %d problem(s) in all", p.Seq, p.ID, p.Err, len(r.Problems))
+}
+
+type verifier struct {
+	r        Report
+	prevHash [32]byte
+	prevSeq  uint64
+	prevID   string
+	haveLast bool
+}
+
+func newVerifier() *verifier { return &verifier{} }
+
+// check verifies the envelope stored under key seq.
+func (v *verifier) check(seq uint64, raw []byte) {
+	v.r.Events++
+	if v.r.FirstSeq == 0 {
+		v.r.FirstSeq = seq
+	}
+	v.r.LastSeq = seq
+	var e Envelope
+	err := decodeInto(&e, raw, true)
+	id := ""
+	if err == nil || errors.Is(err, ErrHashMismatch) {
+		id = e.ID.String()
+	}
+	bad := func(msg string) {
+		v.r.Problems = append(v.r.Problems, Problem{Seq: seq, ID: id, Err: msg})
+	}
+	switch {
+	case err != nil:
+		bad(err.Error())
+	case e.Seq != seq:
+		bad(fmt.Sprintf("stored under sequence %d but says %d", seq, e.Seq))
+	case e.PrevHash != v.prevHash:
+		bad(fmt.Sprintf("%v: its link (%x…) does not match the hash of event %d (%x…)", ErrHashMismatch, e.PrevHash[:6], v.prevSeq, v.prevHash[:6]))
+	case v.haveLast && e.ID.String() <= v.prevID:
+		bad(fmt.Sprintf("id %s does not sort after the previous event's %s", e.ID, v.prevID))
+	}
+	if v.haveLast && seq != v.prevSeq+1 {
+		bad(fmt.Sprintf("gap: the previous event is %d", v.prevSeq))
+	}
+	if v.prevSeq == 0 && !v.haveLast && seq != 1 {
+		bad("the journal does not start at sequence 1")
+	}
+	// Continue the chain from what is stored, so one bad event is reported
+	// once rather than breaking every later link too.
+	v.prevHash = e.Hash
+	v.prevSeq = seq
+	v.prevID = e.ID.String()
+	v.haveLast = true
+	v.r.HeadHash = fmt.Sprintf("%x", e.Hash)
+}
+
+func (v *verifier) report() *Report { return &v.r }

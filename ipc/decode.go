@@ -1,0 +1,297 @@
+package ipc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Frame is one decoded frame.
+type Frame struct {
+	Kind     string // "request", "response" or "event"
+	ID       uint64
+	Request  Request
+	Response Response
+	Event    Event
+}
+
+// DecodeError is a frame that could not be decoded. When HasID is set the
+// frame was readable: the peer should get an err response with that id and
+// the connection stays usable. Otherwise the frame was unreadable and the
+// connection must be closed.
+type DecodeError struct {
+	ID    uint64
+	HasID bool
+	Msg   string
+}
+
+func (e *DecodeError) Error() string { return e.Msg }
+
+// FieldError is a field that failed to decode; Field is a dotted path.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return "field " + e.Field + ": " + e.Msg }
+
+func fieldErr(name string, err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return &FieldError{Field: name + "." + fe.Field, Msg: fe.Msg}
+	}
+	return &FieldError{Field: name, Msg: describe(err)}
+}
+
+// describe turns encoding/json's messages (which name Go types) into ones
+// that name the wire's types.
+func describe(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		want := te.Type.String()
+		switch te.Type.Kind() {
+		case reflect.Uint64:
+			want = "an unsigned integer (u64)"
+		case reflect.Uint32:
+			want = "an integer from 0 to 4294967295 (u32)"
+		case reflect.Uint16:
+			want = "an integer from 0 to 65535 (u16)"
+		case reflect.Uint8:
+			want = "an integer from 0 to 255 (u8)"
+		case reflect.Int64:
+			want = "an integer (i64)"
+		case reflect.Bool:
+			want = "true or false"
+		case reflect.String:
+			want = "a string"
+		case reflect.Slice:
+			want = "a list"
+		case reflect.Struct:
+			want = "an object"
+		}
+		return fmt.Sprintf("expected %s, got %s", want, te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return "invalid JSON: " + se.Error()
+	}
+	return err.Error()
+}
+
+type object map[string]json.RawMessage
+
+func parseObject(b []byte, what string) (object, error) {
+	t := bytes.TrimLeft(b, " \t\r\n")
+	if len(t) == 0 || t[0] != '{' {
+		if what == "" {
+			return nil, fmt.Errorf("expected an object, got %s", clip(b))
+		}
+		return nil, fmt.Errorf("%s: expected an object, got %s", what, clip(b))
+	}
+	var o object
+	if err := json.Unmarshal(b, &o); err != nil {
+		return nil, errors.New(describe(err))
+	}
+	return o, nil
+}
+
+func clip(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
+}
+
+func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
+
+// tag reads a required string tag.
+func (o object) tag(key string) (string, error) {
+	raw, ok := o[key]
+	if !ok {
+		return "", &FieldError{Field: key, Msg: "missing"}
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", &FieldError{Field: key, Msg: "expected a string, got " + clip(raw)}
+	}
+	return s, nil
+}
+
+// decodeObject decodes a JSON object into the struct v points to, with the
+// required/optional rules of decodeFields.
+func decodeObject(b []byte, v any) error {
+	o, err := parseObject(b, "")
+	if err != nil {
+		return err
+	}
+	return decodeFields(o, v)
+}
+
+// decodeFields fills the struct v points to from o. A non-pointer field is
+// required and may not be null; a pointer field is optional and null means
+// absent; a field tagged `ovl:"default"` may be absent but not null; an
+// anonymous struct field's fields are read from o itself (inline).
+func decodeFields(o object, v any) error {
+	rv := reflect.ValueOf(v).Elem()
+	rt := rv.Type()
+	for i := 0; i < rt.NumField(); i++ {
+		f := rt.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			if err := decodeFields(o, rv.Field(i).Addr().Interface()); err != nil {
+				return err
+			}
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" || !f.IsExported() {
+			continue
+		}
+		raw, present := o[name]
+		null := present && isNull(raw)
+		deflt := f.Tag.Get("ovl") == "default"
+		switch {
+		case f.Type.Kind() == reflect.Pointer && !deflt:
+			if !present || null {
+				continue
+			}
+		case deflt:
+			if !present {
+				continue
+			}
+			if null {
+				return &FieldError{Field: name, Msg: "null is not allowed (omit the field instead)"}
+			}
+		default:
+			if !present {
+				return &FieldError{Field: name, Msg: "missing"}
+			}
+			if null {
+				return &FieldError{Field: name, Msg: "null is not allowed"}
+			}
+		}
+		if err := json.Unmarshal(raw, rv.Field(i).Addr().Interface()); err != nil {
+			return fieldErr(name, err)
+		}
+	}
+	return nil
+}
+
+// parseID reads a u64 id exactly: digits only, no sign, fraction or exponent.
+func parseID(raw json.RawMessage) (uint64, bool) {
+	s := string(bytes.TrimSpace(raw))
+	if s == "" || strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(s, 10, 64)
+	return id, err == nil
+}
+
+// DecodeFrame decodes one frame body. Errors are *DecodeError.
+func DecodeFrame(b []byte) (Frame, error) {
+	if !utf8.Valid(b) {
+		return Frame{}, &DecodeError{Msg: "frame is not valid UTF-8"}
+	}
+	obj, err := parseObject(b, "frame")
+	if err != nil {
+		return Frame{}, &DecodeError{Msg: err.Error()}
+	}
+	var f Frame
+	hasID := false
+	if raw, ok := obj["id"]; ok {
+		f.ID, hasID = parseID(raw)
+	}
+	kind, err := obj.tag("frame")
+	if err != nil {
+		return Frame{}, &DecodeError{ID: f.ID, HasID: hasID, Msg: err.Error()}
+	}
+	f.Kind = kind
+	bad := func(err error) (Frame, error) {
+		return Frame{}, &DecodeError{ID: f.ID, HasID: hasID, Msg: err.Error()}
+	}
+	switch kind {
+	case "request":
+		if !hasID {
+			return Frame{}, &DecodeError{Msg: "request frame without a u64 id"}
+		}
+		raw, ok := obj["request"]
+		if !ok {
+			return bad(&FieldError{Field: "request", Msg: "missing"})
+		}
+		if f.Request, err = decodeRequest(raw); err != nil {
+			return bad(err)
+		}
+	case "response":
+		if !hasID {
+			return Frame{}, &DecodeError{Msg: "response frame without a u64 id"}
+		}
+		raw, ok := obj["response"]
+		if !ok {
+			return bad(&FieldError{Field: "response", Msg: "missing"})
+		}
+		if f.Response, err = decodeResponse(raw); err != nil {
+			return bad(err)
+		}
+	case "event":
+		name, err := obj.tag("event")
+		if err != nil {
+			return bad(err)
+		}
+		mk, ok := eventTypes[name]
+		if !ok {
+			return bad(fmt.Errorf("unknown event %q", name))
+		}
+		ev := mk()
+		if err := decodeFields(obj, ev); err != nil {
+			return bad(fmt.Errorf("event %s: %w", name, err))
+		}
+		f.Event = reflect.ValueOf(ev).Elem().Interface().(Event)
+	default:
+		return bad(fmt.Errorf("unknown frame kind %q (expected request, response or event)", kind))
+	}
+	return f, nil
+}
+
+func decodeRequest(raw json.RawMessage) (Request, error) {
+	obj, err := parseObject(raw, "request")
+	if err != nil {
+		return nil, err
+	}
+	op, err := obj.tag("op")
+	if err != nil {
+		return nil, fmt.Errorf("request: %w", err)
+	}
+	mk, ok := requestTypes[op]
+	if !ok {
+		return nil, fmt.Errorf("unknown op %q", op)
+	}
+	r := mk()
+	if err := decodeFields(obj, r); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return reflect.ValueOf(r).Elem().Interface().(Request), nil
+}
+
+func decodeResponse(raw json.RawMessage) (Response, error) {
+	obj, err := parseObject(raw, "response")
+	if err != nil {
+		return nil, err
+	}
+	res, err := obj.tag("result")
+	if err != nil {
+		return nil, fmt.Errorf("response: %w", err)
+	}
+	mk, ok := responseTypes[res]
+	if !ok {
+		return nil, fmt.Errorf("unknown result %q", res)
+	}
+	r := mk()
+	if err := decodeFields(obj, r); err != nil {
+		return nil, fmt.Errorf("%s: %w", res, err)
+	}
+	return reflect.ValueOf(r).Elem().Interface().(Response), nil
+}

@@ -1,0 +1,268 @@
+package ipc
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echoServer answers status with a fixed result, delays "nat_tick" so that
+// ordering can be observed, and answers ok otherwise.
+func startServer(t *testing.T) (string, *Server) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: func(m Meta, r Request) <-chan Response {
+		switch r.(type) {
+		case NatTick:
+			ch := make(chan Response, 1)
+			go func() { time.Sleep(20 * time.Millisecond); ch <- OK{} }()
+			return ch
+		case Status:
+			return Reply(StatusResult{PeerCount: uint32(m.RequestID)})
+		}
+		return Reply(OK{})
+	}}
+	go s.Serve(l)
+	t.Cleanup(func() { s.Close() })
+	return path, s
+}
+
+func rawConn(t *testing.T, path string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func readResp(t *testing.T, c net.Conn) Frame {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := ReadFrame(c, nil)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	f, err := DecodeFrame(b)
+	if err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+	return f
+}
+
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := ReadFrame(c, nil); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection not closed: %q %v", b, err)
+	}
+}
+
+// The server honours decode-v1.tsv: accepted rows are answered (here: not
+// err), readable rejected rows get err with their id and the connection
+// stays open, unreadable rows close the connection.
+func TestServerHonoursDecodeVectors(t *testing.T) {
+	path, _ := startServer(t)
+	for _, row := range readTSV(t, "testdata/decode-v1.tsv") {
+		verdict, name, frame := row[0], row[1], row[2]
+		t.Run(name, func(t *testing.T) {
+			c := rawConn(t, path)
+			if err := WriteFrame(c, []byte(frame)); err != nil {
+				t.Fatal(err)
+			}
+			f0, derr := DecodeFrame([]byte(frame))
+			var de *DecodeError
+			errors.As(derr, &de)
+			switch {
+			case verdict == "accept":
+				f := readResp(t, c)
+				if _, isErr := f.Response.(Err); isErr || f.ID != f0.ID {
+					t.Fatalf("accepted frame answered %+v", f)
+				}
+			case de != nil && de.HasID:
+				f := readResp(t, c)
+				e, isErr := f.Response.(Err)
+				if !isErr || f.ID != de.ID || e.Message == "" {
+					t.Fatalf("want err with id %d, got %+v", de.ID, f)
+				}
+				// Still open and serving.
+				WriteFrame(c, []byte(`{"frame":"request","id":77,"request":{"op":"status"}}`))
+				if f := readResp(t, c); f.ID != 77 {
+					t.Fatalf("connection unusable after err: %+v", f)
+				}
+			default:
+				expectClosed(t, c)
+			}
+		})
+	}
+}
+
+func TestHugeLengthPrefixClosesWithoutAllocating(t *testing.T) {
+	path, _ := startServer(t)
+	c := rawConn(t, path)
+	// Warm up so that the server's goroutines exist before measuring.
+	WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"status"}}`))
+	readResp(t, c)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var hdr [4]byte
+	binary.LittleEndian.PutUint32(hdr[:], 0xFFFFFFFF)
+	c.Write(hdr[:])
+	expectClosed(t, c)
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Fatalf("server allocated %d bytes for a 4 GiB length prefix", grew)
+	}
+	// Exactly MaxFrame is allowed; MaxFrame+1 is not.
+	c2 := rawConn(t, path)
+	binary.LittleEndian.PutUint32(hdr[:], MaxFrame+1)
+	c2.Write(hdr[:])
+	expectClosed(t, c2)
+}
+
+func TestGarbageConnectionsLeaveServerServing(t *testing.T) {
+	path, _ := startServer(t)
+	garbage := [][]byte{
+		{0xff, 0xff, 0xff, 0xff},
+		{5, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'},
+		{3, 0, 0, 0, '{', '}', '}'},
+		[]byte("GET / HTTP/1.1\r\n\r\n"),
+		{2, 0, 0, 0, '[', ']'},
+		{1, 0},
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := net.Dial("unix", path)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			c.Write(garbage[i%len(garbage)])
+			c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			io.Copy(io.Discard, c)
+		}(i)
+	}
+	wg.Wait()
+	cl, err := Dial(context.Background(), path, DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Call(context.Background(), Status{}); err != nil {
+		t.Fatalf("after 1000 garbage connections: %v", err)
+	}
+}
+
+func TestResponsesInRequestOrderPerConnection(t *testing.T) {
+	path, _ := startServer(t)
+	c := rawConn(t, path)
+	// A slow request followed by fast ones: answers come back in order.
+	WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"nat_tick"}}`))
+	for id := 2; id <= 20; id++ {
+		WriteFrame(c, []byte(`{"frame":"request","id":`+strconv.Itoa(id)+`,"request":{"op":"status"}}`))
+	}
+	for id := uint64(1); id <= 20; id++ {
+		if f := readResp(t, c); f.ID != id {
+			t.Fatalf("response %d came for request %d", f.ID, id)
+		}
+	}
+}
+
+
+func TestClientConcurrentCallsAndEvents(t *testing.T) {
+	path, srv := startServer(t)
+	events := make(chan Event, 4)
+	cl, err := Dial(context.Background(), path, DialOptions{Events: events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Call(context.Background(), Status{}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Broadcast(PeerHealthChanged{Pubkey: "k", Healthy: true})
+	select {
+	case ev := <-events:
+		if ev.(PeerHealthChanged).Pubkey != "k" {
+			t.Fatalf("%+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event")
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := cl.Call(context.Background(), Status{}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestDialRetriesUntilTheServerAppears(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "late.sock")
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l, err := Listen(path)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		s := &Server{Handler: func(Meta, Request) <-chan Response { return Reply(OK{}) }}
+		t.Cleanup(func() { s.Close() })
+		s.Serve(l)
+	}()
+	cl, err := Dial(context.Background(), path, DialOptions{Attempts: 10, Backoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	if _, err := Dial(context.Background(), filepath.Join(t.TempDir(), "none.sock"), DialOptions{Attempts: 2, Backoff: time.Millisecond}); err == nil || !strings.Contains(err.Error(), "2 attempt") {
+		t.Fatalf("dial to nothing: %v", err)
+	}
+}
+
+func TestListenRefusesLiveSocketAndReplacesStale(t *testing.T) {
+	path, _ := startServer(t)
+	if _, err := Listen(path); !errors.Is(err, ErrSocketInUse) {
+		t.Fatalf("second listener on a live path: %v", err)
+	}
+	// A stale socket file (nobody listening, no lock held) is replaced.
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	l, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	l2, err := Listen(stale)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l2.Close()
+}

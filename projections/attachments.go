@@ -296,7 +296,7 @@ func (s *State) decideAttachGuest(cfg Config, c Attach) (Decision, error) {
 		ev := &GuestKeyRotated{ID: c.Handle.ID, PublicKey: key, OldPublicKey: a.PublicKey}
 		na := *a
 		na.PublicKey = key
-		return Decision{Events: []Event{ev}, Reply: s.guestConfig(cfg, &na, c.NodeEndpoint)}, nil
+		return Decision{Events: []Event{ev}, Reply: s.guestConfig(cfg, &na, c.NodeAddress)}, nil
 	}
 	ip, err := s.nextFree("handle", poolSlice, "node slice")
 	if err != nil {
@@ -304,14 +304,18 @@ func (s *State) decideAttachGuest(cfg Config, c Attach) (Decision, error) {
 	}
 	ev := &GuestAttached{ID: c.Handle.ID, Service: c.Service, IP: ip, PublicKey: key, DNSServer: c.DNSServer, DNSDomain: c.DNSDomain}
 	a := &Attachment{Handle: c.Handle, Service: c.Service, IP: ip, PublicKey: key, DNSServer: c.DNSServer, DNSDomain: c.DNSDomain}
-	return Decision{Events: []Event{ev}, Reply: s.guestConfig(cfg, a, c.NodeEndpoint)}, nil
+	return Decision{Events: []Event{ev}, Reply: s.guestConfig(cfg, a, c.NodeAddress)}, nil
 }
 
 // guestConfig lists what a guest needs to join: its address within the
 // cluster prefix, the node as its first peer (routing the whole cluster),
 // then the node's global peers.
-func (s *State) guestConfig(cfg Config, a *Attachment, nodeEndpoint string) ReplyGuestConfig {
+func (s *State) guestConfig(cfg Config, a *Attachment, nodeAddr netip.Addr) ReplyGuestConfig {
 	g := s.Global
+	nodeEndpoint := ""
+	if nodeAddr.IsValid() {
+		nodeEndpoint = netip.AddrPortFrom(nodeAddr, g.Port).String()
+	}
 	r := ReplyGuestConfig{
 		IP:         a.IP,
 		PrefixLen:  uint8(g.ClusterCIDR.Bits()),

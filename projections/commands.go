@@ -72,8 +72,9 @@ type (
 		Proc       ProcInfo
 		// NewGuestKey is a freshly generated public key for a guest.
 		NewGuestKey string
-		// NodeEndpoint is the underlay endpoint guests should use for this node.
-		NodeEndpoint string
+		// NodeAddress is the underlay address guests should reach this node
+		// at; the endpoint is NodeAddress and the global WireGuard port.
+		NodeAddress netip.Addr
 	}
 	Detach struct {
 		Handle Handle

@@ -78,7 +78,7 @@ func (g *gen) command(s *State) Command {
 		return Attach{Handle: Handle{Platform: PlatformLinuxPID, PID: pid}, Service: g.pick("web", "db", "cache"),
 			JoinGlobal: g.r.Intn(2) == 0, Proc: ProcInfo{Exists: g.r.Intn(10) > 0, NetnsInode: uint64(pid)*10 + uint64(g.r.Intn(2))}}
 	case 9:
-		return Attach{Handle: GuestHandle(g.pick("vm-1", "vm-2", "vm-3")), Service: "web", NewGuestKey: genKey(2000 + g.next), NodeEndpoint: "192.0.2.1:51820"}
+		return Attach{Handle: GuestHandle(g.pick("vm-1", "vm-2", "vm-3")), Service: "web", NewGuestKey: genKey(2000 + g.next), NodeAddress: netip.MustParseAddr("192.0.2.1")}
 	case 10:
 		if g.r.Intn(2) == 0 {
 			return Detach{Handle: GuestHandle(g.pick("vm-1", "vm-2", "vm-3"))}

@@ -1,0 +1,278 @@
+// Package daemon is zlayer-overlayd: it boots the journal and projections,
+// runs the command pipeline, serves the socket and stops cleanly.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/zlayer/overlayd/cmd/internal/replay"
+	"github.com/zlayer/overlayd/effects"
+	"github.com/zlayer/overlayd/ipc"
+	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/projections"
+)
+
+// Config is the daemon's configuration (flags).
+type Config struct {
+	DataDir string
+	Socket  string // "" = ipc.DefaultSocketPath(DataDir)
+	// WGPrivateKeyFile imports the node's WireGuard private key.
+	WGPrivateKeyFile string
+	// SlicePrefix4/6 size a derived node slice (0 = 24 / 64).
+	SlicePrefix4, SlicePrefix6 int
+	// SnapshotEvery takes a snapshot after this many events (0 = 10000).
+	SnapshotEvery uint64
+	// ReconcileInterval is the period of the drift check (0 = 10 s).
+	ReconcileInterval time.Duration
+	// AdvertiseAddr is the underlay address guests are told to reach this
+	// node at (invalid = the first global unicast address of the host).
+	AdvertiseAddr netip.Addr
+	Log           *slog.Logger
+	// Reconcilers are the effect handlers; none yet in this build.
+	Reconcilers []effects.Reconciler
+}
+
+// Daemon is one running zlayer-overlayd.
+type Daemon struct {
+	cfg       Config
+	log       *slog.Logger
+	dir       string
+	store     *journal.BoltStore
+	pcfg      projections.Config
+	nodeKey   wgtypes.Key
+	nodePub   string
+	keys      keyStore
+	committed *committedState
+	pipe      *pipeline
+	runner    *effects.Runner
+	server    *ipc.Server
+	listener  net.Listener
+	boot      replay.Stats
+
+	submitMu   sync.RWMutex // held to send on pipe.jobs
+	pipeClosed bool
+
+	mu       sync.Mutex
+	failed   error
+	stopping bool
+	stopped  chan struct{}
+	stopOnce sync.Once
+}
+
+// Open boots the daemon: journal, keys, snapshot and replay, identity,
+// reconcile. It does not serve yet: call Serve.
+func Open(cfg Config) (*Daemon, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = ipc.DefaultDataDir
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = ipc.DefaultSocketPath(cfg.DataDir)
+	}
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = 10000
+	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	pcfg := projections.DefaultConfig()
+	pcfg.Platform = platform
+	if cfg.SlicePrefix4 != 0 {
+		pcfg.SlicePrefix4 = cfg.SlicePrefix4
+	}
+	if cfg.SlicePrefix6 != 0 {
+		pcfg.SlicePrefix6 = cfg.SlicePrefix6
+	}
+	if pcfg.SlicePrefix4 < 1 || pcfg.SlicePrefix4 > 30 || pcfg.SlicePrefix6 < 1 || pcfg.SlicePrefix6 > 126 {
+		return nil, fmt.Errorf("--slice-prefix: %d (IPv4) / %d (IPv6) is out of range (1-30 / 1-126)", pcfg.SlicePrefix4, pcfg.SlicePrefix6)
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Log, dir: filepath.Join(cfg.DataDir, "overlayd"), pcfg: pcfg, stopped: make(chan struct{})}
+	d.keys = keyStore{dir: filepath.Join(d.dir, "keys")}
+	if err := os.MkdirAll(d.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	store, err := journal.Open(d.dir, journal.Options{})
+	if err != nil {
+		return nil, err
+	}
+	d.store = store
+	ok := false
+	defer func() {
+		if !ok {
+			store.Close()
+		}
+	}()
+	key, source, err := loadNodeKey(d.dir, cfg.WGPrivateKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	d.nodeKey, d.nodePub = key, key.PublicKey().String()
+
+	live, st, err := replay.Load(store, replay.Options{Verify: true})
+	if err != nil {
+		return nil, fmt.Errorf("boot: %w (run `overlayctl --data-dir %s journal verify`)", err, cfg.DataDir)
+	}
+	d.boot = st
+	d.log.Info("journal loaded", "events", live.Seq, "snapshot_seq", st.SnapshotSeq, "replayed", st.Replayed,
+		"snapshot_note", st.SnapshotReason, "took", st.Duration.Round(time.Microsecond))
+	head, headHash := store.Head()
+	if live.Seq != head {
+		return nil, fmt.Errorf("boot: replay ended at %d but the journal head is %d", live.Seq, head)
+	}
+	d.committed = &committedState{st: live.Clone(), hash: headHash}
+	d.pipe = newPipeline(d, live)
+	d.runner = effects.NewRunner(d.committed, d.log, cfg.ReconcileInterval, cfg.Reconcilers...)
+
+	// The node's own key is a decision like any other: journal it when it
+	// is new or changed.
+	if live.Node.PublicKey != "" && live.Node.PublicKey != d.nodePub {
+		d.log.Warn("the node's WireGuard key changed; peers must be told the new public key",
+			"old_public_key", live.Node.PublicKey, "public_key", d.nodePub, "source", source)
+	}
+	if r := <-d.submit(&job{cmd: projections.SetNodeIdentity{PublicKey: d.nodePub, Source: source},
+		cause: journal.Cause{Op: "boot"}}); isErr(r) {
+		return nil, fmt.Errorf("boot: record node identity: %s", r.(ipc.Err).Message)
+	}
+	if st.Replayed > cfg.SnapshotEvery {
+		if err := d.snapshot(); err != nil {
+			d.log.Warn("boot snapshot failed", "err", err)
+		}
+	}
+	for _, err := range d.runner.ReconcileAll(context.Background()) {
+		d.log.Warn("boot reconcile", "err", err)
+	}
+	ok = true
+	return d, nil
+}
+
+func isErr(r ipc.Response) bool { _, e := r.(ipc.Err); return e }
+
+// PublicKey is the node's WireGuard public key.
+func (d *Daemon) PublicKey() string { return d.nodePub }
+
+// BootStats describe how the state was loaded.
+func (d *Daemon) BootStats() replay.Stats { return d.boot }
+
+// Serve listens on the socket and serves until Stop. It returns nil after a
+// graceful stop and the fatal error otherwise.
+func (d *Daemon) Serve() error {
+	l, err := listen(d.cfg.Socket)
+	if err != nil {
+		d.shutdown(false)
+		return err
+	}
+	return d.ServeListener(l)
+}
+
+// ServeListener serves on l (tests, Windows named pipes).
+func (d *Daemon) ServeListener(l net.Listener) error {
+	d.listener = l
+	d.server = &ipc.Server{Handler: d.handle, Log: d.log}
+	d.runner.Start(context.Background())
+	d.log.Info("serving", "socket", l.Addr().String(), "public_key", d.nodePub)
+	go d.server.Serve(l)
+	<-d.stopped
+	return d.failure()
+}
+
+// Stop stops the daemon gracefully: answer what was already read, let the
+// pipeline drain, snapshot, close the journal.
+func (d *Daemon) Stop() { d.shutdown(true) }
+
+// Done is closed once the daemon has stopped.
+func (d *Daemon) Done() <-chan struct{} { return d.stopped }
+
+func (d *Daemon) failure() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.failed
+}
+
+// fatal records an unrecoverable error and stops without a final
+// snapshot: the journal holds every acknowledged decision, and the next
+// boot replays it.
+func (d *Daemon) fatal(err error) {
+	d.mu.Lock()
+	first := d.failed == nil
+	if first {
+		d.failed = err
+	}
+	d.mu.Unlock()
+	if first {
+		d.log.Error("fatal; stopping", "err", err)
+		go d.shutdown(false)
+	}
+}
+
+func (d *Daemon) shutdown(graceful bool) {
+	d.stopOnce.Do(func() {
+		d.mu.Lock()
+		d.stopping = true
+		d.mu.Unlock()
+		if d.server != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			d.server.Drain(ctx)
+			cancel()
+		}
+		if d.runner != nil {
+			d.runner.Stop()
+		}
+		if d.pipe != nil {
+			d.submitMu.Lock()
+			d.pipeClosed = true
+			d.submitMu.Unlock()
+			d.pipe.close()
+		}
+		if graceful && d.failure() == nil {
+			if err := d.snapshot(); err != nil {
+				d.log.Warn("final snapshot failed; the next boot replays more", "err", err)
+			}
+		}
+		if err := d.store.Close(); err != nil {
+			d.log.Warn("close journal", "err", err)
+		}
+		d.log.Info("stopped", "graceful", graceful && d.failure() == nil)
+		close(d.stopped)
+	})
+}
+
+// submit hands a job to the pipeline; the channel yields its response.
+func (d *Daemon) submit(j *job) <-chan ipc.Response {
+	j.out = make(chan ipc.Response, 1)
+	d.submitMu.RLock()
+	defer d.submitMu.RUnlock()
+	if d.pipeClosed {
+		return ipc.Reply(ipc.Err{Message: "the daemon is shutting down"})
+	}
+	d.pipe.jobs <- j
+	return j.out
+}
+
+// snapshot stores the committed state as the latest snapshot.
+func (d *Daemon) snapshot() error {
+	c := d.committed
+	c.mu.RLock()
+	sn, err := replay.Snapshot(c.st, c.hash)
+	c.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if err := d.store.SaveSnapshot(sn); err != nil && !errors.Is(err, journal.ErrClosed) {
+		return err
+	}
+	d.log.Debug("snapshot saved", "seq", sn.Seq, "bytes", len(sn.Body))
+	return nil
+}

@@ -1,0 +1,203 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/zlayer/overlayd/cmd/internal/replay"
+	"github.com/zlayer/overlayd/ipc"
+	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/projections"
+)
+
+// handle turns one decoded request into a pipeline job (or answers an
+// inspection op directly). It runs on the connection's reader goroutine and
+// must not block: I/O that a command needs (the process's namespace inode, a
+// generated key) is done here, before the sequencer.
+func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
+	cause := journal.Cause{Op: req.Op(), RequestID: m.RequestID, HasPeer: m.HasPeer, UID: m.Peer.UID, PID: m.Peer.PID}
+	j := &job{cause: cause}
+	switch r := req.(type) {
+	case ipc.SetLocalNodeID:
+		j.cmd = projections.SetNodeID{NodeID: r.NodeID}
+	case ipc.SetLocalWgPubkey:
+		if r.Pubkey != d.nodePub {
+			d.log.Warn("the orchestrator announces a WireGuard key that is not this daemon's; status keeps reporting the daemon's key, which peers must use",
+				"announced", r.Pubkey, "public_key", d.nodePub)
+		}
+		j.cmd = projections.AnnounceKey{PublicKey: r.Pubkey}
+	case ipc.SetupGlobalOverlay:
+		c := projections.SetupGlobal{Deployment: r.Deployment, InstanceID: r.InstanceID, ClusterCIDR: r.ClusterCIDR,
+			Port: r.WgPort, NATEnabled: r.NatEnabled}
+		if r.SliceCIDR != nil {
+			c.SliceCIDR = *r.SliceCIDR
+		}
+		j.cmd = c
+	case ipc.TeardownGlobalOverlay:
+		j.cmd = projections.TeardownGlobal{}
+	case ipc.SetupServiceOverlay:
+		c := projections.SetupService{Service: r.Service, Mode: string(r.Mode)}
+		if r.Mode == ipc.ModeDedicated {
+			priv, err := wgtypes.GeneratePrivateKey()
+			if err != nil {
+				return ipc.Reply(ipc.Err{Message: "setup_service_overlay: generate key: " + err.Error()})
+			}
+			c.NewPublicKey = priv.PublicKey().String()
+			j.before = func(dec projections.Decision) error {
+				for _, ev := range dec.Events {
+					if s, ok := ev.(*projections.ServiceSetUp); ok && s.Dedicated != nil && s.Dedicated.PublicKey == c.NewPublicKey {
+						if err := d.keys.Save(priv); err != nil {
+							return fmt.Errorf("store the dedicated device's key: %w", err)
+						}
+					}
+				}
+				return nil
+			}
+		}
+		j.cmd = c
+	case ipc.TeardownServiceOverlay:
+		j.cmd = projections.TeardownService{Service: r.Service}
+	case ipc.AllocateIP:
+		j.cmd = projections.AllocateIP{Service: r.Service, JoinGlobal: r.JoinGlobal}
+	case ipc.ReleaseIP:
+		j.cmd = projections.ReleaseIP{IP: r.IP.Addr}
+	case ipc.AttachContainer:
+		c := projections.Attach{Handle: handleOf(r.Handle), Service: r.Service, JoinGlobal: r.JoinGlobal}
+		if r.DNSServer != nil {
+			c.DNSServer = r.DNSServer.Addr
+		}
+		if r.DNSDomain != nil {
+			c.DNSDomain = *r.DNSDomain
+		}
+		switch r.Handle.Platform {
+		case ipc.PlatformLinuxPID:
+			if r.Handle.PID > 0 {
+				c.Proc = procInfo(r.Handle.PID)
+			}
+		case ipc.PlatformGuest:
+			priv, err := wgtypes.GeneratePrivateKey()
+			if err != nil {
+				return ipc.Reply(ipc.Err{Message: "attach_container: generate guest key: " + err.Error()})
+			}
+			c.NewGuestKey = priv.PublicKey().String()
+			c.NodeAddress = d.advertiseAddr()
+			j.render = func(rep projections.Reply) ipc.Response {
+				gc, ok := rep.(projections.ReplyGuestConfig)
+				if !ok {
+					return renderReply(rep)
+				}
+				out := renderReply(gc).(ipc.GuestConfig)
+				out.PrivateKey = priv.String() // returned once, never journaled
+				return out
+			}
+		}
+		j.cmd = c
+	case ipc.DetachContainer:
+		j.cmd = projections.Detach{Handle: handleOf(r.Handle)}
+	case ipc.AddPeer:
+		j.cmd = projections.AddPeer{Scope: scopeOf(r.Scope), PublicKey: r.PublicKey, Endpoint: r.Endpoint,
+			AllowedIPs: r.AllowedIPs, Keepalive: r.PersistentKeepaliveSecs}
+	case ipc.RemovePeer:
+		j.cmd = projections.RemovePeer{Scope: scopeOf(r.Scope), PublicKey: r.Pubkey}
+	case ipc.AddAllowedIP:
+		j.cmd = projections.AddAllowedIP{Scope: scopeOf(r.Scope), PublicKey: r.Pubkey, CIDR: r.CIDR}
+	case ipc.RemoveAllowedIP:
+		j.cmd = projections.RemoveAllowedIP{Scope: scopeOf(r.Scope), PublicKey: r.Pubkey, CIDR: r.CIDR}
+	case ipc.RegisterDNS:
+		j.cmd = projections.RegisterDNS{Name: r.Name, IP: r.IP.Addr}
+	case ipc.UnregisterDNS:
+		j.cmd = projections.UnregisterDNS{Name: r.Name}
+	case ipc.NatTick:
+		// Endpoint observations come from the WireGuard devices; without
+		// a data plane there is nothing to observe.
+		j.cmd = projections.ObserveEndpoints{Observed: d.observeEndpoints()}
+	case ipc.Status:
+		j.read = d.status
+	case ipc.StateDump:
+		j.read = func(st *projections.State) ipc.Response {
+			b, err := st.MarshalSnapshot()
+			if err != nil {
+				return ipc.Err{Message: "state_dump: " + err.Error()}
+			}
+			return ipc.StateResult{State: b}
+		}
+	case ipc.Shutdown:
+		go d.Stop()
+		return ipc.Reply(ipc.OK{})
+	case ipc.JournalList:
+		return ipc.Reply(d.journalList(r))
+	case ipc.JournalVerify:
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalVerify() }()
+		return ch
+	default:
+		return ipc.Reply(ipc.Err{Message: fmt.Sprintf("%s: not supported by this daemon", req.Op())})
+	}
+	return d.submit(j)
+}
+
+func handleOf(h ipc.AttachHandle) projections.Handle {
+	return projections.Handle{Platform: h.Platform, PID: h.PID, ContainerID: h.ContainerID, ID: h.ID}
+}
+
+func scopeOf(s *ipc.PeerScope) projections.Scope {
+	if s == nil {
+		return projections.Scope{}
+	}
+	return projections.Scope{Service: s.Service}
+}
+
+// observeEndpoints lists the endpoints the WireGuard devices currently use.
+// No data plane is wired in this build, so there is nothing to report.
+func (d *Daemon) observeEndpoints() []projections.Observation { return nil }
+
+// advertiseAddr is the underlay address guests are told to use.
+func (d *Daemon) advertiseAddr() netip.Addr {
+	if d.cfg.AdvertiseAddr.IsValid() {
+		return d.cfg.AdvertiseAddr
+	}
+	return hostAddr()
+}
+
+func (d *Daemon) journalList(r ipc.JournalList) ipc.Response {
+	limit := uint32(1000)
+	if r.Limit != nil && *r.Limit > 0 {
+		limit = min(*r.Limit, 10000)
+	}
+	out := ipc.JournalEvents{Events: []ipc.JournalEvent{}}
+	out.HeadSeq, _ = d.store.Head()
+	stop := fmt.Errorf("limit")
+	err := d.store.Iterate(r.AfterSeq, false, func(e *journal.Envelope) error {
+		if uint32(len(out.Events)) >= limit {
+			return stop
+		}
+		out.Events = append(out.Events, replay.JournalEventOf(e))
+		return nil
+	})
+	if err != nil && err != stop {
+		return ipc.Err{Message: "journal_list: " + err.Error()}
+	}
+	return out
+}
+
+func (d *Daemon) journalVerify() ipc.Response {
+	c := d.committed
+	c.mu.RLock()
+	live, err := c.st.MarshalSnapshot()
+	seq := c.st.Seq
+	c.mu.RUnlock()
+	if err != nil {
+		return ipc.Err{Message: "journal_verify: " + err.Error()}
+	}
+	rep, err := replay.Verify(d.store, live, seq)
+	if err != nil {
+		return ipc.Err{Message: "journal_verify: " + err.Error()}
+	}
+	b, err := jsonMarshal(rep)
+	if err != nil {
+		return ipc.Err{Message: "journal_verify: " + err.Error()}
+	}
+	return ipc.JournalReport{OK: rep.OK(), Report: b, Problems: rep.Problems}
+}

@@ -1,0 +1,32 @@
+package daemon
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"strconv"
+	"syscall"
+
+	"github.com/zlayer/overlayd/projections"
+)
+
+const platform = "linux"
+
+// procInfo reports whether pid exists and the inode of its network
+// namespace (0 when it cannot be read).
+func procInfo(pid uint32) projections.ProcInfo {
+	base := "/proc/" + strconv.FormatUint(uint64(pid), 10)
+	fi, err := os.Stat(base + "/ns/net")
+	if err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			return projections.ProcInfo{Exists: true, NetnsInode: st.Ino}
+		}
+		return projections.ProcInfo{Exists: true}
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		if _, err := os.Stat(base); err == nil {
+			return projections.ProcInfo{Exists: true}
+		}
+	}
+	return projections.ProcInfo{}
+}

@@ -1,0 +1,136 @@
+package daemon
+
+import (
+	"encoding/json"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/zlayer/overlayd/ipc"
+	"github.com/zlayer/overlayd/projections"
+)
+
+func strPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// renderReply turns a decision's reply into its wire response.
+func renderReply(r projections.Reply) ipc.Response {
+	switch r := r.(type) {
+	case projections.ReplyOK:
+		return ipc.OK{}
+	case projections.ReplyIP:
+		return ipc.IPResult{IP: ipc.AddrOf(r.IP)}
+	case projections.ReplyBridgeName:
+		return ipc.BridgeName{Name: r.Name}
+	case projections.ReplyAttached:
+		return ipc.Attached{IP: ipc.AddrOf(r.IP)}
+	case projections.ReplyServiceOverlay:
+		out := ipc.ServiceOverlay{Name: r.Name, Mode: ipc.Mode(r.Mode), OverlayIP: ipc.AddrPtr(r.OverlayIP)}
+		if r.Subnet.IsValid() {
+			out.Subnet = strPtr(r.Subnet.String())
+		}
+		if r.PublicKey != "" {
+			port := r.Port
+			out.WgPublicKey, out.WgPort = strPtr(r.PublicKey), &port
+		}
+		return out
+	case projections.ReplyGuestConfig:
+		out := ipc.GuestConfig{OverlayIP: ipc.AddrOf(r.IP), PrefixLen: r.PrefixLen, PublicKey: r.PublicKey,
+			ListenPort: r.ListenPort, Peers: []ipc.PeerSpec{}, DNSServer: ipc.AddrPtr(r.DNSServer), DNSDomain: strPtr(r.DNSDomain)}
+		for _, p := range r.Peers {
+			out.Peers = append(out.Peers, ipc.PeerSpec{PublicKey: p.PublicKey, Endpoint: p.Endpoint,
+				AllowedIPs: p.AllowedIPs, PersistentKeepaliveSecs: p.Keepalive})
+		}
+		return out
+	}
+	return ipc.Err{Message: "internal error: no rendering for this reply"}
+}
+
+// PeerLive is what a WireGuard device reports about a peer.
+type PeerLive struct {
+	Endpoint          string
+	LastHandshakeUnix int64
+}
+
+// status answers the status op from the live state.
+func (d *Daemon) status(st *projections.State) ipc.Response {
+	out := ipc.StatusResult{PublicKey: strPtr(d.nodePub), ServiceCount: uint32(len(st.Services))}
+	if g := st.Global; g != nil {
+		out.Interface = strPtr(g.Device)
+		out.NodeIP = ipc.AddrPtr(g.NodeIP)
+		out.OverlayCIDR = strPtr(g.ClusterCIDR.String())
+		out.SliceCIDR = strPtr(g.Slice.String())
+		for _, p := range st.PeersOf(projections.Scope{}) {
+			live := d.peerLive(projections.Scope{}, p)
+			out.Peers = append(out.Peers, ipc.PeerStatus{PublicKey: p.PublicKey, Endpoint: live.Endpoint,
+				AllowedIPs: projections.FormatPrefixes(p.AllowedIPs), LastHandshakeUnixSecs: live.LastHandshakeUnix})
+		}
+		out.PeerCount = uint32(len(out.Peers))
+	}
+	for _, name := range sortedServices(st) {
+		sv := st.Services[name]
+		if sv.Dedicated == nil {
+			continue
+		}
+		out.DedicatedServices = append(out.DedicatedServices, ipc.DedicatedServiceStatus{
+			Service: name, Interface: sv.Dedicated.Device, PublicKey: sv.Dedicated.PublicKey,
+			ListenPort: sv.Dedicated.Port, OverlayIP: ipc.AddrOf(sv.Gateway), Subnet: sv.Subnet.String(),
+			PeerCount: uint32(len(st.Peers[projections.Scope{Service: name}.Key()])),
+		})
+	}
+	return out
+}
+
+// peerLive reports a peer's current endpoint and last handshake. Without a
+// data plane the endpoint is the last one known and no handshake happened.
+func (d *Daemon) peerLive(_ projections.Scope, p *projections.Peer) PeerLive {
+	ep := p.Endpoint
+	if p.ObservedEndpoint != "" {
+		ep = p.ObservedEndpoint
+	}
+	return PeerLive{Endpoint: ep}
+}
+
+func sortedServices(st *projections.State) []string {
+	names := make([]string, 0, len(st.Services))
+	for n := range st.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// hostAddr is the first global unicast IPv4 address of an up, non-loopback
+// interface (else IPv6), or the zero Addr.
+func hostAddr() netip.Addr {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return netip.Addr{}
+	}
+	var v6 netip.Addr
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			pfx, err := netip.ParsePrefix(a.String())
+			if err != nil || !pfx.Addr().IsGlobalUnicast() {
+				continue
+			}
+			if pfx.Addr().Is4() {
+				return pfx.Addr()
+			}
+			if !v6.IsValid() {
+				v6 = pfx.Addr()
+			}
+		}
+	}
+	return v6
+}

@@ -1,0 +1,227 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/zlayer/overlayd/ipc"
+	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/projections"
+)
+
+// The command pipeline:
+//
+//	handler ──job──▶ sequencer: Decide against the live state, Apply to it,
+//	                 journal.Append (non-blocking)
+//	        ──reply─▶ replier: wait until the job's events (or, for a job
+//	                 without events, everything decided before it) are
+//	                 durable, then answer
+//	        ──batch─▶ projector: fold committed events into the committed
+//	                 state, tell the effect runner, take snapshots
+//
+// One sequencer goroutine decides every command in arrival order against a
+// state that includes every earlier decision, so no address or port is ever
+// handed out twice. Replies are released in decision order, only after the
+// journal has made the decision (and every earlier one) durable. Reads are
+// answered from the live state at their turn and released the same way, so
+// a read never shows a decision that could still be lost.
+
+// job is one unit of work for the sequencer.
+type job struct {
+	cmd   projections.Command
+	read  func(st *projections.State) ipc.Response // a read: no command
+	cause journal.Cause
+	// before runs after Decide and before the journal append; an error
+	// refuses the command (nothing is journaled).
+	before func(d projections.Decision) error
+	// render turns the decision's reply into the wire response.
+	render func(r projections.Reply) ipc.Response
+	out    chan ipc.Response
+}
+
+type pendingReply struct {
+	commit *journal.Commit // nil: nothing was ever submitted
+	own    bool            // the commit holds this job's events
+	events []projections.Event
+	resp   ipc.Response
+	out    chan ipc.Response
+}
+
+type batch struct {
+	events []projections.Event
+	envs   []journal.Envelope
+}
+
+// committedState is the state as of the last durable event.
+type committedState struct {
+	mu   sync.RWMutex
+	st   *projections.State
+	hash [32]byte // hash of event st.Seq
+}
+
+// Read implements effects.View.
+func (c *committedState) Read(fn func(st *projections.State)) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	fn(c.st)
+}
+
+type pipeline struct {
+	d       *Daemon
+	jobs    chan *job
+	replies chan pendingReply
+	batches chan batch
+	live    *projections.State
+	barrier *journal.Commit
+
+	seqDone, replyDone, projDone chan struct{}
+}
+
+func newPipeline(d *Daemon, live *projections.State) *pipeline {
+	p := &pipeline{
+		d:         d,
+		jobs:      make(chan *job, 4096),
+		replies:   make(chan pendingReply, 8192),
+		batches:   make(chan batch, 8192),
+		live:      live,
+		seqDone:   make(chan struct{}),
+		replyDone: make(chan struct{}),
+		projDone:  make(chan struct{}),
+	}
+	go p.sequence()
+	go p.reply()
+	go p.project()
+	return p
+}
+
+// close stops taking jobs and waits until every reply is sent and every
+// committed event is folded into the committed state.
+func (p *pipeline) close() {
+	close(p.jobs)
+	<-p.seqDone
+	<-p.replyDone
+	<-p.projDone
+}
+
+func errResponse(op string, err error) ipc.Response {
+	return ipc.Err{Message: op + ": " + err.Error()}
+}
+
+func (p *pipeline) sequence() {
+	defer close(p.seqDone)
+	defer close(p.replies)
+	for j := range p.jobs {
+		r := p.decide(j)
+		r.out = j.out
+		p.replies <- r
+	}
+}
+
+// decide runs one job against the live state.
+func (p *pipeline) decide(j *job) pendingReply {
+	if j.read != nil {
+		return pendingReply{commit: p.barrier, resp: j.read(p.live)}
+	}
+	op := j.cause.Op
+	refuse := func(err error) pendingReply {
+		return pendingReply{commit: p.barrier, resp: errResponse(op, err)}
+	}
+	if err := p.d.failure(); err != nil {
+		return refuse(fmt.Errorf("the daemon is stopping: %w", err))
+	}
+	d, err := projections.Decide(p.live, p.d.pcfg, j.cmd)
+	if err != nil {
+		return refuse(err)
+	}
+	render := j.render
+	if render == nil {
+		render = renderReply
+	}
+	resp := render(d.Reply)
+	if len(d.Events) == 0 {
+		return pendingReply{commit: p.barrier, resp: resp}
+	}
+	if j.before != nil {
+		if err := j.before(d); err != nil {
+			return refuse(err)
+		}
+	}
+	recs := make([]journal.Record, len(d.Events))
+	for i, ev := range d.Events {
+		typ, ver, payload, err := projections.EncodeEvent(ev)
+		if err != nil {
+			p.d.fatal(err)
+			return refuse(errors.New("internal error; the daemon is stopping"))
+		}
+		recs[i] = journal.Record{Type: typ, Version: ver, Cause: j.cause, Payload: payload}
+	}
+	// Decide promised these events apply. If one does not, it is a bug:
+	// stop before the live state and the journal can diverge (nothing of
+	// this command is journaled).
+	for _, ev := range d.Events {
+		if err := p.live.Apply(ev); err != nil {
+			p.d.fatal(fmt.Errorf("decided %s but cannot apply it: %w", ev.EventType(), err))
+			return refuse(errors.New("internal error; the daemon is stopping"))
+		}
+	}
+	p.live.Seq += uint64(len(d.Events))
+	c := p.d.store.Append(recs)
+	p.barrier = c
+	return pendingReply{commit: c, own: true, events: d.Events, resp: resp}
+}
+
+func (p *pipeline) reply() {
+	defer close(p.replyDone)
+	defer close(p.batches)
+	for r := range p.replies {
+		if r.commit != nil {
+			envs, err := r.commit.Wait()
+			if err != nil {
+				p.d.fatal(fmt.Errorf("journal commit failed: %w", err))
+				r.out <- ipc.Err{Message: "journal: the decision could not be made durable; the daemon is stopping: " + err.Error()}
+				continue
+			}
+			if r.own {
+				p.batches <- batch{events: r.events, envs: envs}
+			}
+		}
+		r.out <- r.resp
+	}
+}
+
+func (p *pipeline) project() {
+	defer close(p.projDone)
+	c := p.d.committed
+	var sinceSnap uint64
+	for b := range p.batches {
+		var keys []string
+		c.mu.Lock()
+		for i, ev := range b.events {
+			if err := c.st.Apply(ev); err != nil {
+				c.mu.Unlock()
+				p.d.fatal(fmt.Errorf("committed event %d (%s) does not apply: %w", b.envs[i].Seq, ev.EventType(), err))
+				return
+			}
+			keys = append(keys, projections.Keys(ev)...)
+		}
+		last := b.envs[len(b.envs)-1]
+		if c.st.Seq+uint64(len(b.envs)) != last.Seq {
+			c.mu.Unlock()
+			p.d.fatal(fmt.Errorf("committed state at %d cannot take events ending at %d", c.st.Seq, last.Seq))
+			return
+		}
+		c.st.Seq, c.hash = last.Seq, last.Hash
+		c.mu.Unlock()
+		if p.d.runner != nil {
+			p.d.runner.Notify(keys)
+		}
+		sinceSnap += uint64(len(b.envs))
+		if every := p.d.cfg.SnapshotEvery; every > 0 && sinceSnap >= every {
+			sinceSnap = 0
+			if err := p.d.snapshot(); err != nil {
+				p.d.log.Warn("snapshot failed; the next boot replays more", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,74 @@
+// Command zlayer-overlayd is the node overlay-network daemon: it owns the
+// node's WireGuard mesh, address management, service bridges, DNS and NAT,
+// and journals every decision before acknowledging it.
+//
+//	zlayer-overlayd --data-dir /var/lib/zlayer
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/zlayer/overlayd/cmd/internal/daemon"
+	"github.com/zlayer/overlayd/ipc"
+)
+
+func main() {
+	var (
+		dataDir   = flag.String("data-dir", ipc.DefaultDataDir, "data directory; the journal lives in <data-dir>/overlayd")
+		socket    = flag.String("socket", "", "IPC socket (default: /var/run/zlayer-overlayd.sock for the default data dir, else <data-dir>/run/zlayer-overlayd.sock)")
+		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
+		keyFile   = flag.String("wg-private-key-file", "", "import the node's WireGuard private key (base64, as `wg genkey` writes) from this file")
+		slice4    = flag.Int("slice-prefix", 24, "prefix length of the node slice derived in an IPv4 cluster when setup_global_overlay gives none")
+		slice6    = flag.Int("slice-prefix6", 64, "prefix length of the node slice derived in an IPv6 cluster")
+		snapEvery = flag.Uint64("snapshot-every", 10000, "take a projection snapshot every N journaled events")
+		interval  = flag.Duration("reconcile-interval", 10*time.Second, "period of the drift check against the kernel")
+		advertise = flag.String("advertise-address", "", "underlay address guests are told to reach this node at (default: the host's first global address)")
+	)
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "zlayer-overlayd: unexpected argument %q\n", flag.Arg(0))
+		os.Exit(2)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "zlayer-overlayd: --log-level: %v\n", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg := daemon.Config{
+		DataDir: *dataDir, Socket: *socket, WGPrivateKeyFile: *keyFile,
+		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
+		ReconcileInterval: *interval, Log: log,
+	}
+	if *advertise != "" {
+		a, err := netip.ParseAddr(*advertise)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "zlayer-overlayd: --advertise-address: %v\n", err)
+			os.Exit(2)
+		}
+		cfg.AdvertiseAddr = a
+	}
+	d, err := daemon.Open(cfg)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		os.Exit(1)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		log.Info("signal received; stopping", "signal", s.String())
+		d.Stop()
+	}()
+	if err := d.Serve(); err != nil {
+		log.Error("stopped with an error", "err", err)
+		os.Exit(1)
+	}
+}

@@ -190,7 +190,6 @@ func TestResponsesInRequestOrderPerConnection(t *testing.T) {
 	}
 }
 
-
 func TestClientConcurrentCallsAndEvents(t *testing.T) {
 	path, srv := startServer(t)
 	events := make(chan Event, 4)

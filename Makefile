@@ -1,0 +1,25 @@
+# The test command CI runs (.ci/run) and the README gives.
+GO ?= go
+
+.PHONY: build test test-short vet bench demo clean
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+vet:
+	gofmt -l . | (! grep .) || (echo "gofmt needed on the files above" && exit 1)
+	$(GO) vet ./...
+	GOOS=windows $(GO) build ./...
+
+test: vet
+	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -race -timeout 10m ./journal ./ipc ./effects/...
+
+test-short:
+	$(GO) test -short ./...
+
+bench:
+	$(GO) run ./tools/bench
+
+clean:
+	rm -rf bin

@@ -1,0 +1,57 @@
+package projections
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImportDirection pins which packages may import which (DESIGN.md,
+// "Packages"): the pure core stays pure, the wire stays stdlib-only.
+func TestImportDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "github.com/zlayer/overlayd/...").Output()
+	if err != nil {
+		t.Skipf("go list unavailable: %v", err)
+	}
+	const mod = "github.com/zlayer/overlayd"
+	isStd := func(p string) bool { return !strings.Contains(strings.SplitN(p, "/", 2)[0], ".") }
+	rules := map[string]func(imp string) bool{
+		mod + "/projections": isStd,
+		mod + "/ipc":         isStd,
+		mod + "/journal": func(imp string) bool {
+			return isStd(imp) || strings.HasPrefix(imp, "go.etcd.io/bbolt") || strings.HasPrefix(imp, "github.com/oklog/ulid")
+		},
+		mod + "/effects": func(imp string) bool {
+			return isStd(imp) || imp == mod+"/projections" || !strings.HasPrefix(imp, mod)
+		},
+		mod + "/cmd/overlayctl": func(imp string) bool {
+			return isStd(imp) || imp == mod+"/journal" || imp == mod+"/projections" || imp == mod+"/ipc" || imp == mod+"/cmd/internal/replay"
+		},
+		mod + "/cmd/internal/replay": func(imp string) bool {
+			return isStd(imp) || imp == mod+"/journal" || imp == mod+"/projections" || imp == mod+"/ipc"
+		},
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg := f[0]
+		allow, ok := rules[pkg]
+		if !ok {
+			// effects subpackages follow the effects rule.
+			if strings.HasPrefix(pkg, mod+"/effects/") {
+				allow = rules[mod+"/effects"]
+			} else {
+				continue
+			}
+		}
+		checked++
+		for _, imp := range f[1:] {
+			if !allow(imp) {
+				t.Errorf("%s must not import %s", pkg, imp)
+			}
+		}
+	}
+	if checked < 5 {
+		t.Fatalf("only %d packages checked", checked)
+	}
+}

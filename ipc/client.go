@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -96,9 +97,10 @@ func NewClient(nc net.Conn, opt DialOptions) *Client {
 func (c *Client) read() {
 	var buf []byte
 	var err error
+	br := bufio.NewReaderSize(c.nc, 32<<10)
 	for {
 		var body []byte
-		if body, err = ReadFrame(c.nc, buf); err != nil {
+		if body, err = ReadFrame(br, buf); err != nil {
 			break
 		}
 		buf = body

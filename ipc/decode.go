@@ -85,19 +85,115 @@ func describe(err error) string {
 
 type object map[string]json.RawMessage
 
+// parseObject splits a JSON object into its members, validating it first.
 func parseObject(b []byte, what string) (object, error) {
-	t := bytes.TrimLeft(b, " \t\r\n")
+	if !json.Valid(b) {
+		var v any
+		return nil, errors.New(describe(json.Unmarshal(b, &v)))
+	}
+	return splitValid(b, what)
+}
+
+// splitValid splits an object already known to be valid JSON into its
+// members; values alias b. A repeated key keeps its last value, as
+// encoding/json does.
+func splitValid(b []byte, what string) (object, error) {
+	t := bytes.TrimSpace(b)
 	if len(t) == 0 || t[0] != '{' {
 		if what == "" {
 			return nil, fmt.Errorf("expected an object, got %s", clip(b))
 		}
 		return nil, fmt.Errorf("%s: expected an object, got %s", what, clip(b))
 	}
-	var o object
-	if err := json.Unmarshal(b, &o); err != nil {
-		return nil, errors.New(describe(err))
+	o := make(object, 8)
+	i := skipSpace(t, 1)
+	if i < len(t) && t[i] == '}' {
+		return o, nil
 	}
-	return o, nil
+	for i < len(t) {
+		if t[i] != '"' {
+			return nil, errors.New("invalid JSON object")
+		}
+		end := skipString(t, i)
+		rawKey := t[i:end]
+		key := string(rawKey[1 : len(rawKey)-1])
+		if bytes.IndexByte(rawKey, '\\') >= 0 {
+			if err := json.Unmarshal(rawKey, &key); err != nil {
+				return nil, errors.New("invalid JSON object key")
+			}
+		}
+		i = skipSpace(t, end)
+		if i >= len(t) || t[i] != ':' {
+			return nil, errors.New("invalid JSON object")
+		}
+		i = skipSpace(t, i+1)
+		vend := skipValue(t, i)
+		o[key] = json.RawMessage(t[i:vend])
+		i = skipSpace(t, vend)
+		if i < len(t) && t[i] == ',' {
+			i = skipSpace(t, i+1)
+			continue
+		}
+		if i < len(t) && t[i] == '}' {
+			return o, nil
+		}
+		return nil, errors.New("invalid JSON object")
+	}
+	return nil, errors.New("invalid JSON object")
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] == '"'.
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index after the (valid) value starting at b[i].
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\r', '\n':
+			return i
+		}
+	}
+	return i
 }
 
 func clip(b []byte) string {
@@ -174,11 +270,89 @@ func decodeFields(o object, v any) error {
 				return &FieldError{Field: name, Msg: "null is not allowed"}
 			}
 		}
-		if err := json.Unmarshal(raw, rv.Field(i).Addr().Interface()); err != nil {
+		if err := decodeValue(raw, rv.Field(i)); err != nil {
 			return fieldErr(name, err)
 		}
 	}
 	return nil
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+// decodeValue decodes one already-validated JSON value into v. Plain
+// strings, unsigned integers and booleans are read directly (the hot path of
+// every request); custom types get their UnmarshalJSON; anything else goes
+// through encoding/json.
+func decodeValue(raw json.RawMessage, v reflect.Value) error {
+	raw = bytes.TrimSpace(raw)
+	if v.Kind() == reflect.Pointer {
+		if isNull(raw) {
+			v.SetZero()
+			return nil
+		}
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		return decodeValue(raw, v.Elem())
+	}
+	if reflect.PointerTo(v.Type()).Implements(unmarshalerType) {
+		return v.Addr().Interface().(json.Unmarshaler).UnmarshalJSON(raw)
+	}
+	switch v.Kind() {
+	case reflect.String:
+		if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && plainString(raw[1:len(raw)-1]) {
+			v.SetString(string(raw[1 : len(raw)-1]))
+			return nil
+		}
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		bits := v.Type().Bits()
+		n, ok := parseID(raw)
+		if !ok || (bits < 64 && n>>uint(bits) != 0) {
+			return &json.UnmarshalTypeError{Value: jsonKind(raw) + " " + clip(raw), Type: v.Type()}
+		}
+		v.SetUint(n)
+		return nil
+	case reflect.Bool:
+		switch string(raw) {
+		case "true":
+			v.SetBool(true)
+			return nil
+		case "false":
+			v.SetBool(false)
+			return nil
+		}
+	}
+	return json.Unmarshal(raw, v.Addr().Interface())
+}
+
+// jsonKind names the JSON type of a valid value.
+func jsonKind(raw []byte) string {
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '"':
+		return "string"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "bool"
+	case 'n':
+		return "null"
+	}
+	return "number"
+}
+
+// plainString reports whether a JSON string body needs no unescaping.
+func plainString(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 // parseID reads a u64 id exactly: digits only, no sign, fraction or exponent.
@@ -196,7 +370,11 @@ func DecodeFrame(b []byte) (Frame, error) {
 	if !utf8.Valid(b) {
 		return Frame{}, &DecodeError{Msg: "frame is not valid UTF-8"}
 	}
-	obj, err := parseObject(b, "frame")
+	if !json.Valid(b) {
+		var v any
+		return Frame{}, &DecodeError{Msg: "frame is not JSON: " + describe(json.Unmarshal(b, &v))}
+	}
+	obj, err := splitValid(b, "frame")
 	if err != nil {
 		return Frame{}, &DecodeError{Msg: err.Error()}
 	}
@@ -257,7 +435,7 @@ func DecodeFrame(b []byte) (Frame, error) {
 }
 
 func decodeRequest(raw json.RawMessage) (Request, error) {
-	obj, err := parseObject(raw, "request")
+	obj, err := splitValid(raw, "request")
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +455,7 @@ func decodeRequest(raw json.RawMessage) (Request, error) {
 }
 
 func decodeResponse(raw json.RawMessage) (Response, error) {
-	obj, err := parseObject(raw, "response")
+	obj, err := splitValid(raw, "response")
 	if err != nil {
 		return nil, err
 	}

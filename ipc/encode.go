@@ -4,22 +4,39 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strconv"
+	"sync"
 )
+
+type encoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = json.NewEncoder(&e.buf)
+	e.enc.SetEscapeHTML(false)
+	return e
+}}
 
 // marshalNoEscape is json.Marshal without HTML escaping, like serde_json.
 func marshalNoEscape(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.buf.Reset()
+	if err := e.enc.Encode(v); err != nil {
 		return nil, err
 	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	return bytes.Clone(bytes.TrimRight(e.buf.Bytes(), "\n")), nil
 }
 
 // tagged marshals v (a struct) with {"key":"val"} as its first member.
 func tagged(key, val string, v any) ([]byte, error) {
+	if t := reflect.TypeOf(v); t.Kind() == reflect.Struct && t.NumField() == 0 {
+		return []byte(`{"` + key + `":"` + val + `"}`), nil // OK, Status, ...: nothing to marshal
+	}
 	body, err := marshalNoEscape(v)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 )
 
 // MaxFrame is the largest frame body, inclusive.
@@ -41,14 +42,15 @@ func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// WriteFrame writes body with its length prefix in one write.
+// WriteFrame writes body with its length prefix; on a net.Conn both go out
+// in one writev.
 func WriteFrame(w io.Writer, body []byte) error {
 	if len(body) > MaxFrame {
 		return fmt.Errorf("%w: %d bytes (max %d)", ErrFrameTooLarge, len(body), MaxFrame)
 	}
-	out := make([]byte, 4+len(body))
-	binary.LittleEndian.PutUint32(out, uint32(len(body)))
-	copy(out[4:], body)
-	_, err := w.Write(out)
+	var hdr [4]byte
+	binary.LittleEndian.PutUint32(hdr[:], uint32(len(body)))
+	bufs := net.Buffers{hdr[:], body}
+	_, err := bufs.WriteTo(w)
 	return err
 }

@@ -2,7 +2,9 @@ package ipc
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzDecodeFrame: the decoder never panics, and whatever it accepts
@@ -30,6 +32,32 @@ func FuzzDecodeFrame(f *testing.F) {
 		out2, err := EncodeFrame(fr2)
 		if err != nil || !bytes.Equal(out, out2) {
 			t.Fatalf("encoding not stable:\n%s\n%s", out, out2)
+		}
+	})
+}
+
+// FuzzSplitObject: the fast object splitter agrees with encoding/json.
+func FuzzSplitObject(f *testing.F) {
+	for _, row := range readTSV(&testing.T{}, "testdata/golden-v1.tsv") {
+		f.Add([]byte(row[1]))
+	}
+	f.Add([]byte(`{"a\"b":1, "c" : [1,{"d":"}"}] ,"e":"\\"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var want map[string]json.RawMessage
+		if !utf8.Valid(b) || json.Unmarshal(b, &want) != nil {
+			return // frames are checked for UTF-8 before splitting
+		}
+		got, err := parseObject(b, "")
+		if err != nil {
+			t.Fatalf("%q: %v", b, err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%q: %d members, encoding/json has %d", b, len(got), len(want))
+		}
+		for k, v := range want {
+			if !bytes.Equal(bytes.TrimSpace(got[k]), bytes.TrimSpace(v)) {
+				t.Fatalf("%q: member %q = %q, encoding/json %q", b, k, got[k], v)
+			}
 		}
 	})
 }

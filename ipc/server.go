@@ -1,8 +1,10 @@
 package ipc
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -225,8 +227,9 @@ func (c *serverConn) read() {
 	defer c.s.wg.Done()
 	defer close(c.pending)
 	var buf []byte
+	br := bufio.NewReaderSize(c.nc, 32<<10) // one read syscall for many small frames
 	for {
-		body, err := ReadFrame(c.nc, buf)
+		body, err := ReadFrame(br, buf)
 		if err != nil {
 			select {
 			case <-c.stop:
@@ -319,6 +322,10 @@ func (c *serverConn) write() {
 			if err != nil {
 				c.s.log().Error("encode response", "conn", c.id, "err", err)
 				b, _ = EncodeResponse(p.id, Err{Message: "internal error: " + err.Error()})
+			}
+			if len(b) > MaxFrame {
+				c.s.log().Error("response too large for a frame", "conn", c.id, "result", r.Result(), "bytes", len(b))
+				b, _ = EncodeResponse(p.id, Err{Message: fmt.Sprintf("%s: the response is %d bytes, more than a frame's %d", r.Result(), len(b), MaxFrame)})
 			}
 			if !send(b) {
 				return

@@ -100,8 +100,14 @@ type (
 	}
 	// JournalVerify (extension) verifies the hash chain and the replay.
 	JournalVerify struct{}
-	// StateDump (extension) returns the projected state as JSON.
-	StateDump struct{}
+	// StateDump (extension) returns the projected state as canonical JSON,
+	// in parts that fit a frame. Without DumpID the daemon takes the state
+	// at the request's turn and answers its first part; the following
+	// requests name the dump and the offset of the next part.
+	StateDump struct {
+		DumpID *uint64 `json:"dump_id,omitempty"`
+		Offset *uint64 `json:"offset,omitempty"`
+	}
 )
 
 func (SetLocalNodeID) Op() string         { return "set_local_node_id" }
@@ -397,9 +403,15 @@ type (
 		Report   json.RawMessage `json:"report"`
 		Problems []string        `json:"problems,omitempty" ovl:"default"`
 	}
-	// StateResult (extension) answers state_dump.
+	// StateResult (extension) answers state_dump: Part is the slice
+	// [Offset, Offset+len(Part)) of a Total-byte JSON document, the state
+	// after event Seq.
 	StateResult struct {
-		State json.RawMessage `json:"state"`
+		DumpID uint64 `json:"dump_id"`
+		Seq    uint64 `json:"seq"`
+		Total  uint64 `json:"total"`
+		Offset uint64 `json:"offset"`
+		Part   string `json:"part"`
 	}
 )
 

@@ -4,11 +4,14 @@
 //
 // # File layout
 //
-// The bbolt file <data-dir>/overlayd/journal.db holds three buckets:
+// The bbolt file <data-dir>/overlayd/journal.db holds two buckets:
 //
 //	meta       "format" -> u32 big-endian file format (currently 1)
 //	events     u64 big-endian sequence number -> encoded envelope
-//	snapshots  "latest" -> encoded snapshot
+//
+// The latest projection snapshot is the file <data-dir>/overlayd/snapshot,
+// replaced atomically (temp file, fsync, rename). It lives outside bbolt so
+// that writing a large snapshot never holds up a commit.
 //
 // Sequence numbers start at 1 and have no gaps; big-endian keys make bbolt's
 // cursor order the log order.
@@ -37,7 +40,7 @@
 // breaks either that event's hash or the next event's link; Verify names the
 // first event that does not check out.
 //
-// # Snapshot encoding
+// # Snapshot encoding (the snapshot file)
 //
 //	[4]     magic "OVSN"
 //	u32     projection schema version (projections.SnapshotSchema)

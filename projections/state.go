@@ -7,14 +7,18 @@ import (
 	"sort"
 )
 
-// SnapshotSchema is the version of State's serialised form. Bump it whenever
-// a field changes meaning or layout: an older snapshot is then ignored and the
-// state is rebuilt by a full replay.
-const SnapshotSchema = 1
+// SnapshotSchema is the version of State's snapshot form (EncodeSnapshot).
+// Bump it whenever a field changes meaning or layout: an older snapshot is
+// then ignored and the state is rebuilt by a full replay.
+//
+//	1  JSON body
+//	2  binary body (codec.go)
+const SnapshotSchema = 2
 
-// State is the whole projected state of one node. Its JSON form is the
-// snapshot body and the `overlayctl state -o json` output: maps marshal with
-// sorted keys and slices are kept sorted, so equal states give equal bytes.
+// State is the whole projected state of one node. Its canonical JSON form
+// is the `overlayctl state -o json` output: maps marshal with sorted keys and
+// slices are kept sorted, so equal states give equal bytes. Snapshots use
+// the binary codec in codec.go.
 type State struct {
 	// Seq is the sequence number of the last event applied.
 	Seq         uint64                      `json:"seq"`
@@ -204,11 +208,11 @@ func (s *State) Clone() *State {
 	return c
 }
 
-// MarshalSnapshot returns the canonical JSON form of the state.
-func (s *State) MarshalSnapshot() ([]byte, error) { return json.Marshal(s) }
+// CanonicalJSON returns the canonical JSON form of the state.
+func (s *State) CanonicalJSON() ([]byte, error) { return json.Marshal(s) }
 
-// UnmarshalSnapshot rebuilds a state from MarshalSnapshot's output.
-func UnmarshalSnapshot(b []byte) (*State, error) {
+// ParseCanonicalJSON rebuilds a state from CanonicalJSON's output.
+func ParseCanonicalJSON(b []byte) (*State, error) {
 	s := New()
 	if err := json.Unmarshal(b, s); err != nil {
 		return nil, fmt.Errorf("projections: decode snapshot: %w", err)

@@ -28,15 +28,14 @@ func (a *app) state(args []string) error {
 		if err != nil {
 			return err
 		}
-		if raw, err = st.MarshalSnapshot(); err != nil {
+		if raw, err = st.CanonicalJSON(); err != nil {
 			return err
 		}
 	} else {
-		r, err := src.client.Call(context.Background(), ipc.StateDump{})
+		_, raw, err = ipc.FetchState(context.Background(), src.client)
 		if err != nil {
 			return fmt.Errorf("state_dump: %w", err)
 		}
-		raw = r.(ipc.StateResult).State
 	}
 	if o == "json" {
 		var buf bytes.Buffer
@@ -46,7 +45,7 @@ func (a *app) state(args []string) error {
 		fmt.Fprintf(a.out, "%s\n", buf.Bytes())
 		return nil
 	}
-	st, err := projections.UnmarshalSnapshot(raw)
+	st, err := projections.ParseCanonicalJSON(raw)
 	if err != nil {
 		return err
 	}

@@ -153,7 +153,7 @@ func (n *node) mustCtl(args ...string) string {
 
 func (n *node) state() *projections.State {
 	n.t.Helper()
-	st, err := projections.UnmarshalSnapshot([]byte(n.mustCtl("state", "-o", "json")))
+	st, err := projections.ParseCanonicalJSON([]byte(n.mustCtl("state", "-o", "json")))
 	if err != nil {
 		n.t.Fatal(err)
 	}

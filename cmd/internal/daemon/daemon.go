@@ -59,6 +59,7 @@ type Daemon struct {
 	server    *ipc.Server
 	listener  net.Listener
 	boot      replay.Stats
+	dumps     dumps
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -263,16 +264,15 @@ func (d *Daemon) submit(j *job) <-chan ipc.Response {
 
 // snapshot stores the committed state as the latest snapshot.
 func (d *Daemon) snapshot() error {
+	start := time.Now()
 	c := d.committed
 	c.mu.RLock()
-	sn, err := replay.Snapshot(c.st, c.hash)
+	sn := replay.Snapshot(c.st, c.hash)
 	c.mu.RUnlock()
-	if err != nil {
-		return err
-	}
+	encoded := time.Since(start)
 	if err := d.store.SaveSnapshot(sn); err != nil && !errors.Is(err, journal.ErrClosed) {
 		return err
 	}
-	d.log.Debug("snapshot saved", "seq", sn.Seq, "bytes", len(sn.Body))
+	d.log.Debug("snapshot saved", "seq", sn.Seq, "bytes", len(sn.Body), "encode", encoded.Round(time.Microsecond), "took", time.Since(start).Round(time.Microsecond))
 	return nil
 }

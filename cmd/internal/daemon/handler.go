@@ -116,13 +116,11 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 	case ipc.Status:
 		j.read = d.status
 	case ipc.StateDump:
-		j.read = func(st *projections.State) ipc.Response {
-			b, err := st.MarshalSnapshot()
-			if err != nil {
-				return ipc.Err{Message: "state_dump: " + err.Error()}
-			}
-			return ipc.StateResult{State: b}
+		read, direct := d.stateDump(r)
+		if direct != nil {
+			return ipc.Reply(direct)
 		}
+		j.read = read
 	case ipc.Shutdown:
 		go d.Stop()
 		return ipc.Reply(ipc.OK{})
@@ -185,7 +183,7 @@ func (d *Daemon) journalList(r ipc.JournalList) ipc.Response {
 func (d *Daemon) journalVerify() ipc.Response {
 	c := d.committed
 	c.mu.RLock()
-	live, err := c.st.MarshalSnapshot()
+	live, err := c.st.CanonicalJSON()
 	seq := c.st.Seq
 	c.mu.RUnlock()
 	if err != nil {

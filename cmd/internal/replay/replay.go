@@ -97,7 +97,7 @@ func usableSnapshot(store journal.Store, upTo uint64) (*projections.State, strin
 			return nil, fmt.Sprintf("snapshot at %d does not match the journal's event %d", sn.Seq, sn.Seq)
 		}
 	}
-	s, err := projections.UnmarshalSnapshot(sn.Body)
+	s, err := projections.DecodeSnapshot(sn.Body)
 	if err != nil {
 		return nil, err.Error()
 	}
@@ -108,10 +108,6 @@ func usableSnapshot(store journal.Store, upTo uint64) (*projections.State, strin
 }
 
 // Snapshot encodes s as a journal snapshot; hash is the hash of event s.Seq.
-func Snapshot(s *projections.State, hash [32]byte) (*journal.Snapshot, error) {
-	body, err := s.MarshalSnapshot()
-	if err != nil {
-		return nil, err
-	}
-	return &journal.Snapshot{Schema: projections.SnapshotSchema, Seq: s.Seq, Hash: hash, Body: body}, nil
+func Snapshot(s *projections.State, hash [32]byte) *journal.Snapshot {
+	return &journal.Snapshot{Schema: projections.SnapshotSchema, Seq: s.Seq, Hash: hash, Body: s.EncodeSnapshot()}
 }

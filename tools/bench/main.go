@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures overlayd against its targets, with the baseline
 // measured side by side in the same run, and prints Markdown for
 // BENCHMARKS.md.

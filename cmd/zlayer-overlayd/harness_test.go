@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,6 +185,8 @@ func jsonOf(v any) string {
 }
 
 func strp(s string) *string { return &s }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 // sleeper starts a process to stand for a container.
 func sleeper(t *testing.T) *exec.Cmd {

@@ -1,0 +1,178 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zlayer/overlayd/effects"
+	"github.com/zlayer/overlayd/ipc"
+	"github.com/zlayer/overlayd/projections"
+)
+
+// recorder is a reconciler that remembers what it was handed.
+type recorder struct {
+	mu      sync.Mutex
+	keys    []string
+	alls    int
+	lastSeq uint64
+	seen    chan struct{}
+}
+
+func (r *recorder) Name() string { return "recorder" }
+
+func (r *recorder) Reconcile(_ context.Context, v effects.View, changed []string, all bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.keys = append(r.keys, changed...)
+	if all {
+		r.alls++
+	}
+	v.Read(func(st *projections.State) { r.lastSeq = st.Seq })
+	select {
+	case r.seen <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// After every commit the daemon hands the committed state and the changed
+// keys to its reconcilers; at boot it runs them over everything.
+func TestReconcilersSeeCommittedChanges(t *testing.T) {
+	dir := t.TempDir()
+	rec := &recorder{seen: make(chan struct{}, 1)}
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), Reconcilers: []effects.Reconciler{rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.alls != 1 {
+		t.Fatalf("boot reconcile ran %d times", rec.alls)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go d.ServeListener(l)
+	defer func() { d.Stop(); <-d.Done() }()
+	c, err := ipc.Dial(context.Background(), sock, ipc.DialOptions{Attempts: 20, Backoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for _, r := range []ipc.Request{
+		ipc.SetupGlobalOverlay{Deployment: "p", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: 51820},
+		ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared},
+		ipc.RegisterDNS{Name: "web.p.local", IP: ipc.AddrOf(netipMust("10.0.0.1"))},
+	} {
+		if _, err := c.Call(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		rec.mu.Lock()
+		got := slices.Clone(rec.keys)
+		seq := rec.lastSeq
+		rec.mu.Unlock()
+		if slices.Contains(got, "global") && slices.Contains(got, "service/web") && slices.Contains(got, "dns/web.p.local") && seq >= 4 {
+			break
+		}
+		select {
+		case <-rec.seen:
+		case <-deadline:
+			t.Fatalf("reconciler saw %v at seq %d", got, seq)
+		}
+	}
+}
+
+func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// Concurrent clients mixing writes, reads and inspection ops: run under
+// -race by `make test`. Every answer is consistent with the final state.
+func TestConcurrentClientsRace(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), SnapshotEvery: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go d.ServeListener(l)
+	dial := func() *ipc.Client {
+		c, err := ipc.Dial(context.Background(), sock, ipc.DialOptions{Attempts: 20, Backoff: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx := context.Background()
+	c0 := dial()
+	if _, err := c0.Call(ctx, ipc.SetupGlobalOverlay{Deployment: "p", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", SliceCIDR: strp("10.200.0.0/20"), WgPort: 51820}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	held := map[netip.Addr]bool{}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c := dial()
+			defer c.Close()
+			for i := 0; i < 150; i++ {
+				var err error
+				switch i % 5 {
+				case 0, 1:
+					var r ipc.Response
+					if r, err = c.Call(ctx, ipc.AllocateIP{}); err == nil {
+						a := r.(ipc.IPResult).IP.Addr
+						mu.Lock()
+						if held[a] {
+							t.Errorf("%v handed out twice", a)
+						}
+						held[a] = true
+						mu.Unlock()
+					}
+				case 2:
+					_, err = c.Call(ctx, ipc.Status{})
+				case 3:
+					_, _, err = ipc.FetchState(ctx, c)
+				case 4:
+					if w == 0 && i%25 == 4 {
+						_, err = c.Call(ctx, ipc.JournalVerify{})
+					} else {
+						_, err = c.Call(ctx, ipc.JournalList{AfterSeq: uint64(i)})
+					}
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	r, err := c0.Call(ctx, ipc.JournalVerify{})
+	if err != nil || !r.(ipc.JournalReport).OK {
+		t.Fatalf("verify: %v %+v", err, r)
+	}
+	c0.Close()
+	d.Stop()
+	<-d.Done()
+	if len(held) != 8*150*2/5 {
+		t.Fatalf("%d allocations", len(held))
+	}
+}
+
+func strp(s string) *string { return &s }

@@ -435,41 +435,32 @@ func DecodeFrame(b []byte) (Frame, error) {
 }
 
 func decodeRequest(raw json.RawMessage) (Request, error) {
-	obj, err := splitValid(raw, "request")
-	if err != nil {
-		return nil, err
-	}
-	op, err := obj.tag("op")
-	if err != nil {
-		return nil, fmt.Errorf("request: %w", err)
-	}
-	mk, ok := requestTypes[op]
-	if !ok {
-		return nil, fmt.Errorf("unknown op %q", op)
-	}
-	r := mk()
-	if err := decodeFields(obj, r); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	return reflect.ValueOf(r).Elem().Interface().(Request), nil
+	return decodeTagged(raw, "request", "op", requestTypes)
 }
 
 func decodeResponse(raw json.RawMessage) (Response, error) {
-	obj, err := splitValid(raw, "response")
+	return decodeTagged(raw, "response", "result", responseTypes)
+}
+
+// decodeTagged decodes an internally tagged object: the member tagKey names
+// the variant (a key of types), the other members are its fields.
+func decodeTagged[T any](raw json.RawMessage, what, tagKey string, types map[string]func() T) (T, error) {
+	var zero T
+	obj, err := splitValid(raw, what)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	res, err := obj.tag("result")
+	name, err := obj.tag(tagKey)
 	if err != nil {
-		return nil, fmt.Errorf("response: %w", err)
+		return zero, fmt.Errorf("%s: %w", what, err)
 	}
-	mk, ok := responseTypes[res]
+	mk, ok := types[name]
 	if !ok {
-		return nil, fmt.Errorf("unknown result %q", res)
+		return zero, fmt.Errorf("unknown %s %q", tagKey, name)
 	}
-	r := mk()
-	if err := decodeFields(obj, r); err != nil {
-		return nil, fmt.Errorf("%s: %w", res, err)
+	v := mk()
+	if err := decodeFields(obj, v); err != nil {
+		return zero, fmt.Errorf("%s: %w", name, err)
 	}
-	return reflect.ValueOf(r).Elem().Interface().(Response), nil
+	return reflect.ValueOf(v).Elem().Interface().(T), nil
 }

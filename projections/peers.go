@@ -2,6 +2,7 @@ package projections
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 )
 
@@ -292,26 +293,35 @@ func (s *State) decideRemovePeer(c RemovePeer) (Decision, error) {
 	return okWith(&PeerRemoved{Scope: c.Scope, PublicKey: key})
 }
 
+// allowedIPTarget parses the pubkey and cidr of add_allowed_ip and
+// remove_allowed_ip and finds the peer (nil when there is none). A guest's
+// AllowedIPs belong to its attachment and are refused.
+func (s *State) allowedIPTarget(sc Scope, pubkey, cidrText string) (string, netip.Prefix, *Peer, error) {
+	key, err := ParseKey("pubkey", pubkey)
+	if err != nil {
+		return "", netip.Prefix{}, nil, err
+	}
+	cidr, err := parseAllowedIP("cidr", cidrText)
+	if err != nil {
+		return "", netip.Prefix{}, nil, err
+	}
+	p := s.peer(sc, key)
+	if p != nil && p.Guest != "" {
+		return "", netip.Prefix{}, nil, errf("pubkey", "%s belongs to guest %s; its AllowedIPs are managed by attach_container", key, p.Guest)
+	}
+	return key, cidr, p, nil
+}
+
 func (s *State) decideAddAllowedIP(c AddAllowedIP) (Decision, error) {
-	key, err := ParseKey("pubkey", c.PublicKey)
+	key, cidr, p, err := s.allowedIPTarget(c.Scope, c.PublicKey, c.CIDR)
 	if err != nil {
 		return Decision{}, err
 	}
-	cidr, err := parseAllowedIP("cidr", c.CIDR)
-	if err != nil {
-		return Decision{}, err
-	}
-	p := s.peer(c.Scope, key)
 	if p == nil {
 		return Decision{}, errf("pubkey", "no peer %s in scope %s (add_peer first)", key, c.Scope)
 	}
-	if p.Guest != "" {
-		return Decision{}, errf("pubkey", "%s belongs to guest %s; its AllowedIPs are managed by attach_container", key, p.Guest)
-	}
-	for _, q := range p.AllowedIPs {
-		if q == cidr {
-			return okWith()
-		}
+	if slices.Contains(p.AllowedIPs, cidr) {
+		return okWith()
 	}
 	if err := s.checkAllowedIP("cidr", c.Scope, key, cidr); err != nil {
 		return Decision{}, err
@@ -320,27 +330,11 @@ func (s *State) decideAddAllowedIP(c AddAllowedIP) (Decision, error) {
 }
 
 func (s *State) decideRemoveAllowedIP(c RemoveAllowedIP) (Decision, error) {
-	key, err := ParseKey("pubkey", c.PublicKey)
-	if err != nil {
-		return Decision{}, err
+	key, cidr, p, err := s.allowedIPTarget(c.Scope, c.PublicKey, c.CIDR)
+	if err != nil || p == nil || !slices.Contains(p.AllowedIPs, cidr) {
+		return Decision{Reply: ReplyOK{}}, err // absent: removing again is a no-op
 	}
-	cidr, err := parseAllowedIP("cidr", c.CIDR)
-	if err != nil {
-		return Decision{}, err
-	}
-	p := s.peer(c.Scope, key)
-	if p == nil {
-		return okWith()
-	}
-	if p.Guest != "" {
-		return Decision{}, errf("pubkey", "%s belongs to guest %s; its AllowedIPs are managed by attach_container", key, p.Guest)
-	}
-	for _, q := range p.AllowedIPs {
-		if q == cidr {
-			return okWith(&PeerAllowedIPRemoved{Scope: c.Scope, PublicKey: key, CIDR: cidr})
-		}
-	}
-	return okWith()
+	return okWith(&PeerAllowedIPRemoved{Scope: c.Scope, PublicKey: key, CIDR: cidr})
 }
 
 func (s *State) decideObserve(c ObserveEndpoints) (Decision, error) {

@@ -88,6 +88,16 @@ func benchThroughput(tmp string) {
 	payload := make([]byte, 200) // about one journaled register_dns envelope
 	var seq uint64
 	var seqMu sync.Mutex
+	// baseline commits one fsync'd bbolt transaction per command.
+	baseline := func(w, i int) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			seqMu.Lock()
+			seq++
+			k := binary.BigEndian.AppendUint64(nil, seq)
+			seqMu.Unlock()
+			return tx.Bucket([]byte("events")).Put(k, payload)
+		})
+	}
 
 	fmt.Println("## Durable mutating commands per second")
 	fmt.Println()
@@ -118,15 +128,7 @@ func benchThroughput(tmp string) {
 		for _, c := range clients {
 			c.Close()
 		}
-		base := run(n, *duration, func(w, i int) error {
-			return db.Update(func(tx *bolt.Tx) error {
-				seqMu.Lock()
-				seq++
-				k := binary.BigEndian.AppendUint64(nil, seq)
-				seqMu.Unlock()
-				return tx.Bucket([]byte("events")).Put(k, payload)
-			})
-		})
+		base := run(n, *duration, baseline)
 		fmt.Printf("| %d | %.0f | %s | %s | %.0f | %s | %s | %.1f× |\n", n, ours.rate(), ms(ours.p50), ms(ours.p99),
 			base.rate(), ms(base.p50), ms(base.p99), ours.rate()/base.rate())
 	}
@@ -146,15 +148,7 @@ func benchThroughput(tmp string) {
 		for _, c := range clients {
 			c.Close()
 		}
-		base := run(n, *duration, func(w, i int) error {
-			return db.Update(func(tx *bolt.Tx) error {
-				seqMu.Lock()
-				seq++
-				k := binary.BigEndian.AppendUint64(nil, seq)
-				seqMu.Unlock()
-				return tx.Bucket([]byte("events")).Put(k, payload)
-			})
-		})
+		base := run(n, *duration, baseline)
 		c := p.client()
 		_, state, err := ipc.FetchState(context.Background(), c)
 		check(err)

@@ -122,14 +122,16 @@ func Open(cfg Config) (*Daemon, error) {
 	}
 	d.nodeKey, d.nodePub = key, key.PublicKey().String()
 
-	live, st, err := replay.Load(store, replay.Options{Verify: true})
+	head, headHash := store.Head()
+	live, st, err := replay.Load(store, replay.Options{Verify: true, Progress: func(seq uint64) {
+		d.log.Info("replaying the journal", "seq", seq, "head", head)
+	}})
 	if err != nil {
 		return nil, fmt.Errorf("boot: %w (run `overlayctl --data-dir %s journal verify`)", err, cfg.DataDir)
 	}
 	d.boot = st
 	d.log.Info("journal loaded", "events", live.Seq, "snapshot_seq", st.SnapshotSeq, "replayed", st.Replayed,
 		"snapshot_note", st.SnapshotReason, "took", st.Duration.Round(time.Microsecond))
-	head, headHash := store.Head()
 	if live.Seq != head {
 		return nil, fmt.Errorf("boot: replay ended at %d but the journal head is %d", live.Seq, head)
 	}

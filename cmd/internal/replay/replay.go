@@ -29,6 +29,10 @@ type Options struct {
 	Verify bool
 	// UpTo stops after this sequence number (0 = the whole journal).
 	UpTo uint64
+	// Progress, when set, is called after every ProgressEvery replayed
+	// events (default 250,000) with the sequence reached.
+	Progress      func(seq uint64)
+	ProgressEvery uint64
 }
 
 // Load rebuilds the state. A snapshot is used only when its schema is the
@@ -49,6 +53,10 @@ func Load(store journal.Store, opt Options) (*projections.State, Stats, error) {
 		st.SnapshotReason = "disabled"
 	}
 	var done = errors.New("done")
+	every := opt.ProgressEvery
+	if every == 0 {
+		every = 250_000
+	}
 	err := store.Iterate(s.Seq, opt.Verify, func(e *journal.Envelope) error {
 		if opt.UpTo != 0 && e.Seq > opt.UpTo {
 			return done
@@ -70,6 +78,9 @@ func Load(store journal.Store, opt Options) (*projections.State, Stats, error) {
 		}
 		s.Seq = e.Seq
 		st.Replayed++
+		if opt.Progress != nil && st.Replayed%every == 0 {
+			opt.Progress(e.Seq)
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, done) {

@@ -55,7 +55,6 @@ func (s *State) applyGlobalTornDown() error {
 	}
 	delete(s.IPAM.Owners, s.Global.NodeIP)
 	delete(s.IPAM.Cursors, poolSlice)
-	delete(s.Peers, Scope{}.Key())
 	s.Global = nil
 	return nil
 }
@@ -120,6 +119,19 @@ func (s *State) decideSetupGlobal(cfg Config, c SetupGlobal) (Decision, error) {
 			return Decision{}, errf("slice_cidr", "%s overlaps service %s's subnet %s", slice, name, sub)
 		}
 	}
+	// Peers may have been added before the overlay: the slice must not
+	// take a prefix that one of them routes.
+	if slice.IsValid() {
+		for _, sc := range sortedKeys(s.Peers) {
+			for _, k := range sortedKeys(s.Peers[sc]) {
+				for _, p := range s.Peers[sc][k].AllowedIPs {
+					if p.Overlaps(slice) {
+						return Decision{}, errf("slice_cidr", "%s overlaps %s, which peer %s routes", slice, p, k)
+					}
+				}
+			}
+		}
+	}
 	derived := false
 	if !slice.IsValid() {
 		bits := cfg.SlicePrefix4
@@ -156,9 +168,12 @@ func (s *State) decideSetupGlobal(cfg Config, c SetupGlobal) (Decision, error) {
 }
 
 // decideTeardownGlobal removes the global overlay and everything that lives
-// in the node slice: global peers, the global leg of attachments, guests and
-// reservations, then the node address and the slice itself. Services and
-// their bridges stay (they have their own teardown).
+// in the node slice: the global leg of attachments, guests and reservations,
+// then the node address and the slice itself. Services and their bridges
+// stay (they have their own teardown), and so do the global peers: they are
+// the cluster's membership, which the next setup_global_overlay puts back on
+// the device at once (the reference orchestrator tears down on every
+// graceful stop and sets up again on start).
 func (s *State) decideTeardownGlobal() (Decision, error) {
 	if s.Global == nil {
 		return okWith()
@@ -171,12 +186,6 @@ func (s *State) decideTeardownGlobal() (Decision, error) {
 			evs = append(evs, &GuestDetached{ID: a.Handle.ID, PublicKey: a.PublicKey, Reason: "global overlay torn down"})
 		case a.GlobalIP.IsValid():
 			evs = append(evs, &AttachmentGlobalLeft{Handle: a.Handle, Reason: "global overlay torn down"})
-		}
-	}
-	global := Scope{}
-	for _, k := range sortedKeys(s.Peers[global.Key()]) {
-		if s.Peers[global.Key()][k].Guest == "" {
-			evs = append(evs, &PeerRemoved{Scope: global, PublicKey: k})
 		}
 	}
 	for _, a := range s.addrsOf(poolSlice, OwnerReservation) {

@@ -91,8 +91,10 @@ func (s *State) CheckInvariants() error {
 	}
 	for scope, m := range s.Peers {
 		if scope == "global" {
-			if s.Global == nil && len(m) > 0 {
-				return fmt.Errorf("global peers without a global overlay")
+			for k, p := range m {
+				if p.Guest != "" && s.Global == nil {
+					return fmt.Errorf("guest peer %s without a global overlay", k)
+				}
 			}
 		} else if sv, ok := s.Services[scope[len("service:"):]]; !ok || sv.Dedicated == nil {
 			return fmt.Errorf("peers in scope %s without a dedicated service", scope)

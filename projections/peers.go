@@ -163,12 +163,11 @@ func (s *State) applyAllowedIPRemoved(e *PeerAllowedIPRemoved) error {
 	return nil
 }
 
-// checkScope verifies that peers can be added in sc.
+// checkScope verifies that peers can be added in sc. Global peers may be
+// added before setup_global_overlay: they are journaled and put on the
+// device when it exists.
 func (s *State) checkScope(sc Scope) error {
 	if sc.Service == "" {
-		if s.Global == nil {
-			return errf("scope", "the global overlay is not set up (setup_global_overlay first)")
-		}
 		return nil
 	}
 	if err := ValidateLabel("scope.service", sc.Service); err != nil {

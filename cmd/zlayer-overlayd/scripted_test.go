@@ -149,7 +149,6 @@ func TestRejectedRequestsNameTheField(t *testing.T) {
 		{ipc.SetupGlobalOverlay{Deployment: "prod", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", SliceCIDR: strp("10.9.0.0/24"), WgPort: 51820}, "slice_cidr"},
 		{ipc.SetupGlobalOverlay{Deployment: "prod", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: 0}, "wg_port"},
 		{ipc.SetupGlobalOverlay{Deployment: "", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: 1}, "deployment"},
-		{ipc.AddPeer{PeerSpec: ipc.PeerSpec{PublicKey: keyA, Endpoint: "192.0.2.1:1", AllowedIPs: "10.9.0.0/24"}}, "scope"}, // before global
 	}
 	for _, tc := range cases {
 		if msg := callErr(t, c, tc.req); !strings.Contains(msg, tc.field+":") {
@@ -195,7 +194,7 @@ func TestRejectedRequestsNameTheField(t *testing.T) {
 	}
 	// Nothing refused was journaled.
 	st := n.state()
-	if len(st.Attachments) != 0 || len(st.Peers) != 0 || len(st.DNS) != 0 || len(st.Services) != 1 {
+	if len(st.Attachments) != 0 || len(st.Peers) != 0 || len(st.DNS) != 0 || len(st.Services) != 1 || len(st.IPAM.Owners) != 2 {
 		t.Fatalf("refused requests left state behind: %s", jsonOf(st))
 	}
 }

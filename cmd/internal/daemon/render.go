@@ -66,13 +66,13 @@ func (d *Daemon) status(st *projections.State) ipc.Response {
 		out.NodeIP = ipc.AddrPtr(g.NodeIP)
 		out.OverlayCIDR = strPtr(g.ClusterCIDR.String())
 		out.SliceCIDR = strPtr(g.Slice.String())
-		for _, p := range st.PeersOf(projections.Scope{}) {
-			live := d.peerLive(projections.Scope{}, p)
-			out.Peers = append(out.Peers, ipc.PeerStatus{PublicKey: p.PublicKey, Endpoint: live.Endpoint,
-				AllowedIPs: projections.FormatPrefixes(p.AllowedIPs), LastHandshakeUnixSecs: live.LastHandshakeUnix})
-		}
-		out.PeerCount = uint32(len(out.Peers))
 	}
+	for _, p := range st.PeersOf(projections.Scope{}) {
+		live := d.peerLive(projections.Scope{}, p)
+		out.Peers = append(out.Peers, ipc.PeerStatus{PublicKey: p.PublicKey, Endpoint: live.Endpoint,
+			AllowedIPs: projections.FormatPrefixes(p.AllowedIPs), LastHandshakeUnixSecs: live.LastHandshakeUnix})
+	}
+	out.PeerCount = uint32(len(out.Peers))
 	for _, name := range sortedServices(st) {
 		sv := st.Services[name]
 		if sv.Dedicated == nil {

@@ -23,3 +23,8 @@ bench:
 
 clean:
 	rm -rf bin
+
+# A 3-node mesh in network namespaces: the nodes ping each other over the
+# overlay, then everything is removed (needs root).
+demo:
+	$(GO) run ./tools/netlab/cmd/netlab demo

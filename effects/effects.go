@@ -11,6 +11,7 @@ package effects
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -52,6 +53,17 @@ type worker struct {
 	changed map[string]struct{}
 	all     bool
 	kick    chan struct{}
+	// queued is the sequence number of the newest change handed to the
+	// worker, done the newest one a finished Reconcile call covered.
+	queued, done uint64
+	passes       uint64        // finished Reconcile calls
+	doneCh       chan struct{} // closed and replaced after every pass
+}
+
+// Filter is implemented by reconcilers that can tell which change keys
+// concern them; others are handed every change.
+type Filter interface {
+	Relevant(key string) bool
 }
 
 // NewRunner returns a runner over view. interval > 0 adds a periodic full
@@ -59,21 +71,42 @@ type worker struct {
 func NewRunner(view View, log *slog.Logger, interval time.Duration, rs ...Reconciler) *Runner {
 	r := &Runner{view: view, log: log, interval: interval}
 	for _, rec := range rs {
-		r.workers = append(r.workers, &worker{r: rec, changed: map[string]struct{}{}, kick: make(chan struct{}, 1)})
+		r.workers = append(r.workers, &worker{r: rec, changed: map[string]struct{}{}, kick: make(chan struct{}, 1), doneCh: make(chan struct{})})
 	}
 	return r
 }
 
-// ReconcileAll runs every reconciler once over the whole state, in order,
-// and returns the errors (boot uses it before serving).
-func (r *Runner) ReconcileAll(ctx context.Context) []error {
-	var errs []error
-	for _, w := range r.workers {
-		if err := w.r.Reconcile(ctx, r.view, nil, true); err != nil {
-			errs = append(errs, err)
+// ReconcileAll asks every reconciler for a pass over the whole state and
+// waits until each has finished one (boot uses it before serving). Errors
+// are logged by the workers, which retry them.
+func (r *Runner) ReconcileAll(ctx context.Context) error {
+	gens := make([]uint64, len(r.workers))
+	for i, w := range r.workers {
+		w.mu.Lock()
+		w.all = true
+		gens[i] = w.passes
+		w.mu.Unlock()
+		select {
+		case w.kick <- struct{}{}:
+		default:
 		}
 	}
-	return errs
+	for i, w := range r.workers {
+		for {
+			w.mu.Lock()
+			ok, ch := w.passes > gens[i], w.doneCh
+			w.mu.Unlock()
+			if ok {
+				break
+			}
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return fmt.Errorf("effects: %s did not finish its boot pass: %w", w.r.Name(), ctx.Err())
+			}
+		}
+	}
+	return nil
 }
 
 // Start launches the workers.
@@ -85,22 +118,70 @@ func (r *Runner) Start(ctx context.Context) {
 	}
 }
 
-// Notify queues changed keys for every reconciler; it never blocks.
-func (r *Runner) Notify(changed []string) {
-	if len(changed) == 0 {
-		return
-	}
+// Notify queues the keys changed by the events up to sequence seq; it
+// never blocks. Reconcilers that implement Filter only get their keys.
+func (r *Runner) Notify(changed []string, seq uint64) {
 	for _, w := range r.workers {
+		f, filtered := w.r.(Filter)
 		w.mu.Lock()
+		n := 0
 		for _, k := range changed {
-			w.changed[k] = struct{}{}
+			if !filtered || f.Relevant(k) {
+				w.changed[k] = struct{}{}
+				n++
+			}
+		}
+		if n > 0 {
+			w.queued = seq
 		}
 		w.mu.Unlock()
-		select {
-		case w.kick <- struct{}{}:
-		default:
+		if n > 0 {
+			select {
+			case w.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
+}
+
+// Relevant reports whether any reconciler would act on one of keys.
+func (r *Runner) Relevant(keys []string) bool {
+	for _, w := range r.workers {
+		f, filtered := w.r.(Filter)
+		if !filtered && len(keys) > 0 {
+			return true
+		}
+		for _, k := range keys {
+			if filtered && f.Relevant(k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// WaitApplied waits until every reconciler has finished a pass covering
+// every change it was handed up to sequence seq (a pass that failed counts:
+// its errors are logged and retried). It returns ctx's error on timeout.
+func (r *Runner) WaitApplied(ctx context.Context, seq uint64) error {
+	for _, w := range r.workers {
+		for {
+			w.mu.Lock()
+			target := min(seq, w.queued)
+			ok := w.done >= target
+			ch := w.doneCh
+			w.mu.Unlock()
+			if ok {
+				break
+			}
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return fmt.Errorf("effects: %s has not applied event %d yet: %w", w.r.Name(), seq, ctx.Err())
+			}
+		}
+	}
+	return nil
 }
 
 // Stop stops the workers and waits for them.
@@ -134,11 +215,26 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		for k := range w.changed {
 			keys = append(keys, k)
 		}
-		all := w.all
+		all, upTo := w.all, w.queued
 		w.changed, w.all = map[string]struct{}{}, false
 		w.mu.Unlock()
-		if err := w.r.Reconcile(ctx, r.view, keys, all); err != nil && ctx.Err() == nil {
-			r.log.Warn("reconcile failed; will retry", "reconciler", w.r.Name(), "err", err)
+		if len(keys) == 0 && !all {
+			continue
 		}
+		err := w.r.Reconcile(ctx, r.view, keys, all)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("reconcile failed; will retry at the next check", "reconciler", w.r.Name(), "err", err)
+			w.mu.Lock()
+			w.all = true // retry everything at the next tick
+			w.mu.Unlock()
+		}
+		w.mu.Lock()
+		w.passes++
+		if upTo > w.done {
+			w.done = upTo
+		}
+		close(w.doneCh)
+		w.doneCh = make(chan struct{})
+		w.mu.Unlock()
 	}
 }

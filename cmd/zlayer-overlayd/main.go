@@ -30,6 +30,7 @@ func main() {
 		snapEvery = flag.Uint64("snapshot-every", 10000, "take a projection snapshot every N journaled events")
 		interval  = flag.Duration("reconcile-interval", 10*time.Second, "period of the drift check against the kernel")
 		advertise = flag.String("advertise-address", "", "underlay address guests are told to reach this node at (default: the host's first global address)")
+		unhealthy = flag.Duration("peer-unhealthy-after", 180*time.Second, "a peer whose last handshake is older than this is reported unhealthy")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -45,7 +46,7 @@ func main() {
 	cfg := daemon.Config{
 		DataDir: *dataDir, Socket: *socket, WGPrivateKeyFile: *keyFile,
 		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
-		ReconcileInterval: *interval, Log: log,
+		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log,
 	}
 	if *advertise != "" {
 		a, err := netip.ParseAddr(*advertise)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/effects"
+	"github.com/zlayer/overlayd/effects/wireguard"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
 	"github.com/zlayer/overlayd/projections"
@@ -39,7 +40,13 @@ type Config struct {
 	// node at (invalid = the first global unicast address of the host).
 	AdvertiseAddr netip.Addr
 	Log           *slog.Logger
-	// Reconcilers are the effect handlers; none yet in this build.
+	// PeerUnhealthyAfter is the handshake age past which a peer is
+	// reported unhealthy (0 = 180 s).
+	PeerUnhealthyAfter time.Duration
+	// NoDataPlane leaves the kernel alone (no WireGuard devices): for tests
+	// of the pipeline that run outside a network namespace.
+	NoDataPlane bool
+	// Reconcilers are extra effect handlers (tests).
 	Reconcilers []effects.Reconciler
 }
 
@@ -56,6 +63,8 @@ type Daemon struct {
 	committed *committedState
 	pipe      *pipeline
 	runner    *effects.Runner
+	wg        *wireguard.Reconciler // nil without a data plane
+	health    *healthMonitor
 	server    *ipc.Server
 	listener  net.Listener
 	boot      replay.Stats
@@ -86,6 +95,9 @@ func Open(cfg Config) (*Daemon, error) {
 	if cfg.ReconcileInterval == 0 {
 		cfg.ReconcileInterval = 10 * time.Second
 	}
+	if cfg.PeerUnhealthyAfter == 0 {
+		cfg.PeerUnhealthyAfter = 180 * time.Second
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -112,9 +124,19 @@ func Open(cfg Config) (*Daemon, error) {
 	d.store = store
 	ok := false
 	defer func() {
-		if !ok {
-			store.Close()
+		if ok {
+			return
 		}
+		if d.pipe != nil {
+			d.pipe.close()
+		}
+		if d.runner != nil {
+			d.runner.Stop()
+		}
+		if d.wg != nil {
+			d.wg.Close()
+		}
+		store.Close()
 	}()
 	key, source, err := loadNodeKey(d.dir, cfg.WGPrivateKeyFile)
 	if err != nil {
@@ -135,9 +157,16 @@ func Open(cfg Config) (*Daemon, error) {
 	if live.Seq != head {
 		return nil, fmt.Errorf("boot: replay ended at %d but the journal head is %d", live.Seq, head)
 	}
-	d.committed = &committedState{st: live.Clone(), hash: headHash}
+	d.committed = &committedState{st: live.Clone(), hash: headHash, advance: make(chan struct{})}
 	d.pipe = newPipeline(d, live)
-	d.runner = effects.NewRunner(d.committed, d.log, cfg.ReconcileInterval, cfg.Reconcilers...)
+	var recs []effects.Reconciler
+	if !cfg.NoDataPlane {
+		d.wg = wireguard.New(d, d.log)
+		recs = append(recs, d.wg)
+	}
+	recs = append(recs, cfg.Reconcilers...)
+	d.runner = effects.NewRunner(d.committed, d.log, cfg.ReconcileInterval, recs...)
+	d.runner.Start(context.Background())
 
 	// The node's own key is a decision like any other: journal it when it
 	// is new or changed.
@@ -154,7 +183,12 @@ func Open(cfg Config) (*Daemon, error) {
 			d.log.Warn("boot snapshot failed", "err", err)
 		}
 	}
-	for _, err := range d.runner.ReconcileAll(context.Background()) {
+	// Converge the host to the state before serving: devices with the
+	// same keys, ports, names and addresses, their peers, routes.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	err = d.runner.ReconcileAll(ctx)
+	cancel()
+	if err != nil {
 		d.log.Warn("boot reconcile", "err", err)
 	}
 	ok = true
@@ -184,7 +218,9 @@ func (d *Daemon) Serve() error {
 func (d *Daemon) ServeListener(l net.Listener) error {
 	d.listener = l
 	d.server = &ipc.Server{Handler: d.handle, Log: d.log}
-	d.runner.Start(context.Background())
+	if d.wg != nil {
+		d.health = startHealth(d)
+	}
 	d.log.Info("serving", "socket", l.Addr().String(), "public_key", d.nodePub)
 	go d.server.Serve(l)
 	<-d.stopped
@@ -230,14 +266,20 @@ func (d *Daemon) shutdown(graceful bool) {
 			d.server.Drain(ctx)
 			cancel()
 		}
-		if d.runner != nil {
-			d.runner.Stop()
+		if d.health != nil {
+			d.health.stop()
 		}
 		if d.pipe != nil {
 			d.submitMu.Lock()
 			d.pipeClosed = true
 			d.submitMu.Unlock()
-			d.pipe.close()
+			d.pipe.close() // answers wait for effects: the runner still runs
+		}
+		if d.runner != nil {
+			d.runner.Stop()
+		}
+		if d.wg != nil {
+			d.wg.Close()
 		}
 		if graceful && d.failure() == nil {
 			if err := d.snapshot(); err != nil {
@@ -262,6 +304,24 @@ func (d *Daemon) submit(j *job) <-chan ipc.Response {
 	}
 	d.pipe.jobs <- j
 	return j.out
+}
+
+// waitEffects waits until the committed state holds event seq and every
+// reconciler has applied it.
+func (d *Daemon) waitEffects(ctx context.Context, seq uint64) error {
+	if err := d.committed.waitSeq(ctx, seq); err != nil {
+		return err
+	}
+	return d.runner.WaitApplied(ctx, seq)
+}
+
+// PrivateKey implements wireguard.Keys: the node's key or a dedicated
+// device's key from the key store.
+func (d *Daemon) PrivateKey(pub string) (wgtypes.Key, error) {
+	if pub == d.nodePub {
+		return d.nodeKey, nil
+	}
+	return d.keys.Load(pub)
 }
 
 // snapshot stores the committed state as the latest snapshot.

@@ -47,7 +47,7 @@ func (r *recorder) Reconcile(_ context.Context, v effects.View, changed []string
 func TestReconcilersSeeCommittedChanges(t *testing.T) {
 	dir := t.TempDir()
 	rec := &recorder{seen: make(chan struct{}, 1)}
-	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), Reconcilers: []effects.Reconciler{rec}})
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Reconcilers: []effects.Reconciler{rec}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
 // -race by `make test`. Every answer is consistent with the final state.
 func TestConcurrentClientsRace(t *testing.T) {
 	dir := t.TempDir()
-	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), SnapshotEvery: 50})
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, SnapshotEvery: 50})
 	if err != nil {
 		t.Fatal(err)
 	}

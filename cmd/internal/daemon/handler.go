@@ -110,11 +110,18 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 	case ipc.UnregisterDNS:
 		j.cmd = projections.UnregisterDNS{Name: r.Name}
 	case ipc.NatTick:
-		// Endpoint observations come from the WireGuard devices; without
-		// a data plane there is nothing to observe.
 		j.cmd = projections.ObserveEndpoints{Observed: d.observeEndpoints()}
+		j.after = func(evs []projections.Event) {
+			for _, ev := range evs {
+				if o, ok := ev.(*projections.PeerEndpointObserved); ok {
+					d.log.Info("peer endpoint changed", "peer", o.PublicKey, "scope", o.Scope.String(), "endpoint", o.Endpoint)
+					d.server.Broadcast(ipc.NatEndpointChanged{Pubkey: o.PublicKey, Endpoint: o.Endpoint})
+				}
+			}
+		}
 	case ipc.Status:
 		j.read = d.status
+		j.finish = d.statusLive
 	case ipc.StateDump:
 		read, direct := d.stateDump(r)
 		if direct != nil {
@@ -147,9 +154,25 @@ func scopeOf(s *ipc.PeerScope) projections.Scope {
 	return projections.Scope{Service: s.Service}
 }
 
-// observeEndpoints lists the endpoints the WireGuard devices currently use.
-// No data plane is wired in this build, so there is nothing to report.
-func (d *Daemon) observeEndpoints() []projections.Observation { return nil }
+// observeEndpoints lists the endpoints the WireGuard devices use now.
+func (d *Daemon) observeEndpoints() []projections.Observation {
+	if d.wg == nil {
+		return nil
+	}
+	var out []projections.Observation
+	for _, dev := range d.devicesAndPeers() {
+		stats, err := d.wg.Stats(dev.name)
+		if err != nil {
+			continue
+		}
+		for _, ps := range stats.Peers {
+			if ps.Endpoint != "" {
+				out = append(out, projections.Observation{Scope: dev.scope, PublicKey: ps.PublicKey, Endpoint: ps.Endpoint})
+			}
+		}
+	}
+	return out
+}
 
 // advertiseAddr is the underlay address guests are told to use.
 func (d *Daemon) advertiseAddr() netip.Addr {

@@ -52,13 +52,8 @@ func renderReply(r projections.Reply) ipc.Response {
 	return ipc.Err{Message: "internal error: no rendering for this reply"}
 }
 
-// PeerLive is what a WireGuard device reports about a peer.
-type PeerLive struct {
-	Endpoint          string
-	LastHandshakeUnix int64
-}
-
-// status answers the status op from the live state.
+// status answers the status op from the live state; statusLive then adds
+// what the device reports.
 func (d *Daemon) status(st *projections.State) ipc.Response {
 	out := ipc.StatusResult{PublicKey: strPtr(d.nodePub), ServiceCount: uint32(len(st.Services))}
 	if g := st.Global; g != nil {
@@ -68,9 +63,12 @@ func (d *Daemon) status(st *projections.State) ipc.Response {
 		out.SliceCIDR = strPtr(g.Slice.String())
 	}
 	for _, p := range st.PeersOf(projections.Scope{}) {
-		live := d.peerLive(projections.Scope{}, p)
-		out.Peers = append(out.Peers, ipc.PeerStatus{PublicKey: p.PublicKey, Endpoint: live.Endpoint,
-			AllowedIPs: projections.FormatPrefixes(p.AllowedIPs), LastHandshakeUnixSecs: live.LastHandshakeUnix})
+		ep := p.Endpoint
+		if p.ObservedEndpoint != "" {
+			ep = p.ObservedEndpoint
+		}
+		out.Peers = append(out.Peers, ipc.PeerStatus{PublicKey: p.PublicKey, Endpoint: ep,
+			AllowedIPs: projections.FormatPrefixes(p.AllowedIPs)})
 	}
 	out.PeerCount = uint32(len(out.Peers))
 	for _, name := range sortedServices(st) {
@@ -87,14 +85,35 @@ func (d *Daemon) status(st *projections.State) ipc.Response {
 	return out
 }
 
-// peerLive reports a peer's current endpoint and last handshake. Without a
-// data plane the endpoint is the last one known and no handshake happened.
-func (d *Daemon) peerLive(_ projections.Scope, p *projections.Peer) PeerLive {
-	ep := p.Endpoint
-	if p.ObservedEndpoint != "" {
-		ep = p.ObservedEndpoint
+// statusLive fills in the endpoint each peer uses now (WireGuard roams)
+// and its last handshake as Unix time (0 = never), from the global device.
+func (d *Daemon) statusLive(r ipc.Response) ipc.Response {
+	out, ok := r.(ipc.StatusResult)
+	if !ok || d.wg == nil || out.Interface == nil {
+		return r
 	}
-	return PeerLive{Endpoint: ep}
+	stats, err := d.wg.Stats(*out.Interface)
+	if err != nil {
+		return r
+	}
+	byKey := map[string]int{}
+	for i, p := range stats.Peers {
+		byKey[p.PublicKey] = i
+	}
+	for i := range out.Peers {
+		j, ok := byKey[out.Peers[i].PublicKey]
+		if !ok {
+			continue
+		}
+		ps := stats.Peers[j]
+		if ps.Endpoint != "" {
+			out.Peers[i].Endpoint = ps.Endpoint
+		}
+		if !ps.LastHandshake.IsZero() {
+			out.Peers[i].LastHandshakeUnixSecs = ps.LastHandshake.Unix()
+		}
+	}
+	return out
 }
 
 func sortedServices(st *projections.State) []string {

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
@@ -37,7 +39,12 @@ type job struct {
 	before func(d projections.Decision) error
 	// render turns the decision's reply into the wire response.
 	render func(r projections.Reply) ipc.Response
-	out    chan ipc.Response
+	// finish, when set, completes the response off the pipeline (after
+	// the commit), e.g. with what the devices report.
+	finish func(r ipc.Response) ipc.Response
+	// after, when set, runs once the job's events are durable.
+	after func(evs []projections.Event)
+	out   chan ipc.Response
 }
 
 type pendingReply struct {
@@ -45,6 +52,8 @@ type pendingReply struct {
 	own    bool            // the commit holds this job's events
 	events []projections.Event
 	resp   ipc.Response
+	finish func(ipc.Response) ipc.Response
+	after  func([]projections.Event)
 	out    chan ipc.Response
 }
 
@@ -55,9 +64,27 @@ type batch struct {
 
 // committedState is the state as of the last durable event.
 type committedState struct {
-	mu   sync.RWMutex
-	st   *projections.State
-	hash [32]byte // hash of event st.Seq
+	mu      sync.RWMutex
+	st      *projections.State
+	hash    [32]byte      // hash of event st.Seq
+	advance chan struct{} // closed and replaced whenever st.Seq moves
+}
+
+// waitSeq waits until the committed state holds event seq.
+func (c *committedState) waitSeq(ctx context.Context, seq uint64) error {
+	for {
+		c.mu.RLock()
+		ok, ch := c.st.Seq >= seq, c.advance
+		c.mu.RUnlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Read implements effects.View.
@@ -113,7 +140,7 @@ func (p *pipeline) sequence() {
 	defer close(p.replies)
 	for j := range p.jobs {
 		r := p.decide(j)
-		r.out = j.out
+		r.out, r.finish, r.after = j.out, j.finish, j.after
 		p.replies <- r
 	}
 }
@@ -171,10 +198,17 @@ func (p *pipeline) decide(j *job) pendingReply {
 	return pendingReply{commit: c, own: true, events: d.Events, resp: resp}
 }
 
+// effectTimeout bounds how long an answer waits for the effects of its
+// decision; past it the answer goes out and the effects keep converging.
+const effectTimeout = 10 * time.Second
+
 func (p *pipeline) reply() {
 	defer close(p.replyDone)
 	defer close(p.batches)
+	var waiting sync.WaitGroup
+	defer waiting.Wait()
 	for r := range p.replies {
+		var lastSeq uint64
 		if r.commit != nil {
 			envs, err := r.commit.Wait()
 			if err != nil {
@@ -184,9 +218,36 @@ func (p *pipeline) reply() {
 			}
 			if r.own {
 				p.batches <- batch{events: r.events, envs: envs}
+				if p.d.runner.Relevant(eventKeys(r.events)) {
+					lastSeq = envs[len(envs)-1].Seq
+				}
+				if r.after != nil {
+					r.after(r.events)
+				}
 			}
 		}
-		r.out <- r.resp
+		if lastSeq == 0 && r.finish == nil {
+			r.out <- r.resp
+			continue
+		}
+		// The answer waits (off this goroutine) until the effects have
+		// applied the decision, so that an acknowledged peer is on the
+		// device; a read may need the devices to complete its answer.
+		waiting.Add(1)
+		go func(r pendingReply) {
+			defer waiting.Done()
+			if lastSeq != 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), effectTimeout)
+				if err := p.d.waitEffects(ctx, lastSeq); err != nil {
+					p.d.log.Warn("answering before the effects finished", "err", err)
+				}
+				cancel()
+			}
+			if r.finish != nil {
+				r.resp = r.finish(r.resp)
+			}
+			r.out <- r.resp
+		}(r)
 	}
 }
 
@@ -195,7 +256,6 @@ func (p *pipeline) project() {
 	c := p.d.committed
 	var sinceSnap uint64
 	for b := range p.batches {
-		var keys []string
 		c.mu.Lock()
 		for i, ev := range b.events {
 			if err := c.st.Apply(ev); err != nil {
@@ -203,8 +263,8 @@ func (p *pipeline) project() {
 				p.d.fatal(fmt.Errorf("committed event %d (%s) does not apply: %w", b.envs[i].Seq, ev.EventType(), err))
 				return
 			}
-			keys = append(keys, projections.Keys(ev)...)
 		}
+		keys := eventKeys(b.events)
 		last := b.envs[len(b.envs)-1]
 		if c.st.Seq+uint64(len(b.envs)) != last.Seq {
 			c.mu.Unlock()
@@ -212,9 +272,11 @@ func (p *pipeline) project() {
 			return
 		}
 		c.st.Seq, c.hash = last.Seq, last.Hash
+		close(c.advance)
+		c.advance = make(chan struct{})
 		c.mu.Unlock()
 		if p.d.runner != nil {
-			p.d.runner.Notify(keys)
+			p.d.runner.Notify(keys, last.Seq)
 		}
 		sinceSnap += uint64(len(b.envs))
 		if every := p.d.cfg.SnapshotEvery; every > 0 && sinceSnap >= every {
@@ -224,4 +286,12 @@ func (p *pipeline) project() {
 			}
 		}
 	}
+}
+
+func eventKeys(evs []projections.Event) []string {
+	var keys []string
+	for _, ev := range evs {
+		keys = append(keys, projections.Keys(ev)...)
+	}
+	return keys
 }

@@ -1,0 +1,120 @@
+package wireguard
+
+import (
+	"net/netip"
+	"sort"
+
+	"github.com/zlayer/overlayd/projections"
+)
+
+// MTU of every overlay device.
+const MTU = 1420
+
+// RouteProtocol marks the routes this package installs (rtnetlink
+// protocol number; 79 is unassigned).
+const RouteProtocol = 79
+
+// Config is the desired state of one device.
+type Config struct {
+	Name      string
+	Scope     projections.Scope
+	PublicKey string // base64; the private key comes from Keys
+	Port      uint16
+	// Address is the device's address with the prefix that is on-link
+	// through it: node_ip/<cluster prefix> for the global device,
+	// gateway/32 (or /128) for a dedicated device.
+	Address netip.Prefix
+	Peers   []Peer
+}
+
+// Peer is the desired state of one peer.
+type Peer struct {
+	PublicKey  string         // base64
+	Endpoint   netip.AddrPort // invalid: none (the peer roams to us)
+	AllowedIPs []netip.Prefix // sorted
+	Keepalive  uint16
+}
+
+// Routes returns the prefixes to route through the device: every
+// AllowedIP except the device's own on-link prefix (the kernel routes that
+// one already).
+func (c *Config) Routes() []netip.Prefix {
+	own := c.Address.Masked()
+	seen := map[netip.Prefix]bool{}
+	var out []netip.Prefix
+	for _, p := range c.Peers {
+		for _, a := range p.AllowedIPs {
+			if a != own && !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i].Addr().Compare(out[j].Addr()); c != 0 {
+			return c < 0
+		}
+		return out[i].Bits() < out[j].Bits()
+	})
+	return out
+}
+
+// Desired derives every device's configuration from the state.
+func Desired(st *projections.State) []Config {
+	var out []Config
+	if g := st.Global; g != nil {
+		out = append(out, Config{
+			Name:      g.Device,
+			Scope:     projections.Scope{},
+			PublicKey: st.Node.PublicKey,
+			Port:      g.Port,
+			Address:   netip.PrefixFrom(g.NodeIP, g.ClusterCIDR.Bits()),
+			Peers:     peersOf(st, projections.Scope{}),
+		})
+	}
+	names := make([]string, 0, len(st.Services))
+	for n := range st.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sv := st.Services[n]
+		if sv.Dedicated == nil {
+			continue
+		}
+		sc := projections.Scope{Service: n}
+		out = append(out, Config{
+			Name:      sv.Dedicated.Device,
+			Scope:     sc,
+			PublicKey: sv.Dedicated.PublicKey,
+			Port:      sv.Dedicated.Port,
+			Address:   netip.PrefixFrom(sv.Gateway, sv.Gateway.BitLen()),
+			Peers:     peersOf(st, sc),
+		})
+	}
+	return out
+}
+
+func peersOf(st *projections.State, sc projections.Scope) []Peer {
+	var out []Peer
+	for _, p := range st.PeersOf(sc) {
+		ep := p.Endpoint
+		if p.ObservedEndpoint != "" {
+			ep = p.ObservedEndpoint // where the peer roamed to: survives restarts
+		}
+		ap, _ := netip.ParseAddrPort(ep)
+		out = append(out, Peer{PublicKey: p.PublicKey, Endpoint: ap,
+			AllowedIPs: append([]netip.Prefix(nil), p.AllowedIPs...), Keepalive: uint16(p.Keepalive)})
+	}
+	return out
+}
+
+// Relevant reports whether a change key can affect a device.
+func Relevant(key string) bool {
+	for _, p := range []string{"global", "node", "service/", "peer/"} {
+		if len(key) >= len(p) && key[:len(p)] == p {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,292 @@
+package wireguard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// wgDevice is one running wireguard-go device and what was applied to it.
+type wgDevice struct {
+	name    string
+	log     *slog.Logger
+	tun     tun.Device
+	dev     *device.Device
+	uapi    net.Listener
+	privPub string // public key of the configured private key
+	port    uint16
+	addr    netip.Prefix
+	peers   map[string]*applied
+	routes  map[netip.Prefix]bool
+}
+
+// createDevice creates the TUN and the wireguard-go device, and serves
+// its UAPI socket. A TUN name still held by a dying process (EBUSY right
+// after a crash) is retried for up to 3 s.
+func createDevice(name string, log *slog.Logger) (*wgDevice, error) {
+	var t tun.Device
+	var err error
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		t, err = tun.CreateTUN(name, MTU)
+		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wireguard: create TUN %s: %w", name, err)
+	}
+	wlog := &device.Logger{
+		Verbosef: func(string, ...any) {},
+		Errorf: func(format string, args ...any) {
+			log.Warn("wireguard-go: "+fmt.Sprintf(format, args...), "device", name)
+		},
+	}
+	d := &wgDevice{name: name, log: log, tun: t, peers: map[string]*applied{}, routes: map[netip.Prefix]bool{}}
+	d.dev = device.NewDevice(t, conn.NewDefaultBind(), wlog)
+	// The standard UAPI socket, for `wg show`. Failing to serve it (for
+	// example, another device of this name in another network namespace
+	// sharing /var/run/wireguard) costs only the debugging view.
+	if f, err := ipc.UAPIOpen(name); err != nil {
+		log.Warn("wireguard: no UAPI socket; `wg show` will not see this device", "device", name, "err", err)
+	} else if l, err := ipc.UAPIListen(name, f); err != nil {
+		log.Warn("wireguard: no UAPI socket; `wg show` will not see this device", "device", name, "err", err)
+	} else {
+		d.uapi = l
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go d.dev.IpcHandle(c)
+			}
+		}()
+	}
+	return d, nil
+}
+
+func (d *wgDevice) close() {
+	if d.uapi != nil {
+		d.uapi.Close()
+	}
+	d.dev.Close() // closes the TUN: the kernel removes the link and its routes
+}
+
+func (d *wgDevice) link() (netlink.Link, error) {
+	l, err := netlink.LinkByName(d.name)
+	if err != nil {
+		return nil, fmt.Errorf("wireguard: link %s: %w", d.name, err)
+	}
+	return l, nil
+}
+
+// alive reports whether the kernel link still exists.
+func (d *wgDevice) alive() bool {
+	_, err := netlink.LinkByName(d.name)
+	return err == nil
+}
+
+// apply converges the device to cfg. It returns the keys of peers it added.
+func (d *wgDevice) apply(cfg *Config, priv wgtypes.Key) ([]string, error) {
+	var b strings.Builder
+	if d.privPub != cfg.PublicKey || d.port != cfg.Port {
+		fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hexOf(priv), cfg.Port)
+	}
+	peers, added, err := peerDiff(d.peers, cfg.Peers)
+	if err != nil {
+		return nil, err
+	}
+	b.WriteString(peers)
+	if b.Len() > 0 {
+		if err := d.dev.IpcSet(b.String()); err != nil {
+			return nil, fmt.Errorf("wireguard: configure %s: %w", d.name, err)
+		}
+		d.privPub, d.port = cfg.PublicKey, cfg.Port
+		d.peers = appliedOf(cfg.Peers, d.peers)
+	}
+	if err := d.ensureLink(cfg); err != nil {
+		return added, err
+	}
+	if err := d.ensureRoutes(cfg.Routes()); err != nil {
+		return added, err
+	}
+	return added, nil
+}
+
+func hexOf(k wgtypes.Key) string { return fmt.Sprintf("%x", k[:]) }
+
+// appliedOf records cfg's peers as applied, keeping the endpoint last set
+// for peers that carry none now.
+func appliedOf(peers []Peer, prev map[string]*applied) map[string]*applied {
+	out := make(map[string]*applied, len(peers))
+	for _, p := range peers {
+		a := &applied{Endpoint: p.Endpoint, Keepalive: p.Keepalive, AllowedIPs: make(map[netip.Prefix]bool, len(p.AllowedIPs))}
+		if !a.Endpoint.IsValid() && prev[p.PublicKey] != nil {
+			a.Endpoint = prev[p.PublicKey].Endpoint
+		}
+		for _, q := range p.AllowedIPs {
+			a.AllowedIPs[q] = true
+		}
+		out[p.PublicKey] = a
+	}
+	return out
+}
+
+// ensureLink sets the address, MTU, no IPv6 link-local address, and up.
+func (d *wgDevice) ensureLink(cfg *Config) error {
+	l, err := d.link()
+	if err != nil {
+		return err
+	}
+	if l.Attrs().MTU != MTU {
+		if err := netlink.LinkSetMTU(l, MTU); err != nil {
+			return fmt.Errorf("wireguard: set MTU of %s: %w", d.name, err)
+		}
+	}
+	// No link-local address: router solicitations and MLD would only be
+	// dropped by cryptokey routing.
+	_ = netlink.LinkSetIP6AddrGenMode(l, 1) // IN6_ADDR_GEN_MODE_NONE; absent IPv6 is fine
+	if d.addr != cfg.Address {
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return fmt.Errorf("wireguard: list addresses of %s: %w", d.name, err)
+		}
+		want := &netlink.Addr{IPNet: prefixNet(cfg.Address)}
+		if err := netlink.AddrReplace(l, want); err != nil {
+			return fmt.Errorf("wireguard: address %s on %s: %w", cfg.Address, d.name, err)
+		}
+		for _, a := range addrs {
+			if p, ok := netipPrefix(a.IPNet); ok && p != cfg.Address && !p.Addr().IsLinkLocalUnicast() {
+				_ = netlink.AddrDel(l, &a)
+			}
+		}
+		d.addr = cfg.Address
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("wireguard: set %s up: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+// ensureRoutes installs a route through the device for every prefix in
+// want and removes the ones it installed before that are gone. It adds
+// before it deletes.
+func (d *wgDevice) ensureRoutes(want []netip.Prefix) error {
+	l, err := d.link()
+	if err != nil {
+		return err
+	}
+	wantSet := map[netip.Prefix]bool{}
+	var errs []error
+	for _, p := range want {
+		wantSet[p] = true
+		if d.routes[p] {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: prefixNet(p), Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteReplace(r); err != nil {
+			errs = append(errs, fmt.Errorf("wireguard: route %s via %s: %w", p, d.name, err))
+			continue
+		}
+		d.routes[p] = true
+	}
+	for p := range d.routes {
+		if wantSet[p] {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: prefixNet(p), Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteDel(r); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("wireguard: remove route %s via %s: %w", p, d.name, err))
+			continue
+		}
+		delete(d.routes, p)
+	}
+	return errors.Join(errs...)
+}
+
+// refresh re-reads what the kernel and the device hold, so that the next
+// apply repairs any change made behind the daemon's back.
+func (d *wgDevice) refresh() error {
+	st, err := d.stats()
+	if err != nil {
+		return err
+	}
+	fresh := appliedFrom(st)
+	for k, a := range fresh {
+		if old := d.peers[k]; old != nil {
+			a.Endpoint = old.Endpoint // the device may have roamed: not drift
+		}
+	}
+	d.peers = fresh
+	if st.ListenPort != d.port {
+		d.port = 0 // forces private key and port to be set again
+	}
+	l, err := d.link()
+	if err != nil {
+		return err
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index, Protocol: RouteProtocol},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return fmt.Errorf("wireguard: list routes of %s: %w", d.name, err)
+	}
+	d.routes = map[netip.Prefix]bool{}
+	for _, r := range routes {
+		if p, ok := netipPrefix(r.Dst); ok {
+			d.routes[p] = true
+		}
+	}
+	d.addr = netip.Prefix{} // re-check the address
+	return nil
+}
+
+func (d *wgDevice) stats() (*DeviceStats, error) {
+	text, err := d.dev.IpcGet()
+	if err != nil {
+		return nil, fmt.Errorf("wireguard: read %s: %w", d.name, err)
+	}
+	return parseGet(text)
+}
+
+// handshake makes the device initiate a handshake with the peer now
+// (wireguard-go sends at most one initiation per 5 s per peer).
+func (d *wgDevice) handshake(pub string) {
+	k, err := wgtypes.ParseKey(pub)
+	if err != nil {
+		return
+	}
+	if p := d.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+		_ = p.SendHandshakeInitiation(false)
+	}
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/projections"
+	"github.com/zlayer/overlayd/tools/netlab"
 )
 
 var daemonBin, ctlBin string
@@ -38,7 +39,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// node is one daemon process under test.
+// node is one daemon process under test. As root it runs in a network
+// namespace of its own (a one-node netlab), so that its WireGuard device and
+// routes never touch the machine's namespace; otherwise it runs directly
+// and its effects fail (logged), which these tests of the journal and the
+// protocol do not depend on.
 type node struct {
 	t       *testing.T
 	dataDir string
@@ -47,10 +52,20 @@ type node struct {
 	log     *os.File
 	exited  chan error
 	args    []string
+	ns      *netlab.Node // nil when not root
 }
 
 func newNode(t *testing.T, args ...string) *node {
 	t.Helper()
+	if netlab.Root() {
+		lab, err := netlab.New(1, netlab.Options{Daemon: daemonBin, Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lab.Close() })
+		nd := lab.Nodes[0]
+		return &node{t: t, dataDir: nd.DataDir, socket: nd.Socket, args: args, ns: nd}
+	}
 	dir := t.TempDir()
 	return &node{t: t, dataDir: dir, socket: filepath.Join(dir, "run", "zlayer-overlayd.sock"), args: args}
 }
@@ -69,8 +84,7 @@ func (n *node) start() {
 }
 
 func (n *node) startNoWait() error {
-	args := append([]string{"--data-dir", n.dataDir, "--log-level", "debug"}, n.args...)
-	n.cmd = exec.Command(daemonBin, args...)
+	n.cmd = n.command(append([]string{"--log-level", "debug"}, n.args...)...)
 	f, err := os.OpenFile(filepath.Join(n.dataDir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -89,6 +103,15 @@ func (n *node) startNoWait() error {
 		}
 	})
 	return nil
+}
+
+// command is the daemon command for this node: in its namespace as root.
+func (n *node) command(args ...string) *exec.Cmd {
+	args = append([]string{"--data-dir", n.dataDir}, args...)
+	if n.ns != nil {
+		return n.ns.DaemonCommand(args...)
+	}
+	return exec.Command(daemonBin, args...)
 }
 
 func (n *node) logs() string {

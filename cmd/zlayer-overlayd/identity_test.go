@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -115,10 +113,10 @@ func TestTamperedEventIsNamed(t *testing.T) {
 	if err := os.Remove(filepath.Join(n.dataDir, "overlayd", journal.SnapshotFileName)); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, daemonBin, "--data-dir", n.dataDir)
+	cmd := n.command()
+	timer := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
 	b, err := cmd.CombinedOutput()
+	timer.Stop()
 	if err == nil || !strings.Contains(string(b), "event 4") || !strings.Contains(string(b), "journal verify") {
 		t.Fatalf("daemon booted on a tampered journal or did not say why: %v\n%s", err, b)
 	}

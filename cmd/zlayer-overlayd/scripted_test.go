@@ -202,7 +202,7 @@ func TestRejectedRequestsNameTheField(t *testing.T) {
 func TestSecondDaemonRefusesToStart(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	second := &node{t: t, dataDir: n.dataDir, socket: n.socket}
+	second := &node{t: t, dataDir: n.dataDir, socket: n.socket, ns: n.ns}
 	if err := second.startNoWait(); err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,16 @@ func (d *wgDevice) alive() bool {
 }
 
 // apply converges the device to cfg. It returns the keys of peers it added.
+// The link comes up (and the wireguard-go device with it) before any peer is
+// configured: a handshake sent by a device that is still down is lost, and
+// wireguard-go then waits 5 s before it tries again.
 func (d *wgDevice) apply(cfg *Config, priv wgtypes.Key) ([]string, error) {
+	if err := d.ensureLink(cfg); err != nil {
+		return nil, err
+	}
+	if err := d.dev.Up(); err != nil {
+		return nil, fmt.Errorf("wireguard: bring %s up: %w", d.name, err)
+	}
 	var b strings.Builder
 	if d.privPub != cfg.PublicKey || d.port != cfg.Port {
 		fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hexOf(priv), cfg.Port)
@@ -116,9 +125,6 @@ func (d *wgDevice) apply(cfg *Config, priv wgtypes.Key) ([]string, error) {
 		}
 		d.privPub, d.port = cfg.PublicKey, cfg.Port
 		d.peers = appliedOf(cfg.Peers, d.peers)
-	}
-	if err := d.ensureLink(cfg); err != nil {
-		return added, err
 	}
 	if err := d.ensureRoutes(cfg.Routes()); err != nil {
 		return added, err

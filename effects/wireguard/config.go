@@ -3,6 +3,7 @@ package wireguard
 import (
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/zlayer/overlayd/projections"
 )
@@ -59,6 +60,10 @@ func (c *Config) Routes() []netip.Prefix {
 	return out
 }
 
+// OwnPrefix is the prefix the kernel already routes through the device
+// (its address's on-link prefix); AllowedIPs equal to it get no route.
+func (c *Config) OwnPrefix() netip.Prefix { return c.Address.Masked() }
+
 // Desired derives every device's configuration from the state.
 func Desired(st *projections.State) []Config {
 	var out []Config
@@ -98,15 +103,68 @@ func Desired(st *projections.State) []Config {
 func peersOf(st *projections.State, sc projections.Scope) []Peer {
 	var out []Peer
 	for _, p := range st.PeersOf(sc) {
-		ep := p.Endpoint
-		if p.ObservedEndpoint != "" {
-			ep = p.ObservedEndpoint // where the peer roamed to: survives restarts
-		}
-		ap, _ := netip.ParseAddrPort(ep)
-		out = append(out, Peer{PublicKey: p.PublicKey, Endpoint: ap,
-			AllowedIPs: append([]netip.Prefix(nil), p.AllowedIPs...), Keepalive: uint16(p.Keepalive)})
+		out = append(out, peerOf(p))
 	}
 	return out
+}
+
+func peerOf(p *projections.Peer) Peer {
+	ep := p.Endpoint
+	if p.ObservedEndpoint != "" {
+		ep = p.ObservedEndpoint // where the peer roamed to: survives restarts
+	}
+	ap, _ := netip.ParseAddrPort(ep)
+	return Peer{PublicKey: p.PublicKey, Endpoint: ap, AllowedIPs: append([]netip.Prefix(nil), p.AllowedIPs...), Keepalive: uint16(p.Keepalive)}
+}
+
+// PeerChange is the desired state of one peer of one device after a change:
+// Peer is nil when the peer is gone.
+type PeerChange struct {
+	Device    string
+	PublicKey string
+	Peer      *Peer
+}
+
+// Incremental returns the peer changes named by keys, when every key is a
+// peer key ("peer/<scope>/<public key>") of a device that exists; ok is
+// false when a full pass is needed (a device, the node or a service
+// changed).
+func Incremental(st *projections.State, keys []string) (changes []PeerChange, ok bool) {
+	devices := map[string]string{} // scope key -> device name
+	if g := st.Global; g != nil {
+		devices[projections.Scope{}.Key()] = g.Device
+	}
+	for n, sv := range st.Services {
+		if sv.Dedicated != nil {
+			devices[projections.Scope{Service: n}.Key()] = sv.Dedicated.Device
+		}
+	}
+	for _, k := range keys {
+		if !Relevant(k) {
+			continue
+		}
+		rest, isPeer := strings.CutPrefix(k, "peer/")
+		if !isPeer {
+			return nil, false
+		}
+		// The public key is base64 (no '/'... but it may contain '/'): the
+		// scope is "global" or "service:<name>" and has no '/'.
+		scope, pub, found := strings.Cut(rest, "/")
+		if !found {
+			return nil, false
+		}
+		dev, exists := devices[scope]
+		if !exists {
+			return nil, false
+		}
+		ch := PeerChange{Device: dev, PublicKey: pub}
+		if p := st.Peers[scope][pub]; p != nil {
+			pp := peerOf(p)
+			ch.Peer = &pp
+		}
+		changes = append(changes, ch)
+	}
+	return changes, true
 }
 
 // Relevant reports whether a change key can affect a device.

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
+	"sort"
 	"syscall"
 	"time"
 
@@ -28,6 +28,7 @@ type wgDevice struct {
 	privPub string // public key of the configured private key
 	port    uint16
 	addr    netip.Prefix
+	index   int // link index, set by ensureLink
 	peers   map[string]*applied
 	routes  map[netip.Prefix]bool
 }
@@ -99,10 +100,10 @@ func (d *wgDevice) alive() bool {
 	return err == nil
 }
 
-// apply converges the device to cfg. It returns the keys of peers it added.
-// The link comes up (and the wireguard-go device with it) before any peer is
-// configured: a handshake sent by a device that is still down is lost, and
-// wireguard-go then waits 5 s before it tries again.
+// apply converges the whole device to cfg. It returns the keys of peers
+// it added. The link comes up (and the wireguard-go device with it) before
+// any peer is configured: a handshake sent by a device that is still down
+// is lost, and wireguard-go then waits 5 s before it tries again.
 func (d *wgDevice) apply(cfg *Config, priv wgtypes.Key) ([]string, error) {
 	if err := d.ensureLink(cfg); err != nil {
 		return nil, err
@@ -110,26 +111,121 @@ func (d *wgDevice) apply(cfg *Config, priv wgtypes.Key) ([]string, error) {
 	if err := d.dev.Up(); err != nil {
 		return nil, fmt.Errorf("wireguard: bring %s up: %w", d.name, err)
 	}
-	var b strings.Builder
 	if d.privPub != cfg.PublicKey || d.port != cfg.Port {
-		fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hexOf(priv), cfg.Port)
-	}
-	peers, added, err := peerDiff(d.peers, cfg.Peers)
-	if err != nil {
-		return nil, err
-	}
-	b.WriteString(peers)
-	if b.Len() > 0 {
-		if err := d.dev.IpcSet(b.String()); err != nil {
+		if err := d.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", hexOf(priv), cfg.Port)); err != nil {
 			return nil, fmt.Errorf("wireguard: configure %s: %w", d.name, err)
 		}
 		d.privPub, d.port = cfg.PublicKey, cfg.Port
-		d.peers = appliedOf(cfg.Peers, d.peers)
 	}
-	if err := d.ensureRoutes(cfg.Routes()); err != nil {
+	want := make(map[string]*Peer, len(cfg.Peers)+len(d.peers))
+	for k := range d.peers {
+		want[k] = nil // gone unless cfg has it
+	}
+	for i := range cfg.Peers {
+		want[cfg.Peers[i].PublicKey] = &cfg.Peers[i]
+	}
+	added, err := d.applyPeers(want, cfg.OwnPrefix())
+	if err != nil {
 		return added, err
 	}
-	return added, nil
+	// Routes that no peer accounts for (left by an earlier incarnation, or
+	// added by hand with our protocol) go.
+	wantRoutes := map[netip.Prefix]bool{}
+	for _, p := range cfg.Routes() {
+		wantRoutes[p] = true
+	}
+	var errs []error
+	for p := range d.routes {
+		if !wantRoutes[p] {
+			errs = append(errs, d.delRoute(p))
+		}
+	}
+	for p := range wantRoutes {
+		if !d.routes[p] {
+			errs = append(errs, d.addRoute(p))
+		}
+	}
+	return added, errors.Join(errs...)
+}
+
+// applyPeers converges the named peers (nil: remove) and their routes, and
+// leaves the others alone: one add_peer costs one peer's work, however many
+// peers the device has. Peers are updated in place.
+func (d *wgDevice) applyPeers(want map[string]*Peer, own netip.Prefix) ([]string, error) {
+	var list []Peer
+	var removed []string
+	have := make(map[string]*applied, len(want))
+	for k, p := range want {
+		if old := d.peers[k]; old != nil {
+			have[k] = old
+		}
+		if p != nil {
+			list = append(list, *p)
+		} else if d.peers[k] != nil {
+			removed = append(removed, k)
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].PublicKey < list[j].PublicKey })
+	text, added, err := peerDiff(have, list)
+	if err != nil {
+		return nil, err
+	}
+	if text != "" {
+		if err := d.dev.IpcSet(text); err != nil {
+			return nil, fmt.Errorf("wireguard: configure peers of %s: %w", d.name, err)
+		}
+	}
+	// Routes: add the new prefixes first, then drop the old ones.
+	var errs []error
+	newApplied := appliedOf(list, have)
+	for _, p := range list {
+		for q := range newApplied[p.PublicKey].AllowedIPs {
+			if q != own && !d.routes[q] {
+				errs = append(errs, d.addRoute(q))
+			}
+		}
+	}
+	for k, old := range have {
+		na := newApplied[k]
+		for q := range old.AllowedIPs {
+			if q != own && (na == nil || !na.AllowedIPs[q]) && d.routes[q] {
+				errs = append(errs, d.delRoute(q))
+			}
+		}
+	}
+	for _, k := range removed {
+		delete(d.peers, k)
+	}
+	for k, a := range newApplied {
+		d.peers[k] = a
+	}
+	var withEndpoint []string
+	for _, k := range added {
+		if p := want[k]; p != nil && p.Endpoint.IsValid() {
+			withEndpoint = append(withEndpoint, k)
+		}
+	}
+	return withEndpoint, errors.Join(errs...)
+}
+
+func (d *wgDevice) route(p netip.Prefix) *netlink.Route {
+	return &netlink.Route{LinkIndex: d.index, Dst: prefixNet(p), Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
+}
+
+func (d *wgDevice) addRoute(p netip.Prefix) error {
+	if err := netlink.RouteReplace(d.route(p)); err != nil {
+		return fmt.Errorf("wireguard: route %s via %s: %w", p, d.name, err)
+	}
+	d.routes[p] = true
+	return nil
+}
+
+func (d *wgDevice) delRoute(p netip.Prefix) error {
+	if err := netlink.RouteDel(d.route(p)); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("wireguard: remove route %s via %s: %w", p, d.name, err)
+	}
+	delete(d.routes, p)
+	return nil
 }
 
 func hexOf(k wgtypes.Key) string { return fmt.Sprintf("%x", k[:]) }
@@ -157,6 +253,7 @@ func (d *wgDevice) ensureLink(cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	d.index = l.Attrs().Index
 	if l.Attrs().MTU != MTU {
 		if err := netlink.LinkSetMTU(l, MTU); err != nil {
 			return fmt.Errorf("wireguard: set MTU of %s: %w", d.name, err)
@@ -187,42 +284,6 @@ func (d *wgDevice) ensureLink(cfg *Config) error {
 		}
 	}
 	return nil
-}
-
-// ensureRoutes installs a route through the device for every prefix in
-// want and removes the ones it installed before that are gone. It adds
-// before it deletes.
-func (d *wgDevice) ensureRoutes(want []netip.Prefix) error {
-	l, err := d.link()
-	if err != nil {
-		return err
-	}
-	wantSet := map[netip.Prefix]bool{}
-	var errs []error
-	for _, p := range want {
-		wantSet[p] = true
-		if d.routes[p] {
-			continue
-		}
-		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: prefixNet(p), Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
-		if err := netlink.RouteReplace(r); err != nil {
-			errs = append(errs, fmt.Errorf("wireguard: route %s via %s: %w", p, d.name, err))
-			continue
-		}
-		d.routes[p] = true
-	}
-	for p := range d.routes {
-		if wantSet[p] {
-			continue
-		}
-		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: prefixNet(p), Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
-		if err := netlink.RouteDel(r); err != nil && !errors.Is(err, syscall.ESRCH) {
-			errs = append(errs, fmt.Errorf("wireguard: remove route %s via %s: %w", p, d.name, err))
-			continue
-		}
-		delete(d.routes, p)
-	}
-	return errors.Join(errs...)
 }
 
 // refresh re-reads what the kernel and the device hold, so that the next

@@ -48,6 +48,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 		if !relevant {
 			return nil
 		}
+		// Peer changes only: touch just those peers.
+		var changes []PeerChange
+		var ok bool
+		view.Read(func(st *projections.State) { changes, ok = Incremental(st, changed) })
+		if ok {
+			if done, err := r.applyChanges(changes); done {
+				return err
+			}
+		}
 	}
 	var cfgs []Config
 	view.Read(func(st *projections.State) { cfgs = Desired(st) })
@@ -103,6 +112,35 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// applyChanges applies peer changes to running devices. done is false when
+// a device is missing and a full pass must run instead.
+func (r *Reconciler) applyChanges(changes []PeerChange) (done bool, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	byDev := map[string]map[string]*Peer{}
+	for _, ch := range changes {
+		if r.devices[ch.Device] == nil {
+			return false, nil
+		}
+		if byDev[ch.Device] == nil {
+			byDev[ch.Device] = map[string]*Peer{}
+		}
+		byDev[ch.Device][ch.PublicKey] = ch.Peer
+	}
+	var errs []error
+	for name, want := range byDev {
+		d := r.devices[name]
+		added, err := d.applyPeers(want, d.addr.Masked())
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, k := range added {
+			d.handshake(k)
+		}
+	}
+	return true, errors.Join(errs...)
 }
 
 // ErrNoDevice is returned for a device the reconciler does not run.

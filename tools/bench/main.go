@@ -28,7 +28,7 @@ import (
 )
 
 var (
-	only     = flag.String("only", "throughput,boot,rss", "comma-separated: throughput, boot, rss")
+	only     = flag.String("only", "throughput,boot,rss,mesh", "comma-separated: throughput, boot, rss, mesh (mesh needs root)")
 	duration = flag.Duration("duration", 5*time.Second, "measurement time per throughput point")
 	bootRuns = flag.Int("boot-runs", 3, "boots measured per case (the median is reported)")
 	keep     = flag.Bool("keep", false, "keep the temporary directory")
@@ -62,6 +62,8 @@ func main() {
 			benchBoot(tmp)
 		case "rss":
 			benchRSS(tmp)
+		case "mesh":
+			benchMesh(tmp)
 		default:
 			fatalf("unknown -only item %q", what)
 		}

@@ -3,7 +3,9 @@
 // Command wgguest is a guest: it brings up a plain wireguard-go device from
 // a guest_config answer (the JSON of the response object, in a file) and
 // keeps it up until killed. The netlab tests run it in a namespace of its
-// own to show that the answer alone is enough to join the overlay.
+// own to show that the answer alone is enough to join the overlay; the
+// benchmarks use it, with hand-written configurations, as the bare
+// wireguard-go baseline.
 //
 //	wgguest -config guest.json -name wgguest0
 package main
@@ -55,6 +57,7 @@ func fail(format string, args ...any) {
 func main() {
 	path := flag.String("config", "", "guest_config JSON")
 	name := flag.String("name", "wgguest0", "interface name")
+	port := flag.Int("listen-port", 0, "UDP port (0: any)")
 	flag.Parse()
 	b, err := os.ReadFile(*path)
 	if err != nil {
@@ -70,7 +73,7 @@ func main() {
 	}
 	dev := device.NewDevice(t, conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, "wgguest: "))
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "private_key=%s\n", hexKey(gc.PrivateKey))
+	fmt.Fprintf(&cfg, "private_key=%s\nlisten_port=%d\n", hexKey(gc.PrivateKey), *port)
 	for _, p := range gc.Peers {
 		fmt.Fprintf(&cfg, "public_key=%s\n", hexKey(p.PublicKey))
 		if p.Endpoint != "" {

@@ -32,6 +32,7 @@ type Lab struct {
 	Name     string // prefix of every namespace and link name
 	Dir      string // holds the nodes' data dirs and logs
 	Daemon   string // path of the zlayer-overlayd binary
+	Cluster  string // cluster CIDR Setup uses (default 10.200.0.0/16)
 	Nodes    []*Node
 	underlay string // namespace of the bridge
 

@@ -21,13 +21,17 @@ type NodeInfo struct {
 }
 
 // Setup plays the orchestrator's part for one node: node id i+1, the
-// global overlay (cluster 10.200.0.0/16, slice derived by the daemon), and
-// returns what status reports.
+// global overlay (cluster Lab.Cluster, default 10.200.0.0/16, slice derived
+// by the daemon), and returns what status reports.
 func (n *Node) Setup(ctx context.Context, c *ipc.Client) (NodeInfo, error) {
 	if _, err := c.Call(ctx, ipc.SetLocalNodeID{NodeID: uint64(n.Index + 1)}); err != nil {
 		return NodeInfo{}, err
 	}
-	r, err := c.Call(ctx, ipc.SetupGlobalOverlay{Deployment: "lab", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: Port})
+	cluster := n.Lab.Cluster
+	if cluster == "" {
+		cluster = "10.200.0.0/16"
+	}
+	r, err := c.Call(ctx, ipc.SetupGlobalOverlay{Deployment: "lab", InstanceID: "1", ClusterCIDR: cluster, WgPort: Port})
 	if err != nil {
 		return NodeInfo{}, err
 	}

@@ -43,6 +43,15 @@ func TestThreeNodeMesh(t *testing.T) {
 				t.Fatalf("node %d's device does not list node %d (%s %s):\n%s", i, j, infos[j].PublicKey, infos[j].Slice, out)
 			}
 		}
+		// MTU 1420, no IPv6 link-local address, the cluster routed through
+		// the device.
+		link, _ := nd.Run(ctx, "ip", "-d", "link", "show", infos[i].Device)
+		addrs, _ := nd.Run(ctx, "ip", "addr", "show", infos[i].Device)
+		route, _ := nd.Run(ctx, "ip", "route", "show", "10.200.0.0/16")
+		if !strings.Contains(link, "mtu 1420") || strings.Contains(addrs, "fe80") || !strings.Contains(addrs, infos[i].NodeIP+"/16") ||
+			!strings.Contains(route, "dev "+infos[i].Device) {
+			t.Fatalf("device on node %d:\n%s\n%s\n%s", i, link, addrs, route)
+		}
 		st := status(t, client(t, nd, nil))
 		if *st.PublicKey != infos[i].PublicKey || st.PeerCount != 2 {
 			t.Fatalf("status of node %d: %+v", i, st)
@@ -212,5 +221,26 @@ func TestDedicatedServiceMesh(t *testing.T) {
 	again := call(t, s[0].c, ipc.SetupServiceOverlay{Service: "cache", Mode: ipc.ModeDedicated}).(ipc.ServiceOverlay)
 	if *again.WgPort != 51421 {
 		t.Fatalf("the freed port was not reused: %d", *again.WgPort)
+	}
+}
+
+// An IPv6 cluster: each node derives a /64 slice and the nodes reach each
+// other over IPv6 inside the overlay (the underlay stays IPv4).
+func TestIPv6Cluster(t *testing.T) {
+	l := newLab(t, 2)
+	l.Cluster = "fd00:200::/48"
+	infos, err := l.Mesh(context.Background(), 25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, nd := range l.Nodes {
+		if !strings.HasSuffix(infos[i].Slice, "::/64") || !strings.HasPrefix(infos[i].NodeIP, "fd00:200:") {
+			t.Fatalf("node %d: slice %s, address %s", i, infos[i].Slice, infos[i].NodeIP)
+		}
+		addrs, _ := nd.Run(context.Background(), "ip", "-6", "addr", "show", infos[i].Device)
+		if !strings.Contains(addrs, infos[i].NodeIP+"/48") || strings.Contains(addrs, "fe80") {
+			t.Fatalf("device addresses on node %d:\n%s", i, addrs)
+		}
+		mustPing(t, nd, infos[1-i].NodeIP, 3)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/zlayer/overlayd/ipc"
+	"github.com/zlayer/overlayd/tools/netlab"
 )
 
 var (
@@ -48,6 +49,7 @@ func main() {
 	if !*keep {
 		defer os.RemoveAll(tmp)
 	}
+	defer closeLabs()
 	daemonBin = filepath.Join(tmp, "zlayer-overlayd")
 	out, err := exec.Command("go", "build", "-o", daemonBin, "./cmd/zlayer-overlayd").CombinedOutput()
 	if err != nil {
@@ -78,6 +80,7 @@ func check(err error) {
 
 func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	closeLabs()
 	os.Exit(1)
 }
 
@@ -123,16 +126,53 @@ type proc struct {
 	exited          chan error
 }
 
+// labs holds, per data dir, the network namespace its daemon runs in;
+// spawned holds every process the tool started. cleanup ends both, also
+// when the tool fails half-way.
+var (
+	labs    = map[string]*netlab.Lab{}
+	spawned []*exec.Cmd
+)
+
+func track(c *exec.Cmd) *exec.Cmd {
+	spawned = append(spawned, c)
+	return c
+}
+
+func closeLabs() {
+	for _, c := range spawned {
+		if c.Process != nil && c.ProcessState == nil {
+			c.Process.Kill()
+		}
+	}
+	for _, l := range labs {
+		l.Close()
+	}
+}
+
+// startDaemon starts a daemon on dataDir. As root it runs in a network
+// namespace of its own (a one-node netlab, kept for later starts on the
+// same dir), so that its WireGuard device and routes never touch the
+// machine's namespace; otherwise it runs directly and creates no device.
 func startDaemon(dataDir string, args ...string) *proc {
 	p := &proc{dataDir: dataDir, socket: filepath.Join(dataDir, "run", "zlayer-overlayd.sock"), logPath: filepath.Join(dataDir, "daemon.log")}
 	check(os.MkdirAll(dataDir, 0o700))
-	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	check(err)
-	p.cmd = exec.Command(daemonBin, append([]string{"--data-dir", dataDir}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if g := os.Getenv("DAEMON_GOGC"); g != "" {
-		p.cmd.Env = append(os.Environ(), "GOGC="+g)
+	args = append([]string{"--data-dir", dataDir, "--socket", p.socket}, args...)
+	if netlab.Root() {
+		l := labs[dataDir]
+		if l == nil {
+			l, err = netlab.New(1, netlab.Options{Daemon: daemonBin, Dir: filepath.Join(filepath.Dir(dataDir), filepath.Base(dataDir)+"-lab")})
+			check(err)
+			labs[dataDir] = l
+		}
+		p.cmd = l.Nodes[0].DaemonCommand(args...)
+	} else {
+		p.cmd = exec.Command(daemonBin, args...)
 	}
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	track(p.cmd)
 	p.started = time.Now()
 	check(p.cmd.Start())
 	p.exited = make(chan error, 1)

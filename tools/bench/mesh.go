@@ -43,7 +43,7 @@ func benchMesh(tmp string) {
 	}
 	lab, err := netlab.New(2, netlab.Options{Daemon: daemonBin, Dir: filepath.Join(tmp, "mesh")})
 	check(err)
-	defer lab.Close()
+	labs["mesh"] = lab // closed (with its daemons and helpers) on exit
 	ctx := context.Background()
 	infos, err := lab.Mesh(ctx, 25)
 	check(err)
@@ -53,6 +53,15 @@ func benchMesh(tmp string) {
 	// hand (wgguest with a written configuration), on port 51900.
 	ka, _ := wgtypes.GeneratePrivateKey()
 	kb, _ := wgtypes.GeneratePrivateKey()
+	var helpers []*exec.Cmd
+	defer func() {
+		for _, h := range helpers {
+			h.Process.Kill()
+			h.Wait()
+		}
+		lab.Close()
+		delete(labs, "mesh")
+	}()
 	bare := func(nd *netlab.Node, priv, peer wgtypes.Key, self, other string, peerNode *netlab.Node) {
 		cfg := map[string]any{"overlay_ip": self, "prefix_len": 24, "private_key": priv.String(),
 			"peers": []map[string]any{{"public_key": peer.PublicKey().String(), "endpoint": peerNode.Underlay.String() + ":51900",
@@ -60,9 +69,10 @@ func benchMesh(tmp string) {
 		b, _ := json.Marshal(cfg)
 		path := filepath.Join(tmp, fmt.Sprintf("bare%d.json", nd.Index))
 		check(os.WriteFile(path, b, 0o600))
-		cmd := nd.Command(ctx, bins["wgguest"], "-config", path, "-name", "wgbare0", "-listen-port", "51900")
+		cmd := track(nd.Command(ctx, bins["wgguest"], "-config", path, "-name", "wgbare0", "-listen-port", "51900"))
 		out, _ := cmd.StdoutPipe()
 		check(cmd.Start())
+		helpers = append(helpers, cmd)
 		if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "up" {
 			fatalf("bare device on node %d: %q", nd.Index, line)
 		}
@@ -175,7 +185,7 @@ func pidMem(pid int) int {
 // tcpRate runs one TCP stream from node a to target (in node b) and
 // returns bits per second as the receiver counted them.
 func tcpRate(ctx context.Context, bin string, a, b *netlab.Node, target string, d time.Duration) float64 {
-	srv := b.Command(ctx, bin, "-server", target+":5201")
+	srv := track(b.Command(ctx, bin, "-server", target+":5201"))
 	out, err := srv.StdoutPipe()
 	check(err)
 	check(srv.Start())

@@ -232,10 +232,13 @@ func (p *proc) mem() memKiB {
 	return m
 }
 
-// loadTook returns the "took" of the daemon's "journal loaded" log line.
+// loadTook returns the "took" of the daemon's last "journal loaded" log
+// line (the log holds every start on this data dir).
 func (p *proc) loadTook() time.Duration {
 	b, _ := os.ReadFile(p.logPath)
-	for _, line := range strings.Split(string(b), "\n") {
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := lines[i]
 		if !strings.Contains(line, `msg="journal loaded"`) {
 			continue
 		}

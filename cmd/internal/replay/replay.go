@@ -6,6 +6,8 @@ package replay
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/zlayer/overlayd/journal"
@@ -52,39 +54,136 @@ func Load(store journal.Store, opt Options) (*projections.State, Stats, error) {
 	} else {
 		st.SnapshotReason = "disabled"
 	}
-	var done = errors.New("done")
 	every := opt.ProgressEvery
 	if every == 0 {
 		every = 250_000
 	}
-	err := store.Iterate(s.Seq, opt.Verify, func(e *journal.Envelope) error {
-		if opt.UpTo != 0 && e.Seq > opt.UpTo {
-			return done
-		}
-		if e.Seq != s.Seq+1 {
-			return fmt.Errorf("replay: event %d follows %d: the journal has a gap", e.Seq, s.Seq)
-		}
-		ev, err := projections.DecodeEvent(e.Type, e.Version, e.Payload)
-		if err != nil {
-			if errors.Is(err, projections.ErrUnknownEvent) && e.Ignorable {
-				st.Skipped++
-				s.Seq = e.Seq
-				return nil
+	// Reading (and verifying) the journal, decoding the JSON payloads and
+	// folding events into the state run in parallel: one goroutine walks
+	// the journal in its read transaction and hands out batches of raw
+	// events, decoders (one per CPU) turn them into events, and this
+	// goroutine applies the batches in journal order.
+	type decoded struct {
+		seq     uint64
+		typ, id string
+		ev      projections.Event // nil: an ignorable event of unknown type
+		err     error
+	}
+	type rawEvent struct {
+		seq       uint64
+		typ, id   string
+		ver       uint16
+		ignorable bool
+		payload   []byte
+	}
+	type job struct {
+		raws []rawEvent
+		out  chan []decoded
+	}
+	futures := make(chan chan []decoded, 64)
+	jobs := make(chan job, 64)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < max(1, runtime.GOMAXPROCS(0)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				out := make([]decoded, len(j.raws))
+				for i, r := range j.raws {
+					ev, err := projections.DecodeEvent(r.typ, r.ver, r.payload)
+					if err != nil {
+						if errors.Is(err, projections.ErrUnknownEvent) && r.ignorable {
+							err = nil
+						} else {
+							err = fmt.Errorf("replay: event %d (%s, id %s): %w; a newer daemon may have written it", r.seq, r.typ, r.id, err)
+						}
+						ev = nil
+					}
+					out[i] = decoded{seq: r.seq, typ: r.typ, id: r.id, ev: ev, err: err}
+				}
+				j.out <- out
 			}
-			return fmt.Errorf("replay: event %d (%s, id %s): %w; a newer daemon may have written it", e.Seq, e.Type, e.ID, err)
+		}()
+	}
+	var readErr error
+	go func() {
+		defer func() {
+			close(jobs)
+			wg.Wait()
+			close(futures)
+		}()
+		done := errors.New("done")
+		expect := s.Seq
+		batch := make([]rawEvent, 0, 1024)
+		send := func() bool {
+			fut := make(chan []decoded, 1)
+			select {
+			case futures <- fut:
+			case <-stop:
+				return false
+			}
+			jobs <- job{raws: batch, out: fut}
+			batch = make([]rawEvent, 0, 1024)
+			return true
 		}
-		if err := s.Apply(ev); err != nil {
-			return fmt.Errorf("replay: event %d (%s, id %s): %w", e.Seq, e.Type, e.ID, err)
+		err := store.Iterate(s.Seq, opt.Verify, func(e *journal.Envelope) error {
+			if opt.UpTo != 0 && e.Seq > opt.UpTo {
+				return done
+			}
+			if e.Seq != expect+1 {
+				return fmt.Errorf("replay: event %d follows %d: the journal has a gap", e.Seq, expect)
+			}
+			expect = e.Seq
+			// The payload is only valid inside the read transaction: copy.
+			batch = append(batch, rawEvent{seq: e.Seq, typ: e.Type, id: e.ID.String(), ver: e.Version,
+				ignorable: e.Ignorable, payload: append([]byte(nil), e.Payload...)})
+			if len(batch) == cap(batch) && !send() {
+				return done
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, done) {
+			readErr = err
 		}
-		s.Seq = e.Seq
-		st.Replayed++
-		if opt.Progress != nil && st.Replayed%every == 0 {
-			opt.Progress(e.Seq)
+		if len(batch) > 0 {
+			send()
 		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, done) {
-		return nil, st, err
+	}()
+	var applyErr error
+	for fut := range futures {
+		b := <-fut
+		if applyErr != nil {
+			continue // drain
+		}
+		for _, d := range b {
+			if d.err != nil {
+				applyErr = d.err
+				close(stop)
+				break
+			}
+			if d.ev == nil {
+				st.Skipped++
+				s.Seq = d.seq
+				continue
+			}
+			if err := s.Apply(d.ev); err != nil {
+				applyErr = fmt.Errorf("replay: event %d (%s, id %s): %w", d.seq, d.typ, d.id, err)
+				close(stop)
+				break
+			}
+			s.Seq = d.seq
+			st.Replayed++
+			if opt.Progress != nil && st.Replayed%every == 0 {
+				opt.Progress(d.seq)
+			}
+		}
+	}
+	if applyErr != nil {
+		return nil, st, applyErr
+	}
+	if readErr != nil {
+		return nil, st, readErr
 	}
 	st.Duration = time.Since(start)
 	return s, st, nil

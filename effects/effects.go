@@ -11,8 +11,11 @@ package effects
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,12 +61,27 @@ type worker struct {
 	queued, done uint64
 	passes       uint64        // finished Reconcile calls
 	doneCh       chan struct{} // closed and replaced after every pass
+	keyErrs      map[string]error
 }
 
 // Filter is implemented by reconcilers that can tell which change keys
 // concern them; others are handed every change.
 type Filter interface {
 	Relevant(key string) bool
+}
+
+// KeyErrors is what a reconciler returns when some objects failed and the
+// rest converged: the error of each failed change key. The runner keeps
+// them until a later pass succeeds for that key (see Runner.Err).
+type KeyErrors map[string]error
+
+func (k KeyErrors) Error() string {
+	var parts []string
+	for key, err := range k {
+		parts = append(parts, key+": "+err.Error())
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
 }
 
 // NewRunner returns a runner over view. interval > 0 adds a periodic full
@@ -160,6 +178,20 @@ func (r *Runner) Relevant(keys []string) bool {
 	return false
 }
 
+// Err returns the error of the last pass that failed for key, if no pass
+// has succeeded for it since.
+func (r *Runner) Err(key string) error {
+	for _, w := range r.workers {
+		w.mu.Lock()
+		err := w.keyErrs[key]
+		w.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // WaitApplied waits until every reconciler has finished a pass covering
 // every change it was handed up to sequence seq (a pass that failed counts:
 // its errors are logged and retried). It returns ctx's error on timeout.
@@ -222,6 +254,28 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 			continue
 		}
 		err := w.r.Reconcile(ctx, r.view, keys, all)
+		var ke KeyErrors
+		errors.As(err, &ke)
+		w.mu.Lock()
+		if w.keyErrs == nil {
+			w.keyErrs = map[string]error{}
+		}
+		if all {
+			for k := range w.keyErrs {
+				if ke[k] == nil {
+					delete(w.keyErrs, k)
+				}
+			}
+		}
+		for _, k := range keys {
+			if ke[k] == nil {
+				delete(w.keyErrs, k)
+			}
+		}
+		for k, e := range ke {
+			w.keyErrs[k] = e
+		}
+		w.mu.Unlock()
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("reconcile failed; will retry at the next check", "reconciler", w.r.Name(), "err", err)
 			w.mu.Lock()

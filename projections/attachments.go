@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // Attach-handle platforms as the wire carries them.
@@ -19,6 +20,27 @@ type Handle struct {
 	PID         uint32 `json:"pid,omitempty"`
 	ContainerID string `json:"container_id,omitempty"`
 	ID          string `json:"id,omitempty"`
+}
+
+// ParseHandleKey is the inverse of Handle.Key.
+func ParseHandleKey(key string) (Handle, error) {
+	platform, rest, ok := strings.Cut(key, ":")
+	if !ok {
+		return Handle{}, fmt.Errorf("projections: bad handle key %q", key)
+	}
+	switch platform {
+	case PlatformLinuxPID:
+		pid, err := strconv.ParseUint(rest, 10, 32)
+		if err != nil {
+			return Handle{}, fmt.Errorf("projections: bad handle key %q", key)
+		}
+		return Handle{Platform: platform, PID: uint32(pid)}, nil
+	case PlatformWindows:
+		return Handle{Platform: platform, ContainerID: rest}, nil
+	case PlatformGuest:
+		return Handle{Platform: platform, ID: rest}, nil
+	}
+	return Handle{}, fmt.Errorf("projections: bad handle key %q", key)
 }
 
 // GuestHandle is the handle of a guest-managed attachment.
@@ -242,6 +264,9 @@ func (s *State) decideAttach(cfg Config, c Attach) (Decision, error) {
 		if !c.Proc.Exists {
 			return Decision{}, errf("handle.pid", "process %d does not exist", c.Handle.PID)
 		}
+		if c.Proc.HostNetwork {
+			return Decision{}, errf("handle.pid", "process %d uses the node's own network namespace (host networking): there is nothing to attach", c.Handle.PID)
+		}
 	}
 	if _, ok := s.Services[c.Service]; !ok {
 		return Decision{}, errf("service", "service %s is not set up on this node (setup_service_overlay first)", c.Service)
@@ -343,7 +368,7 @@ func (s *State) decideDetach(c Detach) (Decision, error) {
 		return Decision{}, err
 	}
 	a, found := s.Attachments[c.Handle.Key()]
-	if !found {
+	if !found || (c.IfNetnsInode != 0 && a.NetnsInode != c.IfNetnsInode) {
 		return okWith()
 	}
 	reason := c.Reason

@@ -79,6 +79,10 @@ type (
 	Detach struct {
 		Handle Handle
 		Reason string // "" = detach_container
+		// IfNetnsInode, when set, detaches only the attachment made in that
+		// network namespace (a reconciler reporting a dead container must
+		// not detach a newer one with the same PID).
+		IfNetnsInode uint64
 	}
 	AddPeer struct {
 		Scope      Scope
@@ -113,6 +117,10 @@ type (
 type ProcInfo struct {
 	Exists     bool
 	NetnsInode uint64 // 0 = unknown
+	// HostNetwork is set when the process shares the daemon's own network
+	// namespace: there is nothing to wire, and an eth0 made there would
+	// be the node's.
+	HostNetwork bool
 }
 
 // Observation is a peer endpoint currently used by a WireGuard device.

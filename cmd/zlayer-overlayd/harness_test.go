@@ -211,10 +211,15 @@ func strp(s string) *string { return &s }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
-// sleeper starts a process to stand for a container.
+// sleeper starts a process to stand for a container: as root, in a network
+// namespace of its own, which its death removes (and with it anything the
+// daemon wired into it).
 func sleeper(t *testing.T) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("sleep", "600")
+	if netlab.Root() {
+		cmd = exec.Command("unshare", "--net", "sleep", "600")
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

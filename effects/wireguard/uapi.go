@@ -220,3 +220,20 @@ func appliedFrom(ds *DeviceStats) map[string]*applied {
 	}
 	return out
 }
+
+// appliedOf records cfg's peers as applied, keeping the endpoint last set
+// for peers that carry none now.
+func appliedOf(peers []Peer, prev map[string]*applied) map[string]*applied {
+	out := make(map[string]*applied, len(peers))
+	for _, p := range peers {
+		a := &applied{Endpoint: p.Endpoint, Keepalive: p.Keepalive, AllowedIPs: make(map[netip.Prefix]bool, len(p.AllowedIPs))}
+		if !a.Endpoint.IsValid() && prev[p.PublicKey] != nil {
+			a.Endpoint = prev[p.PublicKey].Endpoint
+		}
+		for _, q := range p.AllowedIPs {
+			a.AllowedIPs[q] = true
+		}
+		out[p.PublicKey] = a
+	}
+	return out
+}

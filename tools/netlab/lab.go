@@ -36,9 +36,10 @@ type Lab struct {
 	Nodes    []*Node
 	underlay string // namespace of the bridge
 
-	mu      sync.Mutex
-	closed  bool
-	created []string // namespaces, in creation order
+	mu         sync.Mutex
+	closed     bool
+	created    []string // namespaces, in creation order
+	containers []*Container
 }
 
 // Node is one namespace of the lab and its daemon.
@@ -171,9 +172,13 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	names := append([]string(nil), l.created...)
+	containers := append([]*Container(nil), l.containers...)
 	l.mu.Unlock()
 	for _, nd := range l.Nodes {
 		nd.Kill9()
+	}
+	for _, c := range containers {
+		c.Kill()
 	}
 	var errs []error
 	for i := len(names) - 1; i >= 0; i-- {

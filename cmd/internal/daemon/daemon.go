@@ -18,6 +18,7 @@ import (
 
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/effects"
+	"github.com/zlayer/overlayd/effects/bridge"
 	"github.com/zlayer/overlayd/effects/wireguard"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
@@ -162,7 +163,7 @@ func Open(cfg Config) (*Daemon, error) {
 	var recs []effects.Reconciler
 	if !cfg.NoDataPlane {
 		d.wg = wireguard.New(d, d.log)
-		recs = append(recs, d.wg)
+		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone))
 	}
 	recs = append(recs, cfg.Reconcilers...)
 	d.runner = effects.NewRunner(d.committed, d.log, cfg.ReconcileInterval, recs...)
@@ -313,6 +314,30 @@ func (d *Daemon) waitEffects(ctx context.Context, seq uint64) error {
 		return err
 	}
 	return d.runner.WaitApplied(ctx, seq)
+}
+
+// detachGone journals the detach of a container the bridge reconciler found
+// gone (process exited, or its PID now in another namespace). It returns at
+// once; the detach is decided like any command, with cause "reconcile".
+func (d *Daemon) detachGone(handleKey, reason string) {
+	h, err := projections.ParseHandleKey(handleKey)
+	if err != nil {
+		d.log.Error("cannot detach", "handle", handleKey, "err", err)
+		return
+	}
+	var inode uint64
+	d.committed.Read(func(st *projections.State) {
+		if a := st.Attachments[handleKey]; a != nil {
+			inode = a.NetnsInode
+		}
+	})
+	go func() {
+		r := <-d.submit(&job{cmd: projections.Detach{Handle: h, Reason: reason, IfNetnsInode: inode},
+			cause: journal.Cause{Op: "reconcile"}})
+		if e, isErr := r.(ipc.Err); isErr {
+			d.log.Warn("journaling the detach of a gone container failed", "handle", handleKey, "err", e.Message)
+		}
+	}()
 }
 
 // PrivateKey implements wireguard.Keys: the node's key or a dedicated

@@ -76,6 +76,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 			if r.Handle.PID > 0 {
 				c.Proc = procInfo(r.Handle.PID)
 			}
+			j.finish = d.attachOutcome(c.Handle)
 		case ipc.PlatformGuest:
 			priv, err := wgtypes.GeneratePrivateKey()
 			if err != nil {
@@ -141,6 +142,35 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		return ipc.Reply(ipc.Err{Message: fmt.Sprintf("%s: not supported by this daemon", req.Op())})
 	}
 	return d.submit(j)
+}
+
+// attachOutcome checks, once the effects ran, whether the container this
+// request attached was wired. If a step failed, the bridge reconciler has
+// already removed what it created; the attach is then undone in the journal
+// too (a detach with the reason) and the answer is an error naming the step.
+func (d *Daemon) attachOutcome(h projections.Handle) func(ipc.Response, []projections.Event) ipc.Response {
+	return func(resp ipc.Response, evs []projections.Event) ipc.Response {
+		var attached *projections.ContainerAttached
+		for _, ev := range evs {
+			if a, ok := ev.(*projections.ContainerAttached); ok && a.Handle == h {
+				attached = a
+			}
+		}
+		if attached == nil || d.runner == nil {
+			return resp
+		}
+		err := d.runner.Err("attachment/" + h.Key())
+		if err == nil {
+			return resp
+		}
+		reason := "attach failed: " + err.Error()
+		r := <-d.submit(&job{cmd: projections.Detach{Handle: h, Reason: reason, IfNetnsInode: attached.NetnsInode},
+			cause: journal.Cause{Op: "attach_container"}})
+		if e, isErr := r.(ipc.Err); isErr {
+			d.log.Error("undoing a failed attach", "handle", h.Key(), "err", e.Message)
+		}
+		return ipc.Err{Message: "attach_container: " + err.Error()}
+	}
 }
 
 func handleOf(h ipc.AttachHandle) projections.Handle {

@@ -19,7 +19,7 @@ func procInfo(pid uint32) projections.ProcInfo {
 	fi, err := os.Stat(base + "/ns/net")
 	if err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			return projections.ProcInfo{Exists: true, NetnsInode: st.Ino}
+			return projections.ProcInfo{Exists: true, NetnsInode: st.Ino, HostNetwork: st.Ino == ownNetns()}
 		}
 		return projections.ProcInfo{Exists: true}
 	}
@@ -29,4 +29,16 @@ func procInfo(pid uint32) projections.ProcInfo {
 		}
 	}
 	return projections.ProcInfo{}
+}
+
+// ownNetns is the inode of the daemon's own network namespace.
+func ownNetns() uint64 {
+	fi, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }

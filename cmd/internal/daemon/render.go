@@ -87,7 +87,7 @@ func (d *Daemon) status(st *projections.State) ipc.Response {
 
 // statusLive fills in the endpoint each peer uses now (WireGuard roams)
 // and its last handshake as Unix time (0 = never), from the global device.
-func (d *Daemon) statusLive(r ipc.Response) ipc.Response {
+func (d *Daemon) statusLive(r ipc.Response, _ []projections.Event) ipc.Response {
 	out, ok := r.(ipc.StatusResult)
 	if !ok || d.wg == nil || out.Interface == nil {
 		return r

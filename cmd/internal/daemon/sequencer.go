@@ -39,9 +39,10 @@ type job struct {
 	before func(d projections.Decision) error
 	// render turns the decision's reply into the wire response.
 	render func(r projections.Reply) ipc.Response
-	// finish, when set, completes the response off the pipeline (after
-	// the commit), e.g. with what the devices report.
-	finish func(r ipc.Response) ipc.Response
+	// finish, when set, completes the response off the pipeline, after
+	// the commit and the effects, e.g. with what the devices report; evs
+	// are the job's events (none for a read or a repeat).
+	finish func(r ipc.Response, evs []projections.Event) ipc.Response
 	// after, when set, runs once the job's events are durable.
 	after func(evs []projections.Event)
 	out   chan ipc.Response
@@ -52,7 +53,7 @@ type pendingReply struct {
 	own    bool            // the commit holds this job's events
 	events []projections.Event
 	resp   ipc.Response
-	finish func(ipc.Response) ipc.Response
+	finish func(ipc.Response, []projections.Event) ipc.Response
 	after  func([]projections.Event)
 	out    chan ipc.Response
 }
@@ -244,7 +245,7 @@ func (p *pipeline) reply() {
 				cancel()
 			}
 			if r.finish != nil {
-				r.resp = r.finish(r.resp)
+				r.resp = r.finish(r.resp, r.events)
 			}
 			r.out <- r.resp
 		}(r)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -189,8 +190,9 @@ func ensureLeg(h *netlink.Handle, ns netns.NsHandle, a *Attachment, leg Leg, mas
 		ctrName = "eth1"
 	}
 	host, err := netlink.LinkByName(hostName)
-	if err == nil && host.Attrs().Alias != a.Alias(leg) {
-		// Our name but not our mark for this container: stale. Replace it.
+	if err == nil && host.Attrs().Alias != "" && host.Attrs().Alias != a.Alias(leg) {
+		// Our name but another container's mark (a hash collision, or a
+		// link of an older daemon): replace it.
 		if err := deleteLink(hostName); err != nil {
 			return step("veth", err)
 		}
@@ -214,6 +216,13 @@ func ensureLeg(h *netlink.Handle, ns netns.NsHandle, a *Attachment, leg Leg, mas
 			return step("veth", err)
 		}
 	}
+	// The kernel ignores an alias given at creation: set the mark now (and
+	// on a link that lost it, for instance to a crash right after creation).
+	if host.Attrs().Alias != a.Alias(leg) {
+		if err := netlink.LinkSetAlias(host, a.Alias(leg)); err != nil {
+			return step("veth", fmt.Errorf("mark %s: %w", hostName, err))
+		}
+	}
 	// Container side.
 	c, err := h.LinkByName(ctrName)
 	if err != nil {
@@ -223,11 +232,29 @@ func ensureLeg(h *netlink.Handle, ns netns.NsHandle, a *Attachment, leg Leg, mas
 	if leg == LegGlobal {
 		ip = netip.PrefixFrom(a.GlobalIP, a.GlobalIP.BitLen())
 	}
+	// Exactly one address: an adopted leg may still carry the one an
+	// earlier attachment of this container had, which is free again and may
+	// now belong to another container. The old one goes first: deleting a
+	// subnet's primary address takes its secondaries with it.
+	if addrs, err := h.AddrList(c, netlink.FAMILY_ALL); err == nil {
+		for _, ad := range addrs {
+			if p, ok := netipPrefixOf(ad.IPNet); ok && p != ip && !p.Addr().IsLinkLocalUnicast() {
+				if err := h.AddrDel(c, &ad); err != nil && !notFound(err) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+					return step(ctrName, fmt.Errorf("remove old address %s: %w", p, err))
+				}
+			}
+		}
+	}
 	if err := h.AddrReplace(c, &netlink.Addr{IPNet: prefixNet(ip)}); err != nil {
 		return step(ctrName, fmt.Errorf("address %s: %w", ip, err))
 	}
 	if err := h.LinkSetUp(c); err != nil {
 		return step(ctrName, fmt.Errorf("up: %w", err))
+	}
+	if leg == LegService {
+		if err := announce(ns, c, ip.Addr(), master); err != nil {
+			return step(ctrName, err)
+		}
 	}
 	if lo, err := h.LinkByName("lo"); err == nil {
 		if err := h.LinkSetUp(lo); err != nil {
@@ -300,4 +327,32 @@ func wireGlobal(h *netlink.Handle, c, host netlink.Link, a *Attachment) error {
 		}
 	}
 	return nil
+}
+
+// inNetns runs fn on an OS thread switched into ns. The thread is never
+// switched back: it ends with its goroutine (a thread left in a foreign
+// namespace must never return to the pool).
+func inNetns(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the runtime discards the thread
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+func netipPrefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
 }

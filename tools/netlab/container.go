@@ -81,3 +81,10 @@ func (c *Container) Run(ctx context.Context, args ...string) (string, error) {
 	}
 	return string(out), nil
 }
+
+// procAlive reports whether pid names a live process with a network
+// namespace.
+func procAlive(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid))
+	return err == nil
+}

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"github.com/zlayer/overlayd/projections"
@@ -31,9 +32,13 @@ func procInfo(pid uint32) projections.ProcInfo {
 	return projections.ProcInfo{}
 }
 
-// ownNetns is the inode of the daemon's own network namespace.
-func ownNetns() uint64 {
-	fi, err := os.Stat("/proc/self/ns/net")
+// ownNetns is the inode of the daemon's own network namespace, read once
+// at start: later, /proc/self/ns/net shows the main thread's namespace, and
+// a thread that entered a container's namespace to set a sysctl there may
+// have been the main thread (the runtime keeps, rather than ends, a locked
+// main thread).
+var ownNetns = sync.OnceValue(func() uint64 {
+	fi, err := os.Stat("/proc/thread-self/ns/net")
 	if err != nil {
 		return 0
 	}
@@ -41,4 +46,6 @@ func ownNetns() uint64 {
 		return st.Ino
 	}
 	return 0
-}
+})
+
+func init() { ownNetns() }

@@ -5,8 +5,8 @@ package netlab
 import (
 	"context"
 	"fmt"
-	"os"
 	"math/rand"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"

@@ -53,23 +53,23 @@ type Config struct {
 
 // Daemon is one running zlayer-overlayd.
 type Daemon struct {
-	cfg       Config
-	log       *slog.Logger
-	dir       string
-	store     *journal.BoltStore
-	pcfg      projections.Config
-	nodeKey   wgtypes.Key
-	nodePub   string
-	keys      keyStore
-	committed *committedState
-	pipe      *pipeline
-	runner    *effects.Runner
-	wg        *wireguard.Reconciler // nil without a data plane
-	health    *healthMonitor
-	server    *ipc.Server
-	listener  net.Listener
-	boot      replay.Stats
-	dumps     dumps
+	cfg      Config
+	log      *slog.Logger
+	dir      string
+	store    *journal.BoltStore
+	pcfg     projections.Config
+	nodeKey  wgtypes.Key
+	nodePub  string
+	keys     keyStore
+	decided  *decidedState
+	pipe     *pipeline
+	runner   *effects.Runner
+	wg       *wireguard.Reconciler // nil without a data plane
+	health   *healthMonitor
+	server   *ipc.Server
+	listener net.Listener
+	boot     replay.Stats
+	dumps    dumps
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -158,7 +158,7 @@ func Open(cfg Config) (*Daemon, error) {
 	if live.Seq != head {
 		return nil, fmt.Errorf("boot: replay ended at %d but the journal head is %d", live.Seq, head)
 	}
-	d.committed = &committedState{st: live.Clone(), hash: headHash, advance: make(chan struct{})}
+	d.decided = &decidedState{st: live.Clone(), hash: headHash, advance: make(chan struct{})}
 	d.pipe = newPipeline(d, live)
 	var recs []effects.Reconciler
 	if !cfg.NoDataPlane {
@@ -166,7 +166,7 @@ func Open(cfg Config) (*Daemon, error) {
 		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone))
 	}
 	recs = append(recs, cfg.Reconcilers...)
-	d.runner = effects.NewRunner(d.committed, d.log, cfg.ReconcileInterval, recs...)
+	d.runner = effects.NewRunner(d.decided, d.log, cfg.ReconcileInterval, recs...)
 	d.runner.Start(context.Background())
 
 	// The node's own key is a decision like any other: journal it when it
@@ -307,10 +307,10 @@ func (d *Daemon) submit(j *job) <-chan ipc.Response {
 	return j.out
 }
 
-// waitEffects waits until the committed state holds event seq and every
+// waitEffects waits until the decided state holds event seq and every
 // reconciler has applied it.
 func (d *Daemon) waitEffects(ctx context.Context, seq uint64) error {
-	if err := d.committed.waitSeq(ctx, seq); err != nil {
+	if err := d.decided.waitSeq(ctx, seq); err != nil {
 		return err
 	}
 	return d.runner.WaitApplied(ctx, seq)
@@ -326,7 +326,7 @@ func (d *Daemon) detachGone(handleKey, reason string) {
 		return
 	}
 	var inode uint64
-	d.committed.Read(func(st *projections.State) {
+	d.decided.Read(func(st *projections.State) {
 		if a := st.Attachments[handleKey]; a != nil {
 			inode = a.NetnsInode
 		}
@@ -349,13 +349,17 @@ func (d *Daemon) PrivateKey(pub string) (wgtypes.Key, error) {
 	return d.keys.Load(pub)
 }
 
-// snapshot stores the committed state as the latest snapshot.
+// snapshot stores the decided state as the latest snapshot, once the
+// journal holds all of it.
 func (d *Daemon) snapshot() error {
 	start := time.Now()
-	c := d.committed
-	c.mu.RLock()
-	sn := replay.Snapshot(c.st, c.hash)
-	c.mu.RUnlock()
+	var sn *journal.Snapshot
+	if err := d.decided.settled(func(st *projections.State, hash [32]byte) error {
+		sn = replay.Snapshot(st, hash)
+		return nil
+	}); err != nil {
+		return err
+	}
 	encoded := time.Since(start)
 	if err := d.store.SaveSnapshot(sn); err != nil && !errors.Is(err, journal.ErrClosed) {
 		return err

@@ -42,9 +42,9 @@ func (r *recorder) Reconcile(_ context.Context, v effects.View, changed []string
 	return nil
 }
 
-// After every commit the daemon hands the committed state and the changed
+// After every decision the daemon hands the decided state and the changed
 // keys to its reconcilers; at boot it runs them over everything.
-func TestReconcilersSeeCommittedChanges(t *testing.T) {
+func TestReconcilersSeeDecidedChanges(t *testing.T) {
 	dir := t.TempDir()
 	rec := &recorder{seen: make(chan struct{}, 1)}
 	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Reconcilers: []effects.Reconciler{rec}})

@@ -234,11 +234,13 @@ func (d *Daemon) journalList(r ipc.JournalList) ipc.Response {
 }
 
 func (d *Daemon) journalVerify() ipc.Response {
-	c := d.committed
-	c.mu.RLock()
-	live, err := c.st.CanonicalJSON()
-	seq := c.st.Seq
-	c.mu.RUnlock()
+	var live []byte
+	var seq uint64
+	err := d.decided.settled(func(st *projections.State, _ [32]byte) (err error) {
+		live, err = st.CanonicalJSON()
+		seq = st.Seq
+		return err
+	})
 	if err != nil {
 		return ipc.Err{Message: "journal_verify: " + err.Error()}
 	}

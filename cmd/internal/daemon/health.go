@@ -59,7 +59,7 @@ type devicePeers struct {
 
 func (d *Daemon) devicesAndPeers() []devicePeers {
 	var out []devicePeers
-	d.committed.Read(func(st *projections.State) {
+	d.decided.Read(func(st *projections.State) {
 		for _, c := range wireguard.Desired(st) {
 			dp := devicePeers{name: c.Name, scope: c.Scope}
 			for _, p := range st.PeersOf(c.Scope) {

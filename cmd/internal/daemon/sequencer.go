@@ -18,8 +18,8 @@ import (
 //	                 journal.Append (non-blocking)
 //	        ──reply─▶ replier: wait until the job's events (or, for a job
 //	                 without events, everything decided before it) are
-//	                 durable, then answer
-//	        ──batch─▶ projector: fold committed events into the committed
+//	                 durable and their effects applied, then answer
+//	        ──batch─▶ projector: fold decided events into the effects'
 //	                 state, tell the effect runner, take snapshots
 //
 // One sequencer goroutine decides every command in arrival order against a
@@ -28,6 +28,14 @@ import (
 // journal has made the decision (and every earlier one) durable. Reads are
 // answered from the live state at their turn and released the same way, so
 // a read never shows a decision that could still be lost.
+//
+// The effects start when a decision is made, while the journal makes it
+// durable, not after: an attach's kernel work (about 1.5 ms) and the
+// journal's flushes (about 0.5 ms) overlap instead of adding up. Nothing is
+// acknowledged before both are done. If the daemon dies between the two,
+// the host holds an object the journal never recorded; the boot pass
+// removes it, as it removes anything marked as ours that the state does not
+// own.
 
 // job is one unit of work for the sequencer.
 type job struct {
@@ -60,19 +68,53 @@ type pendingReply struct {
 
 type batch struct {
 	events []projections.Event
-	envs   []journal.Envelope
+	commit *journal.Commit // makes them durable
+	last   uint64          // sequence number of the last one
 }
 
-// committedState is the state as of the last durable event.
-type committedState struct {
+// decidedState is the state the effects converge to: every decision the
+// sequencer has handed to the journal, in order, durable or about to be.
+type decidedState struct {
 	mu      sync.RWMutex
 	st      *projections.State
-	hash    [32]byte      // hash of event st.Seq
 	advance chan struct{} // closed and replaced whenever st.Seq moves
+	// hash is the hash of event st.Seq when pending is nil; otherwise
+	// pending is the commit of the last batch applied, which yields it.
+	hash    [32]byte
+	pending *journal.Commit
 }
 
-// waitSeq waits until the committed state holds event seq.
-func (c *committedState) waitSeq(ctx context.Context, seq uint64) error {
+// settled returns the state's sequence number and hash once the journal
+// holds every event in it (they are durable): a snapshot or a verification
+// must not get ahead of the journal. fn runs under the read lock.
+func (c *decidedState) settled(fn func(st *projections.State, hash [32]byte) error) error {
+	for {
+		c.mu.RLock()
+		pc := c.pending
+		if pc == nil {
+			defer c.mu.RUnlock()
+			return fn(c.st, c.hash)
+		}
+		c.mu.RUnlock()
+		envs, err := pc.Wait()
+		if err != nil {
+			return err
+		}
+		last := envs[len(envs)-1]
+		c.mu.Lock()
+		if c.pending == pc {
+			if last.Seq != c.st.Seq {
+				c.mu.Unlock()
+				return fmt.Errorf("the journal committed up to %d but the state is at %d", last.Seq, c.st.Seq)
+			}
+			c.hash, c.pending = last.Hash, nil
+		}
+		c.mu.Unlock()
+	}
+}
+
+// waitSeq waits until the state holds event seq.
+func (c *decidedState) waitSeq(ctx context.Context, seq uint64) error {
 	for {
 		c.mu.RLock()
 		ok, ch := c.st.Seq >= seq, c.advance
@@ -88,8 +130,9 @@ func (c *committedState) waitSeq(ctx context.Context, seq uint64) error {
 	}
 }
 
-// Read implements effects.View.
-func (c *committedState) Read(fn func(st *projections.State)) {
+// Read implements effects.View. The state may hold decisions a moment
+// before they are durable.
+func (c *decidedState) Read(fn func(st *projections.State)) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	fn(c.st)
@@ -124,7 +167,7 @@ func newPipeline(d *Daemon, live *projections.State) *pipeline {
 }
 
 // close stops taking jobs and waits until every reply is sent and every
-// committed event is folded into the committed state.
+// decided event is folded into the decided state.
 func (p *pipeline) close() {
 	close(p.jobs)
 	<-p.seqDone
@@ -138,6 +181,7 @@ func errResponse(op string, err error) ipc.Response {
 
 func (p *pipeline) sequence() {
 	defer close(p.seqDone)
+	defer close(p.batches)
 	defer close(p.replies)
 	for j := range p.jobs {
 		r := p.decide(j)
@@ -196,6 +240,7 @@ func (p *pipeline) decide(j *job) pendingReply {
 	p.live.Seq += uint64(len(d.Events))
 	c := p.d.store.Append(recs)
 	p.barrier = c
+	p.batches <- batch{events: d.Events, commit: c, last: p.live.Seq}
 	return pendingReply{commit: c, own: true, events: d.Events, resp: resp}
 }
 
@@ -205,7 +250,6 @@ const effectTimeout = 10 * time.Second
 
 func (p *pipeline) reply() {
 	defer close(p.replyDone)
-	defer close(p.batches)
 	var waiting sync.WaitGroup
 	defer waiting.Wait()
 	for r := range p.replies {
@@ -218,7 +262,6 @@ func (p *pipeline) reply() {
 				continue
 			}
 			if r.own {
-				p.batches <- batch{events: r.events, envs: envs}
 				if p.d.runner.Relevant(eventKeys(r.events)) {
 					lastSeq = envs[len(envs)-1].Seq
 				}
@@ -254,32 +297,30 @@ func (p *pipeline) reply() {
 
 func (p *pipeline) project() {
 	defer close(p.projDone)
-	c := p.d.committed
+	c := p.d.decided
 	var sinceSnap uint64
 	for b := range p.batches {
 		c.mu.Lock()
-		for i, ev := range b.events {
+		for _, ev := range b.events {
 			if err := c.st.Apply(ev); err != nil {
 				c.mu.Unlock()
-				p.d.fatal(fmt.Errorf("committed event %d (%s) does not apply: %w", b.envs[i].Seq, ev.EventType(), err))
+				p.d.fatal(fmt.Errorf("decided event %s does not apply to the effects' state: %w", ev.EventType(), err))
 				return
 			}
 		}
-		keys := eventKeys(b.events)
-		last := b.envs[len(b.envs)-1]
-		if c.st.Seq+uint64(len(b.envs)) != last.Seq {
+		if c.st.Seq+uint64(len(b.events)) != b.last {
 			c.mu.Unlock()
-			p.d.fatal(fmt.Errorf("committed state at %d cannot take events ending at %d", c.st.Seq, last.Seq))
+			p.d.fatal(fmt.Errorf("the effects' state at %d cannot take events ending at %d", c.st.Seq, b.last))
 			return
 		}
-		c.st.Seq, c.hash = last.Seq, last.Hash
+		c.st.Seq, c.pending = b.last, b.commit
 		close(c.advance)
 		c.advance = make(chan struct{})
 		c.mu.Unlock()
 		if p.d.runner != nil {
-			p.d.runner.Notify(keys, last.Seq)
+			p.d.runner.Notify(eventKeys(b.events), b.last)
 		}
-		sinceSnap += uint64(len(b.envs))
+		sinceSnap += uint64(len(b.events))
 		if every := p.d.cfg.SnapshotEvery; every > 0 && sinceSnap >= every {
 			sinceSnap = 0
 			if err := p.d.snapshot(); err != nil {

@@ -61,6 +61,19 @@ func (a *Attachment) HostName(leg Leg) string {
 	return fmt.Sprintf("zv%08x%s", h.Sum32(), leg)
 }
 
+// isHostName reports whether name has the form HostName gives.
+func isHostName(name string) bool {
+	if len(name) != 11 || name[:2] != "zv" || (name[10] != 's' && name[10] != 'g') {
+		return false
+	}
+	for _, c := range name[2:10] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Alias is the ownership mark of a leg's host end.
 func (a *Attachment) Alias(leg Leg) string {
 	return fmt.Sprintf("%sattach %s/%d %s", aliasPrefix, a.Key, a.NetnsInode, leg)

@@ -6,10 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -152,15 +153,19 @@ func openNetns(a *Attachment) (netns.NsHandle, error) {
 // when it joins the global overlay, eth1. It adopts legs that exist with
 // the right mark. When a step fails, the legs this call created are deleted
 // again and the error names the step.
-func ensureAttachment(a *Attachment) (err error) {
+func ensureAttachment(a *Attachment, node *nodeSocket) (err error) {
 	ns, err := openNetns(a)
 	if err != nil {
 		return err
 	}
 	defer ns.Close()
-	br, err := netlink.LinkByName(a.Bridge)
+	// A netlink socket in the container takes two namespace switches of
+	// an OS thread (about 0.1 ms): it is made while the pair is created.
+	h := openHandle(ns)
+	defer h.close()
+	br, err := node.ifIndex(a.Bridge)
 	if err != nil {
-		return step("bridge", fmt.Errorf("service bridge %s: %w", a.Bridge, err))
+		return step("bridge", fmt.Errorf("service bridge: %w", err))
 	}
 	var created []string
 	defer func() {
@@ -170,26 +175,105 @@ func ensureAttachment(a *Attachment) (err error) {
 			}
 		}
 	}()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return step("netns", err)
-	}
-	defer h.Close()
-	if err := ensureLeg(h, ns, a, LegService, br.Attrs().Index, &created); err != nil {
+	if err := ensureLeg(h, ns, a, LegService, br, &created, node); err != nil {
 		return err
 	}
 	if a.GlobalIP.IsValid() {
-		return ensureLeg(h, ns, a, LegGlobal, 0, &created)
+		return ensureLeg(h, ns, a, LegGlobal, 0, &created, node)
+	}
+	if _, err := node.ifIndex(a.HostName(LegGlobal)); errors.Is(err, syscall.ENODEV) {
+		return nil
 	}
 	return step("veth", deleteLink(a.HostName(LegGlobal)))
 }
 
-func ensureLeg(h *netlink.Handle, ns netns.NsHandle, a *Attachment, leg Leg, master int, created *[]string) error {
+// asyncHandle is a netlink handle in a container's namespace, being made
+// by another goroutine.
+type asyncHandle struct {
+	done chan struct{}
+	h    *netlink.Handle
+	err  error
+}
+
+func openHandle(ns netns.NsHandle) *asyncHandle {
+	ah := &asyncHandle{done: make(chan struct{})}
+	go func() {
+		defer close(ah.done)
+		ah.h, ah.err = netlink.NewHandleAt(ns)
+	}()
+	return ah
+}
+
+func (ah *asyncHandle) get() (*netlink.Handle, error) {
+	<-ah.done
+	if ah.err != nil {
+		return nil, step("netns", fmt.Errorf("netlink in the container: %w", ah.err))
+	}
+	return ah.h, nil
+}
+
+// close waits for the handle (the namespace must stay open until it is
+// made) and closes it.
+func (ah *asyncHandle) close() {
+	<-ah.done
+	if ah.h != nil {
+		ah.h.Close()
+	}
+}
+
+// ensureLeg makes one leg. A new pair costs few round trips to the kernel:
+// one request creates both ends, the host end up on its bridge and the
+// container end in its namespace (see createVeth); what an adopted leg may
+// lack (mark, bridge, state, stale addresses) is only checked on adoption.
+func ensureLeg(ah *asyncHandle, ns netns.NsHandle, a *Attachment, leg Leg, master int, created *[]string, node *nodeSocket) error {
+	var side sideWork
+	err := ensureLegWith(&side, ah, ns, a, leg, master, created, node)
+	return side.wait(err)
+}
+
+// sideWork runs host-side steps next to the container-side ones.
+type sideWork struct {
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
+
+func (w *sideWork) run(fn func() error) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		if err := fn(); err != nil {
+			w.mu.Lock()
+			w.errs = append(w.errs, err)
+			w.mu.Unlock()
+		}
+	}()
+}
+
+// wait waits for the side steps; err, the main path's error, comes first.
+func (w *sideWork) wait(err error) error {
+	w.wg.Wait()
+	if err != nil {
+		return err
+	}
+	if len(w.errs) > 0 {
+		return w.errs[0]
+	}
+	return nil
+}
+
+func ensureLegWith(side *sideWork, ah *asyncHandle, ns netns.NsHandle, a *Attachment, leg Leg, master int, created *[]string, node *nodeSocket) error {
 	hostName, ctrName := a.HostName(leg), "eth0"
 	if leg == LegGlobal {
 		ctrName = "eth1"
 	}
-	host, err := netlink.LinkByName(hostName)
+	var host netlink.Link
+	_, err := node.ifIndex(hostName)
+	if errors.Is(err, syscall.ENODEV) {
+		err = netlink.LinkNotFoundError{}
+	} else {
+		host, err = netlink.LinkByName(hostName)
+	}
 	if err == nil && host.Attrs().Alias != "" && host.Attrs().Alias != a.Alias(leg) {
 		// Our name but another container's mark (a hash collision, or a
 		// link of an older daemon): replace it.
@@ -198,35 +282,52 @@ func ensureLeg(h *netlink.Handle, ns netns.NsHandle, a *Attachment, leg Leg, mas
 		}
 		host, err = nil, netlink.LinkNotFoundError{}
 	}
-	if err != nil {
-		if !notFound(err) {
-			return step("veth", err)
+	fresh := false
+	switch {
+	case err == nil:
+		// Adopted. The kernel ignores an alias given at creation, so a
+		// crash right after one leaves a link without its mark: set it.
+		if host.Attrs().Alias != a.Alias(leg) {
+			if err := netlink.LinkSetAlias(host, a.Alias(leg)); err != nil {
+				return step("veth", fmt.Errorf("mark %s: %w", hostName, err))
+			}
 		}
-		la := netlink.NewLinkAttrs()
-		la.Name, la.MTU, la.Alias, la.MasterIndex = hostName, MTU, a.Alias(leg), master
-		veth := &netlink.Veth{LinkAttrs: la, PeerName: ctrName, PeerNamespace: netlink.NsFd(int(ns)), PeerMTU: MTU}
-		if err := netlink.LinkAdd(veth); err != nil {
-			if errors.Is(err, syscall.EEXIST) {
+	case !notFound(err):
+		return step("veth", err)
+	default:
+		if err := createVeth(hostName, ctrName, master, ns); err != nil {
+			if errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.EBUSY) {
 				return step("veth", fmt.Errorf("the container already has an %s (or %s exists): %w", ctrName, hostName, err))
 			}
 			return step("veth", fmt.Errorf("create %s with %s in the container: %w", hostName, ctrName, err))
 		}
 		*created = append(*created, hostName)
-		if host, err = netlink.LinkByName(hostName); err != nil {
-			return step("veth", err)
-		}
-	}
-	// The kernel ignores an alias given at creation: set the mark now (and
-	// on a link that lost it, for instance to a crash right after creation).
-	if host.Attrs().Alias != a.Alias(leg) {
-		if err := netlink.LinkSetAlias(host, a.Alias(leg)); err != nil {
-			return step("veth", fmt.Errorf("mark %s: %w", hostName, err))
-		}
+		fresh = true
+		// The mark goes on while the container side is set up: the two
+		// touch different namespaces.
+		side.run(func() error {
+			if err := setAlias(hostName, a.Alias(leg)); err != nil {
+				return step("veth", fmt.Errorf("mark %s: %w", hostName, err))
+			}
+			return nil
+		})
 	}
 	// Container side.
+	h, err := ah.get()
+	if err != nil {
+		return err
+	}
 	c, err := h.LinkByName(ctrName)
 	if err != nil {
 		return step(ctrName, fmt.Errorf("find %s in the container: %w", ctrName, err))
+	}
+	if leg == LegService {
+		side.run(func() error {
+			if err := node.announce(master, c.Attrs().HardwareAddr, a.IP.Addr()); err != nil {
+				return step(ctrName, err)
+			}
+			return nil
+		})
 	}
 	ip := a.IP
 	if leg == LegGlobal {
@@ -236,11 +337,13 @@ func ensureLeg(h *netlink.Handle, ns netns.NsHandle, a *Attachment, leg Leg, mas
 	// earlier attachment of this container had, which is free again and may
 	// now belong to another container. The old one goes first: deleting a
 	// subnet's primary address takes its secondaries with it.
-	if addrs, err := h.AddrList(c, netlink.FAMILY_ALL); err == nil {
-		for _, ad := range addrs {
-			if p, ok := netipPrefixOf(ad.IPNet); ok && p != ip && !p.Addr().IsLinkLocalUnicast() {
-				if err := h.AddrDel(c, &ad); err != nil && !notFound(err) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
-					return step(ctrName, fmt.Errorf("remove old address %s: %w", p, err))
+	if !fresh {
+		if addrs, err := h.AddrList(c, netlink.FAMILY_ALL); err == nil {
+			for _, ad := range addrs {
+				if p, ok := netipPrefixOf(ad.IPNet); ok && p != ip && !p.Addr().IsLinkLocalUnicast() {
+					if err := h.AddrDel(c, &ad); err != nil && !notFound(err) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+						return step(ctrName, fmt.Errorf("remove old address %s: %w", p, err))
+					}
 				}
 			}
 		}
@@ -248,20 +351,17 @@ func ensureLeg(h *netlink.Handle, ns netns.NsHandle, a *Attachment, leg Leg, mas
 	if err := h.AddrReplace(c, &netlink.Addr{IPNet: prefixNet(ip)}); err != nil {
 		return step(ctrName, fmt.Errorf("address %s: %w", ip, err))
 	}
-	if err := h.LinkSetUp(c); err != nil {
-		return step(ctrName, fmt.Errorf("up: %w", err))
-	}
-	if leg == LegService {
-		if err := announce(ns, c, ip.Addr(), master); err != nil {
-			return step(ctrName, err)
+	if c.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(c); err != nil {
+			return step(ctrName, fmt.Errorf("up: %w", err))
 		}
 	}
-	if lo, err := h.LinkByName("lo"); err == nil {
+	if leg == LegService {
+		// lo is the first link of every namespace (index 1).
+		lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}
 		if err := h.LinkSetUp(lo); err != nil {
 			return step("lo", err)
 		}
-	}
-	if leg == LegService {
 		def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 		if a.Gateway.Is6() {
 			def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
@@ -272,22 +372,73 @@ func ensureLeg(h *netlink.Handle, ns netns.NsHandle, a *Attachment, leg Leg, mas
 		}
 	}
 	// Host side.
-	if host.Attrs().MasterIndex != master && master != 0 {
-		if err := netlink.LinkSetMasterByIndex(host, master); err != nil {
-			return step("bridge", fmt.Errorf("put %s on the bridge: %w", hostName, err))
+	if !fresh {
+		if host.Attrs().MasterIndex != master && master != 0 {
+			if err := netlink.LinkSetMasterByIndex(host, master); err != nil {
+				return step("bridge", fmt.Errorf("put %s on the bridge: %w", hostName, err))
+			}
+		}
+		if host.Attrs().Flags&net.FlagUp == 0 {
+			if err := netlink.LinkSetUp(host); err != nil {
+				return step("veth", fmt.Errorf("%s up: %w", hostName, err))
+			}
 		}
 	}
-	if host.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(host); err != nil {
-			return step("veth", fmt.Errorf("%s up: %w", hostName, err))
+	if leg == LegService {
+		return nil
+	}
+	if host == nil {
+		// Fresh: the container end knows its peer's index (IFLA_LINK).
+		idx := c.Attrs().ParentIndex
+		if idx == 0 {
+			if host, err = netlink.LinkByName(hostName); err != nil {
+				return step("veth", err)
+			}
+		} else {
+			host = &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, Index: idx}}
 		}
 	}
-	if leg == LegGlobal {
-		if err := wireGlobal(h, c, host, a); err != nil {
-			return err
-		}
+	return wireGlobal(h, c, host, a)
+}
+
+// createVeth makes a veth pair in one request: host end named host, up, on
+// the bridge master (0: none), and its peer named peer, down, made directly
+// in the container's namespace; both with the overlay MTU. (The netlink
+// package's LinkAdd takes three more round trips: it looks the link up
+// again, sets the master afterwards, and the host end needs bringing up.)
+func createVeth(host, peer string, master int, ns netns.NsHandle) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Change, msg.Flags = unix.IFF_UP, unix.IFF_UP
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(host)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(MTU)))
+	if master != 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(master))))
 	}
-	return nil
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	p := data.AddRtAttr(nl.VETH_INFO_PEER, nil)
+	// The peer cannot come up in this request: the kernel configures it
+	// before it is paired (veth_open answers ENOTCONN).
+	nl.NewIfInfomsgChild(p, unix.AF_UNSPEC)
+	p.AddRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(peer))
+	p.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(MTU))
+	p.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(ns)))
+	req.AddData(info)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+// setAlias sets a link's alias, the link named rather than looked up.
+func setAlias(name, alias string) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(alias)))
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 // wireGlobal routes the cluster through eth1 in the container, and the
@@ -327,22 +478,6 @@ func wireGlobal(h *netlink.Handle, c, host netlink.Link, a *Attachment) error {
 		}
 	}
 	return nil
-}
-
-// inNetns runs fn on an OS thread switched into ns. The thread is never
-// switched back: it ends with its goroutine (a thread left in a foreign
-// namespace must never return to the pool).
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the runtime discards the thread
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }
 
 func netipPrefixOf(n *net.IPNet) (netip.Prefix, bool) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 
 	"sync"
@@ -30,13 +31,18 @@ type Reconciler struct {
 	// wired maps a handle key to the incarnation (handle and namespace)
 	// whose links exist, so a detach finds them after the state forgot.
 	wired map[string]*Attachment
+	// adopted is set after the first full pass, which re-applies every
+	// attachment (adopting what survived a restart, container side
+	// included); later ones re-apply only those whose host side is off.
+	adopted bool
+	ns      *nodeSocket
 }
 
 var _ effects.Reconciler = (*Reconciler)(nil)
 
 // New returns the reconciler; detach is called for containers found gone.
 func New(log *slog.Logger, detach Detacher) *Reconciler {
-	return &Reconciler{log: log, detach: detach, wired: map[string]*Attachment{}}
+	return &Reconciler{log: log, detach: detach, wired: map[string]*Attachment{}, ns: newNodeSocket()}
 }
 
 func (r *Reconciler) Name() string             { return "bridge" }
@@ -111,7 +117,7 @@ func (r *Reconciler) wireAll(atts []*Attachment) map[string]error {
 		go func(a *Attachment) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := ensureAttachment(a)
+			err := ensureAttachment(a, r.ns)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -172,7 +178,7 @@ func (r *Reconciler) full(view effects.View) error {
 			errs = append(errs, err)
 		}
 	}
-	wantAtts := map[string]bool{}
+	wantAtts, wantNames := map[string]bool{}, map[string]bool{}
 	var live []*Attachment
 	for i := range atts {
 		a := &atts[i]
@@ -184,24 +190,53 @@ func (r *Reconciler) full(view effects.View) error {
 			continue
 		}
 		wantAtts[a.ID()] = true
+		wantNames[a.HostName(LegService)], wantNames[a.HostName(LegGlobal)] = true, true
 		live = append(live, a)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if r.adopted && err == nil {
+		// One dump of the links instead of a dozen requests per container:
+		// a periodic pass over hundreds of containers stays a few ms, and
+		// attaches queued behind it are not held up.
+		byName := make(map[string]netlink.Link, len(links))
+		for _, l := range links {
+			byName[l.Attrs().Name] = l
+		}
+		drifted := live[:0:0]
+		for _, a := range live {
+			if old := r.wired[a.Key]; old == nil || old.ID() != a.ID() || !hostSideIntact(a, byName) {
+				drifted = append(drifted, a)
+			}
+		}
+		for _, a := range drifted {
+			if r.wired[a.Key] != nil {
+				r.log.Warn("container link drifted; repairing it", "handle", a.Key, "link", a.HostName(LegService))
+			}
+		}
+		live = drifted
 	}
 	keyErrs := effects.KeyErrors{}
 	for key, err := range r.wireAll(live) {
 		keyErrs[attachmentKey(key)] = err
 	}
+	if len(keyErrs) == 0 && err == nil {
+		r.adopted = true
+	}
 	// Marked links that nothing owns: left by a crash, a detach the daemon
 	// did not see through, or an older daemon.
-	links, err := netlink.LinkList()
-	if err != nil {
-		errs = append(errs, err)
-	}
 	for _, l := range links {
 		kind, id, _, ok := parseAlias(l.Attrs().Alias)
-		if !ok {
+		// A veth with one of our names and no mark at all: a crash between
+		// its creation and its marking (two requests; the kernel ignores
+		// an alias given at creation).
+		unmarked := l.Attrs().Alias == "" && l.Type() == "veth" && isHostName(l.Attrs().Name) && !wantNames[l.Attrs().Name]
+		if !ok && !unmarked {
 			continue
 		}
-		if (kind == "bridge" && !wantBridges[id]) || (kind == "attach" && !wantAtts[id]) {
+		if unmarked || (kind == "bridge" && !wantBridges[id]) || (kind == "attach" && !wantAtts[id]) {
 			if err := netlink.LinkDel(l); err != nil && !notFound(err) {
 				errs = append(errs, fmt.Errorf("remove stray %s: %w", l.Attrs().Name, err))
 				continue
@@ -218,6 +253,26 @@ func (r *Reconciler) full(view effects.View) error {
 		errs = append(errs, keyErrs)
 	}
 	return errors.Join(errs...)
+}
+
+// hostSideIntact reports whether an attachment's host ends are as wired:
+// present, marked, up, the service leg on its bridge, a global leg exactly
+// when the attachment joins the global overlay. (Deleting a container's end
+// of a pair deletes the host end too, so this also sees a container's eth0
+// or eth1 deleted.)
+func hostSideIntact(a *Attachment, links map[string]netlink.Link) bool {
+	ok := func(leg Leg) bool {
+		l := links[a.HostName(leg)]
+		return l != nil && l.Attrs().Alias == a.Alias(leg) && l.Attrs().Flags&net.FlagUp != 0
+	}
+	br := links[a.Bridge]
+	if br == nil || !ok(LegService) || links[a.HostName(LegService)].Attrs().MasterIndex != br.Attrs().Index {
+		return false
+	}
+	if a.GlobalIP.IsValid() {
+		return ok(LegGlobal)
+	}
+	return links[a.HostName(LegGlobal)] == nil
 }
 
 // gone says why an attachment's container no longer exists ("" if it

@@ -29,7 +29,7 @@ import (
 )
 
 var (
-	only     = flag.String("only", "throughput,boot,rss,mesh", "comma-separated: throughput, boot, rss, mesh (mesh needs root)")
+	only     = flag.String("only", "throughput,boot,rss,mesh,attach", "comma-separated: throughput, boot, rss, mesh, attach (mesh and attach need root)")
 	duration = flag.Duration("duration", 5*time.Second, "measurement time per throughput point")
 	bootRuns = flag.Int("boot-runs", 3, "boots measured per case (the median is reported)")
 	keep     = flag.Bool("keep", false, "keep the temporary directory")
@@ -66,6 +66,8 @@ func main() {
 			benchRSS(tmp)
 		case "mesh":
 			benchMesh(tmp)
+		case "attach":
+			benchAttach(tmp)
 		default:
 			fatalf("unknown -only item %q", what)
 		}

@@ -297,3 +297,48 @@ func TestBridgeDriftRepair(t *testing.T) {
 	waitFor(t, 5*time.Second, "the deleted bridge to be restored", reach)
 	t.Logf("bridge restored in %v", time.Since(start).Round(time.Millisecond))
 }
+
+// A veth with the daemon's name pattern and no mark is what a crash between
+// creating a pair and marking it leaves: the periodic pass removes it. A
+// link with another name, or with a mark that is not ours, is not touched.
+func TestUnmarkedLegRemoved(t *testing.T) {
+	l := newLab(t, 1, "--reconcile-interval", "300ms")
+	ctx := context.Background()
+	nd := l.Nodes[0]
+	if err := nd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, nd, nil)
+	if _, err := nd.Setup(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
+	ctr, _ := l.NewContainer()
+	attach(t, c, ctr, "web")
+	mk := func(name, peer string) {
+		if _, err := nd.Run(ctx, "ip", "link", "add", name, "type", "veth", "peer", "name", peer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("zv0badc0des", "zt-stray-p")  // ours by name, unmarked: a crash leftover
+	mk("zv0badc0dex", "zt-other-p")  // not our pattern (leg letter)
+	mk("zt-foreign", "zt-foreign-p") // someone else's
+	if _, err := nd.Run(ctx, "ip", "link", "set", "zt-foreign", "alias", "not ours"); err != nil {
+		t.Fatal(err)
+	}
+	exists := func(name string) bool {
+		_, err := nd.Run(ctx, "ip", "link", "show", name)
+		return err == nil
+	}
+	waitFor(t, 5*time.Second, "the unmarked leftover to be removed", func() bool { return !exists("zv0badc0des") })
+	time.Sleep(700 * time.Millisecond) // two more passes
+	for _, name := range []string{"zv0badc0dex", "zt-foreign"} {
+		if !exists(name) {
+			t.Errorf("%s was deleted but is not the daemon's", name)
+		}
+	}
+	// The container's own legs are still there and it still has eth0.
+	if out, err := ctr.Run(ctx, "ip", "-o", "-4", "addr", "show", "eth0"); err != nil || !strings.Contains(out, "inet ") {
+		t.Fatalf("the container lost its address: %v %s", err, out)
+	}
+}

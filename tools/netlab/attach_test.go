@@ -342,3 +342,64 @@ func TestUnmarkedLegRemoved(t *testing.T) {
 		t.Fatalf("the container lost its address: %v %s", err, out)
 	}
 }
+
+// teardown_service_overlay of a shared service with containers on it:
+// the containers are detached (their eth0 and eth1 gone, their addresses
+// free), the bridge is deleted; a repeat is ok; the other service's
+// container is untouched; the service can be set up again and used.
+func TestTeardownServiceRemovesEverything(t *testing.T) {
+	l := newLab(t, 1)
+	ctx := context.Background()
+	nd := l.Nodes[0]
+	if err := nd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, nd, nil)
+	if _, err := nd.Setup(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	web := call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
+	db := call(t, c, ipc.SetupServiceOverlay{Service: "db", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
+	if web.Subnet == nil || web.OverlayIP == nil {
+		t.Fatalf("shared service answer without subnet or gateway: %+v", web)
+	}
+	w1, _ := l.NewContainer()
+	w2, _ := l.NewContainer()
+	d1, _ := l.NewContainer()
+	attach(t, c, w1, "web")
+	call(t, c, ipc.AttachContainer{Handle: ipc.AttachHandle{Platform: ipc.PlatformLinuxPID, PID: uint32(w2.PID)}, Service: "web"})
+	dbIP := attach(t, c, d1, "db")
+	if veths, bridges := ownedLinks(t, nd); len(veths) != 5 || len(bridges) != 2 {
+		t.Fatalf("before teardown: veths %v bridges %v", veths, bridges)
+	}
+	call(t, c, ipc.TeardownServiceOverlay{Service: "web"})
+	call(t, c, ipc.TeardownServiceOverlay{Service: "web"}) // a repeat: ok
+	veths, bridges := ownedLinks(t, nd)
+	if len(veths) != 2 || len(bridges) != 1 || bridges[0] != db.Name {
+		t.Fatalf("after teardown: veths %v bridges %v (want db's 2 legs and %s)", veths, bridges, db.Name)
+	}
+	for _, ctr := range []*Container{w1, w2} {
+		if out, err := ctr.Run(ctx, "ip", "-o", "link", "show"); err != nil || strings.Contains(out, "eth0") || strings.Contains(out, "eth1") {
+			t.Fatalf("container %d still has links after teardown: %v\n%s", ctr.PID, err, out)
+		}
+	}
+	st := ctlState(t, nd)
+	if !strings.Contains(st, fmt.Sprintf("linux_pid:%d\"", d1.PID)) {
+		t.Fatalf("db's container is not in the state (or the state names handles otherwise):\n%s", st)
+	}
+	for _, ctr := range []*Container{w1, w2} {
+		if strings.Contains(st, fmt.Sprintf("linux_pid:%d\"", ctr.PID)) {
+			t.Fatalf("container %d still attached in the state", ctr.PID)
+		}
+	}
+	if out, err := d1.Run(ctx, "ping", "-c", "1", "-W", "1", db.OverlayIP.String()); err != nil {
+		t.Fatalf("db's container lost its gateway (%s): %v\n%s", dbIP, err, out)
+	}
+	// Set up again: a bridge again, and a container wired on it.
+	again := call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
+	w3, _ := l.NewContainer()
+	attach(t, c, w3, "web")
+	if out, err := w3.Run(ctx, "ping", "-c", "1", "-W", "1", again.OverlayIP.String()); err != nil {
+		t.Fatalf("a container of the re-created service does not reach its gateway: %v\n%s", err, out)
+	}
+}

@@ -314,14 +314,16 @@ func (d *wgDevice) stats() (*DeviceStats, error) {
 }
 
 // handshake makes the device initiate a handshake with the peer now
-// (wireguard-go sends at most one initiation per 5 s per peer).
+// (wireguard-go sends at most one initiation per 5 s per peer). The
+// initiation (two X25519 operations and a send) goes on beside the pass:
+// an answer need not wait for it.
 func (d *wgDevice) handshake(pub string) {
 	k, err := wgtypes.ParseKey(pub)
 	if err != nil {
 		return
 	}
 	if p := d.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
-		_ = p.SendHandshakeInitiation(false)
+		go func() { _ = p.SendHandshakeInitiation(false) }()
 	}
 }
 

@@ -22,7 +22,8 @@ func TestImportDirection(t *testing.T) {
 			return isStd(imp) || strings.HasPrefix(imp, "go.etcd.io/bbolt") || strings.HasPrefix(imp, "github.com/oklog/ulid")
 		},
 		mod + "/effects": func(imp string) bool {
-			return isStd(imp) || imp == mod+"/projections" || imp == mod+"/effects" || !strings.HasPrefix(imp, mod)
+			return isStd(imp) || imp == mod+"/projections" || imp == mod+"/effects" ||
+				strings.HasPrefix(imp, mod+"/effects/internal/") || !strings.HasPrefix(imp, mod)
 		},
 		mod + "/cmd/overlayctl": func(imp string) bool {
 			return isStd(imp) || imp == mod+"/journal" || imp == mod+"/projections" || imp == mod+"/ipc" || imp == mod+"/cmd/internal/replay"

@@ -65,16 +65,6 @@ func init() {
 	}
 }
 
-// EventTypes lists every known (type, version) pair, for documentation and
-// for the journal tool.
-func EventTypes() []string {
-	var out []string
-	for k := range registry {
-		out = append(out, fmt.Sprintf("%s/v%d", k.typ, k.ver))
-	}
-	return out
-}
-
 // EncodeEvent returns the persisted form of ev.
 func EncodeEvent(ev Event) (typ string, ver uint16, payload []byte, err error) {
 	payload, err = json.Marshal(ev)

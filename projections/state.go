@@ -3,8 +3,9 @@ package projections
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
-	"sort"
+	"slices"
 )
 
 // SnapshotSchema is the version of State's snapshot form (EncodeSnapshot).
@@ -240,10 +241,5 @@ func ParseCanonicalJSON(b []byte) (*State, error) {
 }
 
 func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(m))
 }

@@ -192,13 +192,6 @@ func validateText(field, s string, required bool) error {
 	return nil
 }
 
-func familyName(p netip.Prefix) string {
-	if p.Addr().Is4() {
-		return "IPv4"
-	}
-	return "IPv6"
-}
-
 func describeOwner(o Owner) string {
 	switch o.Kind {
 	case OwnerNode:

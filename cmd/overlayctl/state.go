@@ -5,7 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/ipc"
@@ -71,11 +72,7 @@ func printState(a *app, st *projections.State) {
 	} else {
 		fmt.Fprintln(w, "global: not set up")
 	}
-	names := make([]string, 0, len(st.Services))
-	for n := range st.Services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := sortedKeys(st.Services)
 	fmt.Fprintf(w, "services: %d\n", len(names))
 	for _, n := range names {
 		sv := st.Services[n]
@@ -85,11 +82,7 @@ func printState(a *app, st *projections.State) {
 		}
 		fmt.Fprintln(w)
 	}
-	keys := make([]string, 0, len(st.Attachments))
-	for k := range st.Attachments {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := sortedKeys(st.Attachments)
 	fmt.Fprintf(w, "attachments: %d\n", len(keys))
 	for _, k := range keys {
 		at := st.Attachments[k]
@@ -102,12 +95,7 @@ func printState(a *app, st *projections.State) {
 		}
 		fmt.Fprintln(w)
 	}
-	scopes := make([]string, 0, len(st.Peers))
-	for s := range st.Peers {
-		scopes = append(scopes, s)
-	}
-	sort.Strings(scopes)
-	for _, s := range scopes {
+	for _, s := range sortedKeys(st.Peers) {
 		fmt.Fprintf(w, "peers (%s): %d\n", s, len(st.Peers[s]))
 		for _, k := range sortedKeys(st.Peers[s]) {
 			p := st.Peers[s][k]
@@ -140,10 +128,5 @@ func printState(a *app, st *projections.State) {
 }
 
 func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(m))
 }

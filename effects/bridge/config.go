@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -195,10 +197,5 @@ func Relevant(key string) bool {
 }
 
 func sortedServices(st *projections.State) []string {
-	out := make([]string, 0, len(st.Services))
-	for n := range st.Services {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(st.Services))
 }

@@ -12,20 +12,13 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+	"github.com/zlayer/overlayd/effects/internal/netconv"
 	"golang.org/x/sys/unix"
 )
 
 func notFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENOENT)
-}
-
-func prefixNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func hostNet(a netip.Addr) *net.IPNet {
-	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
 }
 
 func writeSysctl(path, value string) error {
@@ -83,7 +76,7 @@ func ensureBridge(b *Bridge) error {
 			return fmt.Errorf("bridge %s: MAC: %w", b.Name, err)
 		}
 	}
-	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: prefixNet(b.Gateway)}); err != nil {
+	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: netconv.IPNet(b.Gateway)}); err != nil {
 		return fmt.Errorf("bridge %s: gateway %s: %w", b.Name, b.Gateway, err)
 	}
 	if a.Flags&net.FlagUp == 0 {
@@ -340,7 +333,7 @@ func ensureLegWith(side *sideWork, ah *asyncHandle, ns netns.NsHandle, a *Attach
 	if !fresh {
 		if addrs, err := h.AddrList(c, netlink.FAMILY_ALL); err == nil {
 			for _, ad := range addrs {
-				if p, ok := netipPrefixOf(ad.IPNet); ok && p != ip && !p.Addr().IsLinkLocalUnicast() {
+				if p, ok := netconv.Prefix(ad.IPNet); ok && p != ip && !p.Addr().IsLinkLocalUnicast() {
 					if err := h.AddrDel(c, &ad); err != nil && !notFound(err) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
 						return step(ctrName, fmt.Errorf("remove old address %s: %w", p, err))
 					}
@@ -348,7 +341,7 @@ func ensureLegWith(side *sideWork, ah *asyncHandle, ns netns.NsHandle, a *Attach
 			}
 		}
 	}
-	if err := h.AddrReplace(c, &netlink.Addr{IPNet: prefixNet(ip)}); err != nil {
+	if err := h.AddrReplace(c, &netlink.Addr{IPNet: netconv.IPNet(ip)}); err != nil {
 		return step(ctrName, fmt.Errorf("address %s: %w", ip, err))
 	}
 	if c.Attrs().Flags&net.FlagUp == 0 {
@@ -366,7 +359,7 @@ func ensureLegWith(side *sideWork, ah *asyncHandle, ns netns.NsHandle, a *Attach
 		if a.Gateway.Is6() {
 			def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		}
-		r := &netlink.Route{LinkIndex: c.Attrs().Index, Dst: prefixNet(def), Gw: a.Gateway.AsSlice()}
+		r := &netlink.Route{LinkIndex: c.Attrs().Index, Dst: netconv.IPNet(def), Gw: a.Gateway.AsSlice()}
 		if err := h.RouteReplace(r); err != nil {
 			return step("route", fmt.Errorf("default route via %s: %w", a.Gateway, err))
 		}
@@ -446,7 +439,7 @@ func setAlias(name, alias string) error {
 // source. IPv4 uses proxy ARP on the host end; IPv6 a fixed link-local
 // next hop (fe80::1) on it.
 func wireGlobal(h *netlink.Handle, c, host netlink.Link, a *Attachment) error {
-	r := &netlink.Route{LinkIndex: c.Attrs().Index, Dst: prefixNet(a.Cluster), Scope: netlink.SCOPE_LINK}
+	r := &netlink.Route{LinkIndex: c.Attrs().Index, Dst: netconv.IPNet(a.Cluster), Scope: netlink.SCOPE_LINK}
 	if a.GlobalIP.Is4() {
 		name := host.Attrs().Name
 		if err := writeSysctl(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/proxy_arp", name), "1"); err != nil {
@@ -459,7 +452,7 @@ func wireGlobal(h *netlink.Handle, c, host netlink.Link, a *Attachment) error {
 		}
 	} else {
 		ll := netip.MustParseAddr("fe80::1")
-		if err := netlink.AddrReplace(host, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(ll, 64)), Flags: unix.IFA_F_NODAD}); err != nil {
+		if err := netlink.AddrReplace(host, &netlink.Addr{IPNet: netconv.IPNet(netip.PrefixFrom(ll, 64)), Flags: unix.IFA_F_NODAD}); err != nil {
 			return step("eth1", fmt.Errorf("link-local next hop on %s: %w", host.Attrs().Name, err))
 		}
 		r.Scope, r.Gw = netlink.SCOPE_UNIVERSE, ll.AsSlice()
@@ -467,7 +460,7 @@ func wireGlobal(h *netlink.Handle, c, host netlink.Link, a *Attachment) error {
 	if err := h.RouteReplace(r); err != nil {
 		return step("route", fmt.Errorf("cluster %s via eth1: %w", a.Cluster, err))
 	}
-	hr := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: hostNet(a.GlobalIP), Scope: netlink.SCOPE_LINK,
+	hr := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: netconv.HostNet(a.GlobalIP), Scope: netlink.SCOPE_LINK,
 		Src: a.NodeIP.AsSlice(), Protocol: RouteProtocol}
 	if err := netlink.RouteReplace(hr); err != nil {
 		// The node address may not be up yet (the WireGuard device comes
@@ -478,16 +471,4 @@ func wireGlobal(h *netlink.Handle, c, host netlink.Link, a *Attachment) error {
 		}
 	}
 	return nil
-}
-
-func netipPrefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
 }

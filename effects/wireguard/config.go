@@ -1,7 +1,9 @@
 package wireguard
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -77,12 +79,7 @@ func Desired(st *projections.State) []Config {
 			Peers:     peersOf(st, projections.Scope{}),
 		})
 	}
-	names := make([]string, 0, len(st.Services))
-	for n := range st.Services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(st.Services)) {
 		sv := st.Services[n]
 		if sv.Dedicated == nil {
 			continue

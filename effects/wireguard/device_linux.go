@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/zlayer/overlayd/effects/internal/netconv"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
@@ -209,7 +210,7 @@ func (d *wgDevice) applyPeers(want map[string]*Peer, own netip.Prefix) ([]string
 }
 
 func (d *wgDevice) route(p netip.Prefix) *netlink.Route {
-	return &netlink.Route{LinkIndex: d.index, Dst: prefixNet(p), Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
+	return &netlink.Route{LinkIndex: d.index, Dst: netconv.IPNet(p), Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
 }
 
 func (d *wgDevice) addRoute(p netip.Prefix) error {
@@ -250,12 +251,12 @@ func (d *wgDevice) ensureLink(cfg *Config) error {
 		if err != nil {
 			return fmt.Errorf("wireguard: list addresses of %s: %w", d.name, err)
 		}
-		want := &netlink.Addr{IPNet: prefixNet(cfg.Address)}
+		want := &netlink.Addr{IPNet: netconv.IPNet(cfg.Address)}
 		if err := netlink.AddrReplace(l, want); err != nil {
 			return fmt.Errorf("wireguard: address %s on %s: %w", cfg.Address, d.name, err)
 		}
 		for _, a := range addrs {
-			if p, ok := netipPrefix(a.IPNet); ok && p != cfg.Address && !p.Addr().IsLinkLocalUnicast() {
+			if p, ok := netconv.Prefix(a.IPNet); ok && p != cfg.Address && !p.Addr().IsLinkLocalUnicast() {
 				_ = netlink.AddrDel(l, &a)
 			}
 		}
@@ -297,7 +298,7 @@ func (d *wgDevice) refresh() error {
 	}
 	d.routes = map[netip.Prefix]bool{}
 	for _, r := range routes {
-		if p, ok := netipPrefix(r.Dst); ok {
+		if p, ok := netconv.Prefix(r.Dst); ok {
 			d.routes[p] = true
 		}
 	}
@@ -325,20 +326,4 @@ func (d *wgDevice) handshake(pub string) {
 	if p := d.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
 		go func() { _ = p.SendHandshakeInitiation(false) }()
 	}
-}
-
-func prefixNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
 }

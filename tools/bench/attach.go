@@ -59,39 +59,33 @@ func benchAttach(tmp string) {
 		}
 		return out
 	}
-	var sequentialRound func(global bool) (attach, detach []time.Duration)
 	attachReq := func(ctr *netlab.Container, i int, global bool) ipc.Request {
 		return ipc.AttachContainer{Handle: ipc.AttachHandle{Platform: ipc.PlatformLinuxPID, PID: uint32(ctr.PID)}, Service: services[i%len(services)], JoinGlobal: global}
 	}
 
-	// One after another: eth0 only, then eth0 and eth1; each set detached
-	// one after another.
-	// Three rounds of 100 (the services' subnets hold about 100): a p99
-	// over 300 samples rather than the second worst of 100.
+	// One after another, eth0 only and then eth0 and eth1: three rounds
+	// of 100 (the services' subnets hold about 100), each attached and
+	// then detached one after another; a p99 over 300 samples rather than
+	// the second worst of 100.
 	const rounds = 3
 	sequential := func(global bool) (attach, detach []time.Duration) {
 		for range rounds {
-			a, d := sequentialRound(global)
-			attach, detach = append(attach, a...), append(detach, d...)
-		}
-		return attach, detach
-	}
-	sequentialRound = func(global bool) (attach, detach []time.Duration) {
-		seq := containers()
-		for i, ctr := range seq {
-			t0 := time.Now()
-			_, err := c.Call(ctx, attachReq(ctr, i, global))
-			check(err)
-			attach = append(attach, time.Since(t0))
-		}
-		for _, ctr := range seq {
-			t0 := time.Now()
-			_, err := c.Call(ctx, ipc.DetachContainer{Handle: ipc.AttachHandle{Platform: ipc.PlatformLinuxPID, PID: uint32(ctr.PID)}})
-			check(err)
-			detach = append(detach, time.Since(t0))
-		}
-		for _, ctr := range seq {
-			ctr.Kill()
+			seq := containers()
+			for i, ctr := range seq {
+				t0 := time.Now()
+				_, err := c.Call(ctx, attachReq(ctr, i, global))
+				check(err)
+				attach = append(attach, time.Since(t0))
+			}
+			for _, ctr := range seq {
+				t0 := time.Now()
+				_, err := c.Call(ctx, ipc.DetachContainer{Handle: ipc.AttachHandle{Platform: ipc.PlatformLinuxPID, PID: uint32(ctr.PID)}})
+				check(err)
+				detach = append(detach, time.Since(t0))
+			}
+			for _, ctr := range seq {
+				ctr.Kill()
+			}
 		}
 		return attach, detach
 	}

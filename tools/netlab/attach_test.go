@@ -155,16 +155,8 @@ func lastLine(s string) string {
 // the journal, and leaves nothing behind; attaching a PID that does not
 // exist, or to a service that was never set up, changes nothing.
 func TestAttachFailuresLeaveNothing(t *testing.T) {
-	l := newLab(t, 1)
+	l, nd, c := setUpNode(t)
 	ctx := context.Background()
-	nd := l.Nodes[0]
-	if err := nd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := client(t, nd, nil)
-	if _, err := nd.Setup(ctx, c); err != nil {
-		t.Fatal(err)
-	}
 	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
 	ctr, _ := l.NewContainer()
 	for _, tc := range []struct {
@@ -219,16 +211,8 @@ func ctlState(t *testing.T, nd *Node) string {
 // in another namespace: the old attachment is detached, and the new
 // process is not wired by mistake.
 func TestPIDReuse(t *testing.T) {
-	l := newLab(t, 1, "--reconcile-interval", "300ms")
+	l, nd, c := setUpNode(t, "--reconcile-interval", "300ms")
 	ctx := context.Background()
-	nd := l.Nodes[0]
-	if err := nd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := client(t, nd, nil)
-	if _, err := nd.Setup(ctx, c); err != nil {
-		t.Fatal(err)
-	}
 	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
 	old, _ := l.NewContainer()
 	oldIP := attach(t, c, old, "web")
@@ -258,16 +242,8 @@ func TestPIDReuse(t *testing.T) {
 // Deleting a container's host veth or a service bridge by hand is repaired
 // within the check interval.
 func TestBridgeDriftRepair(t *testing.T) {
-	l := newLab(t, 1, "--reconcile-interval", "500ms")
+	l, nd, c := setUpNode(t, "--reconcile-interval", "500ms")
 	ctx := context.Background()
-	nd := l.Nodes[0]
-	if err := nd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := client(t, nd, nil)
-	if _, err := nd.Setup(ctx, c); err != nil {
-		t.Fatal(err)
-	}
 	web := call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
 	ctr, _ := l.NewContainer()
 	attach(t, c, ctr, "web")
@@ -302,16 +278,8 @@ func TestBridgeDriftRepair(t *testing.T) {
 // creating a pair and marking it leaves: the periodic pass removes it. A
 // link with another name, or with a mark that is not ours, is not touched.
 func TestUnmarkedLegRemoved(t *testing.T) {
-	l := newLab(t, 1, "--reconcile-interval", "300ms")
+	l, nd, c := setUpNode(t, "--reconcile-interval", "300ms")
 	ctx := context.Background()
-	nd := l.Nodes[0]
-	if err := nd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := client(t, nd, nil)
-	if _, err := nd.Setup(ctx, c); err != nil {
-		t.Fatal(err)
-	}
 	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
 	ctr, _ := l.NewContainer()
 	attach(t, c, ctr, "web")
@@ -348,16 +316,8 @@ func TestUnmarkedLegRemoved(t *testing.T) {
 // free), the bridge is deleted; a repeat is ok; the other service's
 // container is untouched; the service can be set up again and used.
 func TestTeardownServiceRemovesEverything(t *testing.T) {
-	l := newLab(t, 1)
+	l, nd, c := setUpNode(t)
 	ctx := context.Background()
-	nd := l.Nodes[0]
-	if err := nd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := client(t, nd, nil)
-	if _, err := nd.Setup(ctx, c); err != nil {
-		t.Fatal(err)
-	}
 	web := call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
 	db := call(t, c, ipc.SetupServiceOverlay{Service: "db", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
 	if web.Subnet == nil || web.OverlayIP == nil {

@@ -299,13 +299,6 @@ func (n *Node) signal(sig syscall.Signal) error {
 	}
 }
 
-// Exited is closed-ish: it yields the daemon's exit error once it exits.
-func (n *Node) Exited() <-chan error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.exited
-}
-
 // LogPath is the daemon's log file (all starts appended).
 func (n *Node) LogPath() string { return filepath.Join(n.DataDir, "daemon.log") }
 

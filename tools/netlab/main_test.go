@@ -67,6 +67,22 @@ func newLab(t *testing.T, n int, daemonArgs ...string) *Lab {
 	return l
 }
 
+// setUpNode starts a one-node lab with daemonArgs, its global overlay set
+// up, and a client of it.
+func setUpNode(t *testing.T, daemonArgs ...string) (*Lab, *Node, *ipc.Client) {
+	t.Helper()
+	l := newLab(t, 1, daemonArgs...)
+	nd := l.Nodes[0]
+	if err := nd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, nd, nil)
+	if _, err := nd.Setup(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return l, nd, c
+}
+
 func client(t *testing.T, nd *Node, events chan<- ipc.Event) *ipc.Client {
 	t.Helper()
 	c, err := nd.Client(events)

@@ -36,16 +36,8 @@ func TestAttachStormWithKills(t *testing.T) {
 	if testing.Short() {
 		rounds = 1
 	}
-	l := newLab(t, 1, "--reconcile-interval", "500ms")
+	l, nd, c := setUpNode(t, "--reconcile-interval", "500ms")
 	ctx := context.Background()
-	nd := l.Nodes[0]
-	if err := nd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := client(t, nd, nil)
-	if _, err := nd.Setup(ctx, c); err != nil {
-		t.Fatal(err)
-	}
 	services := []string{"web", "db", "cache"}
 	for _, s := range services {
 		call(t, c, ipc.SetupServiceOverlay{Service: s, Mode: ipc.ModeShared})

@@ -2,9 +2,10 @@ package daemon
 
 import (
 	"encoding/json"
+	"maps"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
 
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/projections"
@@ -117,12 +118,7 @@ func (d *Daemon) statusLive(r ipc.Response, _ []projections.Event) ipc.Response 
 }
 
 func sortedServices(st *projections.State) []string {
-	names := make([]string, 0, len(st.Services))
-	for n := range st.Services {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(st.Services))
 }
 
 // hostAddr is the first global unicast IPv4 address of an up, non-loopback

@@ -60,6 +60,7 @@ type pendingReply struct {
 	commit *journal.Commit // nil: nothing was ever submitted
 	own    bool            // the commit holds this job's events
 	events []projections.Event
+	keys   []string
 	resp   ipc.Response
 	finish func(ipc.Response, []projections.Event) ipc.Response
 	after  func([]projections.Event)
@@ -68,6 +69,7 @@ type pendingReply struct {
 
 type batch struct {
 	events []projections.Event
+	keys   []string        // what they change (projections.Keys)
 	commit *journal.Commit // makes them durable
 	last   uint64          // sequence number of the last one
 }
@@ -240,8 +242,9 @@ func (p *pipeline) decide(j *job) pendingReply {
 	p.live.Seq += uint64(len(d.Events))
 	c := p.d.store.Append(recs)
 	p.barrier = c
-	p.batches <- batch{events: d.Events, commit: c, last: p.live.Seq}
-	return pendingReply{commit: c, own: true, events: d.Events, resp: resp}
+	keys := eventKeys(d.Events)
+	p.batches <- batch{events: d.Events, keys: keys, commit: c, last: p.live.Seq}
+	return pendingReply{commit: c, own: true, events: d.Events, keys: keys, resp: resp}
 }
 
 // effectTimeout bounds how long an answer waits for the effects of its
@@ -262,7 +265,7 @@ func (p *pipeline) reply() {
 				continue
 			}
 			if r.own {
-				if p.d.runner.Relevant(eventKeys(r.events)) {
+				if p.d.runner.Relevant(r.keys) {
 					lastSeq = envs[len(envs)-1].Seq
 				}
 				if r.after != nil {
@@ -318,7 +321,7 @@ func (p *pipeline) project() {
 		c.advance = make(chan struct{})
 		c.mu.Unlock()
 		if p.d.runner != nil {
-			p.d.runner.Notify(eventKeys(b.events), b.last)
+			p.d.runner.Notify(b.keys, b.last)
 		}
 		sinceSnap += uint64(len(b.events))
 		if every := p.d.cfg.SnapshotEvery; every > 0 && sinceSnap >= every {

@@ -97,9 +97,18 @@ func NewRunner(view View, log *slog.Logger, interval time.Duration, rs ...Reconc
 // ReconcileAll asks every reconciler for a pass over the whole state and
 // waits until each has finished one (boot uses it before serving). Errors
 // are logged by the workers, which retry them.
-func (r *Runner) ReconcileAll(ctx context.Context) error {
+func (r *Runner) ReconcileAll(ctx context.Context) error { return r.reconcile(ctx, "") }
+
+// ReconcileOne asks the named reconciler for a full pass and waits for it
+// (nat_tick uses it to check the NAT table). An unknown name is a no-op.
+func (r *Runner) ReconcileOne(ctx context.Context, name string) error { return r.reconcile(ctx, name) }
+
+func (r *Runner) reconcile(ctx context.Context, only string) error {
 	gens := make([]uint64, len(r.workers))
 	for i, w := range r.workers {
+		if only != "" && w.r.Name() != only {
+			continue
+		}
 		w.mu.Lock()
 		w.all = true
 		gens[i] = w.passes
@@ -110,6 +119,9 @@ func (r *Runner) ReconcileAll(ctx context.Context) error {
 		}
 	}
 	for i, w := range r.workers {
+		if only != "" && w.r.Name() != only {
+			continue
+		}
 		for {
 			w.mu.Lock()
 			ok, ch := w.passes > gens[i], w.doneCh

@@ -13,10 +13,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/zlayer/overlayd/cmd/internal/daemon"
+	"github.com/zlayer/overlayd/effects/dns"
 	"github.com/zlayer/overlayd/ipc"
 )
 
@@ -31,6 +33,9 @@ func main() {
 		snapEvery = flag.Uint64("snapshot-every", 10000, "take a projection snapshot every N journaled events")
 		interval  = flag.Duration("reconcile-interval", 10*time.Second, "period of the drift check against the kernel")
 		advertise = flag.String("advertise-address", "", "underlay address guests are told to reach this node at (default: the host's first global address)")
+		dnsListen = flag.String("dns-listen", "127.0.0.1:53", "local addresses (comma-separated ip:port) the DNS server answers on besides the node's overlay address port 53; \"\" for none")
+		dnsUp     = flag.String("dns-upstream", "", "upstream resolvers for names outside the overlay (comma-separated ip[:port]; default: the nameservers of --resolv-conf)")
+		resolv    = flag.String("resolv-conf", "/etc/resolv.conf", "file whose nameservers are the DNS upstreams (loopback stubs skipped); re-read when it changes")
 		unhealthy = flag.Duration("peer-unhealthy-after", 180*time.Second, "a peer whose last handshake is older than this is reported unhealthy")
 	)
 	flag.Parse()
@@ -57,6 +62,11 @@ func main() {
 		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
 		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log,
 	}
+	var err error
+	if cfg.DNS, err = dnsOptions(*dnsListen, *dnsUp, *resolv); err != nil {
+		fmt.Fprintf(os.Stderr, "zlayer-overlayd: %v\n", err)
+		os.Exit(2)
+	}
 	if *advertise != "" {
 		a, err := netip.ParseAddr(*advertise)
 		if err != nil {
@@ -81,4 +91,34 @@ func main() {
 		log.Error("stopped with an error", "err", err)
 		os.Exit(1)
 	}
+}
+
+// dnsOptions parses the DNS flags.
+func dnsOptions(listen, upstreams, resolvConf string) (dns.Options, error) {
+	o := dns.Options{ResolvConf: resolvConf}
+	for _, f := range strings.Split(listen, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(f)
+		if err != nil {
+			return o, fmt.Errorf("--dns-listen: %q is not ip:port: %v", f, err)
+		}
+		o.Listen = append(o.Listen, ap)
+	}
+	for _, f := range strings.Split(upstreams, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(f); err == nil {
+			o.Upstreams = append(o.Upstreams, ap.String())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return o, fmt.Errorf("--dns-upstream: %q is not ip or ip:port", f)
+		}
+		o.Upstreams = append(o.Upstreams, netip.AddrPortFrom(a, dns.Port).String())
+	}
+	return o, nil
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/effects/bridge"
+	"github.com/zlayer/overlayd/effects/dns"
+	"github.com/zlayer/overlayd/effects/nat"
 	"github.com/zlayer/overlayd/effects/wireguard"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
@@ -47,6 +49,9 @@ type Config struct {
 	// NoDataPlane leaves the kernel alone (no WireGuard devices): for tests
 	// of the pipeline that run outside a network namespace.
 	NoDataPlane bool
+	// DNS configures the embedded DNS server (local listen addresses,
+	// upstreams).
+	DNS dns.Options
 	// Reconcilers are extra effect handlers (tests).
 	Reconcilers []effects.Reconciler
 }
@@ -65,6 +70,8 @@ type Daemon struct {
 	pipe     *pipeline
 	runner   *effects.Runner
 	wg       *wireguard.Reconciler // nil without a data plane
+	dns      *dns.Reconciler       // nil without a data plane
+	nat      *nat.Reconciler       // nil without a data plane
 	health   *healthMonitor
 	server   *ipc.Server
 	listener net.Listener
@@ -137,6 +144,12 @@ func Open(cfg Config) (*Daemon, error) {
 		if d.wg != nil {
 			d.wg.Close()
 		}
+		if d.dns != nil {
+			d.dns.Close()
+		}
+		if d.nat != nil {
+			d.nat.Close()
+		}
 		store.Close()
 	}()
 	key, source, err := loadNodeKey(d.dir, cfg.WGPrivateKeyFile)
@@ -163,7 +176,9 @@ func Open(cfg Config) (*Daemon, error) {
 	var recs []effects.Reconciler
 	if !cfg.NoDataPlane {
 		d.wg = wireguard.New(d, d.log)
-		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone))
+		d.dns = dns.New(d.log, cfg.DNS)
+		d.nat = nat.New(d.log)
+		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone), d.dns, d.nat)
 	}
 	recs = append(recs, cfg.Reconcilers...)
 	d.runner = effects.NewRunner(d.decided, d.log, cfg.ReconcileInterval, recs...)
@@ -281,6 +296,12 @@ func (d *Daemon) shutdown(graceful bool) {
 		}
 		if d.wg != nil {
 			d.wg.Close()
+		}
+		if d.dns != nil {
+			d.dns.Close()
+		}
+		if d.nat != nil {
+			d.nat.Close() // the table stays: containers keep their NAT
 		}
 		if graceful && d.failure() == nil {
 			if err := d.snapshot(); err != nil {

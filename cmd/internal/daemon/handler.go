@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -120,6 +122,21 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 				}
 			}
 		}
+		// The orchestrator ticks this periodically: check the NAT table
+		// against the state too (and repair it) before answering.
+		ch := make(chan ipc.Response, 1)
+		go func() {
+			resp := <-d.submit(j)
+			if d.runner != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if err := d.runner.ReconcileOne(ctx, "nat"); err != nil {
+					d.log.Warn("nat_tick: NAT check", "err", err)
+				}
+				cancel()
+			}
+			ch <- resp
+		}()
+		return ch
 	case ipc.Status:
 		j.read = d.status
 		j.finish = d.statusLive

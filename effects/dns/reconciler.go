@@ -1,0 +1,209 @@
+package dns
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/zlayer/overlayd/effects"
+	"github.com/zlayer/overlayd/projections"
+)
+
+// Options configure the reconciler (daemon flags).
+type Options struct {
+	// Listen are local addresses served besides the overlay ones
+	// (--dns-listen), e.g. 127.0.0.1:53.
+	Listen []netip.AddrPort
+	// Upstreams, when set, replace the resolvers read from ResolvConf
+	// (--dns-upstream).
+	Upstreams []string
+	// ResolvConf is read for upstreams at boot and whenever it changes
+	// (checked on every periodic pass); default /etc/resolv.conf.
+	ResolvConf string
+}
+
+// Reconciler keeps the server's records, zones, listeners and upstreams
+// equal to the projected state and the host's resolv.conf.
+type Reconciler struct {
+	log *slog.Logger
+	opt Options
+	srv *Server
+
+	loaded    bool // records copied in full once; later changes by key
+	cfg       Config
+	listeners map[netip.AddrPort]*listener
+	failing   map[netip.AddrPort]string // last listen error logged
+	rcStamp   string                    // resolv.conf size and mtime last read
+}
+
+// New returns the reconciler and its server.
+func New(log *slog.Logger, opt Options) *Reconciler {
+	if opt.ResolvConf == "" {
+		opt.ResolvConf = "/etc/resolv.conf"
+	}
+	return &Reconciler{log: log, opt: opt, srv: NewServer(log),
+		listeners: map[netip.AddrPort]*listener{}, failing: map[netip.AddrPort]string{}}
+}
+
+func (r *Reconciler) Name() string             { return "dns" }
+func (r *Reconciler) Relevant(key string) bool { return Relevant(key) }
+
+// Server is the server the reconciler feeds.
+func (r *Reconciler) Server() *Server { return r.srv }
+
+// Reconcile applies changed records, and on other changes or full passes
+// the zones, client subnets and listeners; full passes also re-read
+// resolv.conf when it changed.
+func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed []string, all bool) error {
+	needCfg := all || !r.loaded
+	var names []string
+	for _, k := range changed {
+		if n, ok := strings.CutPrefix(k, "dns/"); ok {
+			names = append(names, n)
+		} else {
+			needCfg = true
+		}
+	}
+	var cfg Config
+	var full map[string]projections.DNSRecord
+	upd := make(map[string]*projections.DNSRecord, len(names))
+	view.Read(func(st *projections.State) {
+		if needCfg {
+			cfg = Desired(st)
+		}
+		if !r.loaded {
+			full = make(map[string]projections.DNSRecord, len(st.DNS))
+			for n, rec := range st.DNS {
+				full[n] = *rec
+			}
+			return
+		}
+		for _, n := range names {
+			if rec := st.DNS[n]; rec != nil {
+				c := *rec
+				upd[n] = &c
+			} else {
+				upd[n] = nil
+			}
+		}
+	})
+	if full != nil {
+		r.srv.Replace(full)
+		r.loaded = true
+	} else {
+		for n, rec := range upd {
+			r.srv.Set(n, rec)
+		}
+	}
+	if needCfg {
+		if !cfg.Equal(r.cfg) || cfg.Serial != r.cfg.Serial {
+			r.srv.SetConfig(cfg)
+		}
+		r.cfg = cfg
+		r.converge()
+	}
+	if all {
+		r.refreshUpstreams()
+	}
+	return nil
+}
+
+// converge opens the listeners the config and options ask for and closes
+// the others. A failed bind is logged once per distinct error and retried
+// at every pass; it never fails the daemon.
+func (r *Reconciler) converge() {
+	want := map[netip.AddrPort]bool{}
+	for _, ap := range r.cfg.Listen {
+		want[ap] = true
+	}
+	for _, ap := range r.opt.Listen {
+		want[ap] = true
+	}
+	for ap, l := range r.listeners {
+		if !want[ap] {
+			l.close()
+			delete(r.listeners, ap)
+			r.log.Info("dns: stopped listening", "addr", ap)
+		}
+	}
+	for ap := range want {
+		if r.listeners[ap] != nil {
+			continue
+		}
+		l, err := listen(ap, r.srv)
+		if err != nil {
+			if r.failing[ap] != err.Error() {
+				r.failing[ap] = err.Error()
+				r.log.Warn("dns: cannot listen; retrying at every check", "addr", ap, "err", err)
+			}
+			continue
+		}
+		delete(r.failing, ap)
+		r.listeners[ap] = l
+		r.log.Info("dns: listening", "addr", ap, "proto", "udp+tcp")
+	}
+	for ap := range r.failing {
+		if !want[ap] {
+			delete(r.failing, ap)
+		}
+	}
+}
+
+// refreshUpstreams re-reads resolv.conf when it changed.
+func (r *Reconciler) refreshUpstreams() {
+	if len(r.opt.Upstreams) > 0 {
+		if r.rcStamp == "" {
+			r.rcStamp = "fixed"
+			r.srv.SetUpstreams(r.withoutSelf(r.opt.Upstreams))
+			r.log.Info("dns: upstreams", "from", "--dns-upstream", "upstreams", r.srv.Upstreams())
+		}
+		return
+	}
+	fi, err := os.Stat(r.opt.ResolvConf)
+	stamp := "missing"
+	if err == nil {
+		stamp = fi.ModTime().Format(time.RFC3339Nano) + "/" + itoa(int(fi.Size()%1000))
+	}
+	if stamp == r.rcStamp {
+		return
+	}
+	r.rcStamp = stamp
+	b, err := os.ReadFile(r.opt.ResolvConf)
+	if err != nil {
+		r.log.Warn("dns: cannot read upstreams; names outside the overlay get SERVFAIL", "file", r.opt.ResolvConf, "err", err)
+		r.srv.SetUpstreams(nil)
+		return
+	}
+	ups := r.withoutSelf(ParseResolvConf(b))
+	r.srv.SetUpstreams(ups)
+	if len(ups) == 0 {
+		r.log.Warn("dns: no usable upstream (loopback stubs are skipped); names outside the overlay get SERVFAIL", "file", r.opt.ResolvConf)
+	} else {
+		r.log.Info("dns: upstreams", "from", r.opt.ResolvConf, "upstreams", ups)
+	}
+}
+
+// withoutSelf drops upstreams that are the server's own addresses (a
+// forwarding loop).
+func (r *Reconciler) withoutSelf(ups []string) []string {
+	return slices.DeleteFunc(slices.Clone(ups), func(u string) bool {
+		ap, err := netip.ParseAddrPort(u)
+		if err != nil {
+			return false
+		}
+		return slices.Contains(r.cfg.Listen, ap) || slices.Contains(r.opt.Listen, ap)
+	})
+}
+
+// Close stops every listener.
+func (r *Reconciler) Close() error {
+	for ap, l := range r.listeners {
+		l.close()
+		delete(r.listeners, ap)
+	}
+	return nil
+}

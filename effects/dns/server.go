@@ -1,0 +1,512 @@
+package dns
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/zlayer/overlayd/projections"
+)
+
+// Forwarding limits: each upstream gets at most forwardTry, all of them
+// together forwardBudget, so a dead upstream costs a client at most
+// forwardBudget before its SERVFAIL (well inside a stub resolver's usual
+// 2-5 s timeout).
+const (
+	forwardTry    = time.Second
+	forwardBudget = 1500 * time.Millisecond
+	// ednsSize is the UDP payload size the server advertises and the
+	// largest UDP answer it sends (the 2020 DNS flag day's value).
+	ednsSize = 1232
+)
+
+// Server answers DNS queries: authoritatively for the overlay zones and
+// the overlay's reverse names, by forwarding for the rest, and only to
+// clients on the node's overlay subnets or loopback. It is safe for
+// concurrent use; records and config are swapped in while it serves.
+type Server struct {
+	log *slog.Logger
+
+	mu    sync.RWMutex
+	names map[string]projections.DNSRecord // lower case, no trailing dot
+	rev   map[netip.Addr][]string          // address -> names, sorted
+
+	cfg atomic.Pointer[compiled]
+	ups atomic.Pointer[[]string] // upstream "host:port"s, in order
+
+	// Forwarded counts queries handed to upstreams (tests, metrics).
+	Forwarded atomic.Uint64
+}
+
+// compiled is a Config prepared for the answer path.
+type compiled struct {
+	Config
+	// clients holds the allowed prefixes by length, so a check costs one
+	// map lookup per distinct length rather than one per subnet.
+	clients map[int]map[netip.Prefix]bool
+	lens    []int
+	listen  map[netip.Addr]bool
+}
+
+// NewServer returns a server with no records, no zones and no upstreams.
+func NewServer(log *slog.Logger) *Server {
+	s := &Server{log: log, names: map[string]projections.DNSRecord{}, rev: map[netip.Addr][]string{}}
+	s.SetConfig(Config{})
+	s.SetUpstreams(nil)
+	return s
+}
+
+// SetConfig swaps in a new config.
+func (s *Server) SetConfig(c Config) {
+	cc := &compiled{Config: c, clients: map[int]map[netip.Prefix]bool{}, listen: map[netip.Addr]bool{}}
+	for _, p := range c.Clients {
+		m := cc.clients[p.Bits()]
+		if m == nil {
+			m = map[netip.Prefix]bool{}
+			cc.clients[p.Bits()] = m
+			cc.lens = append(cc.lens, p.Bits())
+		}
+		m[p.Masked()] = true
+	}
+	for _, ap := range c.Listen {
+		cc.listen[ap.Addr()] = true
+	}
+	s.cfg.Store(cc)
+}
+
+// SetUpstreams swaps in the upstream resolvers ("host:port").
+func (s *Server) SetUpstreams(ups []string) {
+	ups = slices.Clone(ups)
+	s.ups.Store(&ups)
+}
+
+// Upstreams returns the current upstream resolvers.
+func (s *Server) Upstreams() []string { return slices.Clone(*s.ups.Load()) }
+
+// Set replaces the record of name (as projections normalizes it: lower
+// case, no trailing dot); a nil rec removes the name.
+func (s *Server) Set(name string, rec *projections.DNSRecord) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setLocked(name, rec)
+}
+
+// Replace swaps in a whole record set.
+func (s *Server) Replace(recs map[string]projections.DNSRecord) {
+	rev := map[netip.Addr][]string{}
+	for name, r := range recs {
+		for _, a := range []netip.Addr{r.V4, r.V6} {
+			if a.IsValid() {
+				rev[a] = append(rev[a], name)
+			}
+		}
+	}
+	for _, ns := range rev {
+		slices.Sort(ns)
+	}
+	s.mu.Lock()
+	s.names, s.rev = recs, rev
+	s.mu.Unlock()
+}
+
+// Len returns the number of names.
+func (s *Server) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.names)
+}
+
+func (s *Server) setLocked(name string, rec *projections.DNSRecord) {
+	if old, ok := s.names[name]; ok {
+		for _, a := range []netip.Addr{old.V4, old.V6} {
+			if !a.IsValid() {
+				continue
+			}
+			ns := slices.DeleteFunc(s.rev[a], func(n string) bool { return n == name })
+			if len(ns) == 0 {
+				delete(s.rev, a)
+			} else {
+				s.rev[a] = ns
+			}
+		}
+		delete(s.names, name)
+	}
+	if rec == nil {
+		return
+	}
+	s.names[name] = projections.DNSRecord{Name: name, V4: rec.V4, V6: rec.V6}
+	for _, a := range []netip.Addr{rec.V4, rec.V6} {
+		if !a.IsValid() {
+			continue
+		}
+		ns := append(s.rev[a], name)
+		slices.Sort(ns)
+		s.rev[a] = ns
+	}
+}
+
+// ServeDNS answers one query (mdns.Handler).
+func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
+	_, tcp := w.RemoteAddr().(*net.TCPAddr)
+	m := s.Answer(r, addrOf(w.RemoteAddr()), tcp)
+	if m != nil {
+		w.WriteMsg(m)
+	}
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// Answer returns the reply to r from client over UDP or TCP; nil means
+// no reply is sent.
+func (s *Server) Answer(r *mdns.Msg, client netip.Addr, tcp bool) *mdns.Msg {
+	if r.Response {
+		return nil
+	}
+	cfg := s.cfg.Load()
+	m := new(mdns.Msg)
+	m.SetReply(r)
+	m.RecursionAvailable = true
+	opt := r.IsEdns0()
+	size := mdns.MinMsgSize
+	if opt != nil {
+		size = max(mdns.MinMsgSize, min(int(opt.UDPSize()), ednsSize))
+		if opt.Version() != 0 {
+			m.SetRcode(r, mdns.RcodeBadVers)
+			m.SetEdns0(ednsSize, false)
+			return m
+		}
+	}
+	switch {
+	case !cfg.allowed(client):
+		m.Rcode = mdns.RcodeRefused
+	case r.Opcode != mdns.OpcodeQuery:
+		m.Rcode = mdns.RcodeNotImplemented
+	case len(r.Question) != 1:
+		m.Rcode = mdns.RcodeFormatError
+	default:
+		if !s.authoritative(cfg, r.Question[0], m) {
+			if f := s.forward(r, client, tcp); f != nil {
+				m = f
+				m.Id = r.Id
+				if !tcp {
+					m.Truncate(size)
+				}
+				return m
+			}
+			m.Rcode = mdns.RcodeServerFailure
+		}
+	}
+	if opt != nil {
+		m.SetEdns0(ednsSize, false)
+	}
+	if !tcp {
+		m.Truncate(size)
+	}
+	return m
+}
+
+func (c *compiled) allowed(a netip.Addr) bool {
+	if a.IsLoopback() {
+		return true
+	}
+	for _, l := range c.lens {
+		p, err := a.Prefix(l)
+		if err == nil && c.clients[l][p] {
+			return true
+		}
+	}
+	return false
+}
+
+// authoritative fills m when q is the server's to answer and reports
+// whether it was.
+func (s *Server) authoritative(cfg *compiled, q mdns.Question, m *mdns.Msg) bool {
+	if q.Qclass != mdns.ClassINET && q.Qclass != mdns.ClassANY {
+		return false
+	}
+	lq := strings.ToLower(q.Name)
+	if len(lq) == 0 || lq[len(lq)-1] != '.' {
+		lq += "."
+	}
+	key := lq[:len(lq)-1]
+	s.mu.RLock()
+	rec, ok := s.names[key]
+	s.mu.RUnlock()
+	if ok {
+		s.records(cfg, q, rec, parent(lq), m)
+		return true
+	}
+	for _, z := range cfg.Zones {
+		if lq == z {
+			m.Authoritative = true
+			if q.Qtype == mdns.TypeSOA || q.Qtype == mdns.TypeANY {
+				m.Answer = append(m.Answer, soa(z, z, cfg.Serial))
+			} else {
+				m.Ns = append(m.Ns, soa(z, z, cfg.Serial))
+			}
+			return true
+		}
+		if len(lq) > len(z) && lq[len(lq)-len(z)-1] == '.' && strings.HasSuffix(lq, z) {
+			rel := lq[:len(lq)-len(z)-1]
+			s.mu.RLock()
+			rec, ok := s.names[rel]
+			s.mu.RUnlock()
+			if ok {
+				s.records(cfg, q, rec, z, m)
+			} else {
+				s.nxdomain(cfg, z, m)
+			}
+			return true
+		}
+	}
+	if a, ok := reverseAddr(lq); ok {
+		s.mu.RLock()
+		names := s.rev[a]
+		if len(names) > 0 {
+			names = slices.Clone(names)
+		}
+		s.mu.RUnlock()
+		zone := ""
+		for _, p := range cfg.Reverse {
+			if p.Contains(a) {
+				zone = reverseZone(p)
+				break
+			}
+		}
+		if len(names) == 0 && zone == "" {
+			return false // not ours: forward
+		}
+		if zone == "" {
+			zone = lq
+		}
+		m.Authoritative = true
+		if len(names) == 0 {
+			s.nxdomain(cfg, zone, m)
+			return true
+		}
+		if q.Qtype != mdns.TypePTR && q.Qtype != mdns.TypeANY {
+			m.Ns = append(m.Ns, soa(zone, cfg.primary(), cfg.Serial))
+			return true
+		}
+		for _, n := range names {
+			m.Answer = append(m.Answer, &mdns.PTR{Hdr: hdr(q.Name, mdns.TypePTR), Ptr: cfg.target(n)})
+		}
+		return true
+	}
+	// Names under .local are link-local (RFC 6762): never sent upstream.
+	if lq == "local." || strings.HasSuffix(lq, ".local.") {
+		s.nxdomain(cfg, "local.", m)
+		return true
+	}
+	return false
+}
+
+// records answers q from rec (qtype A, AAAA or ANY; NODATA for others).
+func (s *Server) records(cfg *compiled, q mdns.Question, rec projections.DNSRecord, zone string, m *mdns.Msg) {
+	m.Authoritative = true
+	if (q.Qtype == mdns.TypeA || q.Qtype == mdns.TypeANY) && rec.V4.IsValid() {
+		m.Answer = append(m.Answer, &mdns.A{Hdr: hdr(q.Name, mdns.TypeA), A: rec.V4.AsSlice()})
+	}
+	if (q.Qtype == mdns.TypeAAAA || q.Qtype == mdns.TypeANY) && rec.V6.IsValid() {
+		m.Answer = append(m.Answer, &mdns.AAAA{Hdr: hdr(q.Name, mdns.TypeAAAA), AAAA: rec.V6.AsSlice()})
+	}
+	if len(m.Answer) == 0 {
+		m.Ns = append(m.Ns, soa(zone, cfg.primary(), cfg.Serial))
+	}
+}
+
+func (s *Server) nxdomain(cfg *compiled, zone string, m *mdns.Msg) {
+	m.Authoritative = true
+	m.Rcode = mdns.RcodeNameError
+	m.Ns = append(m.Ns, soa(zone, cfg.primary(), cfg.Serial))
+}
+
+func (c *compiled) primary() string {
+	if len(c.Zones) > 0 {
+		return c.Zones[0]
+	}
+	return "local."
+}
+
+// target is the absolute name a PTR points at: single-label names are
+// qualified with the primary zone.
+func (c *compiled) target(name string) string {
+	if !strings.Contains(name, ".") {
+		return name + "." + c.primary()
+	}
+	return name + "."
+}
+
+func hdr(name string, t uint16) mdns.RR_Header {
+	return mdns.RR_Header{Name: name, Rrtype: t, Class: mdns.ClassINET, Ttl: TTL}
+}
+
+// soa is the SOA record of zone; its names live under the primary zone.
+func soa(zone, primary string, serial uint32) *mdns.SOA {
+	return &mdns.SOA{Hdr: hdr(zone, mdns.TypeSOA), Ns: "ns." + primary, Mbox: "hostmaster." + primary,
+		Serial: serial, Refresh: 60, Retry: 10, Expire: 3600, Minttl: TTL}
+}
+
+// parent is the zone a registered name outside every overlay zone is
+// answered from: its parent domain ("." for a single label).
+func parent(fq string) string {
+	if i := strings.IndexByte(fq, '.'); i >= 0 && i+1 < len(fq) {
+		return fq[i+1:]
+	}
+	return "."
+}
+
+// reverseAddr parses an absolute, lower-case reverse name
+// (d.c.b.a.in-addr.arpa. or the 32-nibble ip6.arpa. form).
+func reverseAddr(lq string) (netip.Addr, bool) {
+	if s, ok := strings.CutSuffix(lq, ".in-addr.arpa."); ok {
+		parts := strings.Split(s, ".")
+		if len(parts) != 4 {
+			return netip.Addr{}, false
+		}
+		var b [4]byte
+		for i, p := range parts {
+			n := 0
+			if len(p) == 0 || len(p) > 3 {
+				return netip.Addr{}, false
+			}
+			for _, c := range p {
+				if c < '0' || c > '9' {
+					return netip.Addr{}, false
+				}
+				n = n*10 + int(c-'0')
+			}
+			if n > 255 {
+				return netip.Addr{}, false
+			}
+			b[3-i] = byte(n)
+		}
+		return netip.AddrFrom4(b), true
+	}
+	if s, ok := strings.CutSuffix(lq, ".ip6.arpa."); ok {
+		if len(s) != 63 {
+			return netip.Addr{}, false
+		}
+		var b [16]byte
+		for i := 0; i < 32; i++ {
+			c := s[2*i]
+			if 2*i+1 < len(s) && s[2*i+1] != '.' {
+				return netip.Addr{}, false
+			}
+			var v byte
+			switch {
+			case '0' <= c && c <= '9':
+				v = c - '0'
+			case 'a' <= c && c <= 'f':
+				v = c - 'a' + 10
+			default:
+				return netip.Addr{}, false
+			}
+			// Nibble i counts from the least significant end.
+			pos := 31 - i
+			if pos%2 == 0 {
+				b[pos/2] |= v << 4
+			} else {
+				b[pos/2] |= v
+			}
+		}
+		return netip.AddrFrom16(b), true
+	}
+	return netip.Addr{}, false
+}
+
+// reverseZone names the reverse zone of p, rounded out to a label
+// boundary (octets for IPv4, nibbles for IPv6).
+func reverseZone(p netip.Prefix) string {
+	a := p.Masked().Addr()
+	if a.Is4() {
+		b := a.As4()
+		n := p.Bits() / 8
+		var sb strings.Builder
+		for i := n - 1; i >= 0; i-- {
+			sb.WriteString(itoa(int(b[i])))
+			sb.WriteByte('.')
+		}
+		sb.WriteString("in-addr.arpa.")
+		return sb.String()
+	}
+	b := a.As16()
+	n := p.Bits() / 4
+	const hex = "0123456789abcdef"
+	var sb strings.Builder
+	for i := n - 1; i >= 0; i-- {
+		v := b[i/2]
+		if i%2 == 0 {
+			v >>= 4
+		} else {
+			v &= 0xf
+		}
+		sb.WriteByte(hex[v])
+		sb.WriteByte('.')
+	}
+	sb.WriteString("ip6.arpa.")
+	return sb.String()
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [3]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+// forward asks the upstreams in turn; nil means every one failed.
+func (s *Server) forward(r *mdns.Msg, client netip.Addr, tcp bool) *mdns.Msg {
+	ups := *s.ups.Load()
+	if len(ups) == 0 {
+		return nil
+	}
+	s.Forwarded.Add(1)
+	network := "udp"
+	if tcp {
+		network = "tcp"
+	}
+	deadline := time.Now().Add(forwardBudget)
+	var last *mdns.Msg
+	for _, u := range ups {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		c := mdns.Client{Net: network, Timeout: min(left, forwardTry), UDPSize: ednsSize}
+		resp, _, err := c.Exchange(r, u)
+		if err != nil {
+			s.log.Debug("dns: upstream failed", "upstream", u, "name", r.Question[0].Name, "client", client, "err", err)
+			continue
+		}
+		last = resp
+		if resp.Rcode != mdns.RcodeServerFailure && resp.Rcode != mdns.RcodeRefused {
+			return resp
+		}
+	}
+	return last
+}

@@ -1,0 +1,111 @@
+// Package nat keeps the daemon's own nftables table (inet zlayer_overlayd)
+// equal to the projected state: when the global overlay has nat_enabled,
+// traffic from the node's slice and service subnets that leaves through a
+// non-overlay interface to a non-overlay address is masqueraded, and the
+// forward hook accepts traffic between service bridges and the WireGuard
+// devices (and out of the bridges to the world, with its replies). The
+// table is rebuilt atomically in one netlink batch; nothing else in the
+// ruleset is read or written. Turning NAT off or tearing the overlay down
+// deletes the table, which is everything the daemon added.
+package nat
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/zlayer/overlayd/projections"
+)
+
+// Table is the name of the daemon's table (family inet); the table is the
+// ownership mark of everything in it.
+const Table = "zlayer_overlayd"
+
+// Config is the desired content of the table.
+type Config struct {
+	// Enabled: the table exists. Everything below is empty otherwise.
+	Enabled bool
+	// Sources are masqueraded when they leave the overlay: the slice and
+	// the local service subnets.
+	Sources []netip.Prefix
+	// Overlay are destinations never masqueraded: the cluster CIDR, the
+	// slice and the service subnets.
+	Overlay []netip.Prefix
+	// Bridges and Devices are the service bridges and the WireGuard
+	// devices (global and dedicated), sorted.
+	Bridges, Devices []string
+}
+
+// Desired derives the table's content from the state.
+func Desired(st *projections.State) Config {
+	g := st.Global
+	if g == nil || !g.NAT {
+		return Config{}
+	}
+	c := Config{Enabled: true, Sources: []netip.Prefix{g.Slice}, Overlay: []netip.Prefix{g.ClusterCIDR, g.Slice}, Devices: []string{g.Device}}
+	for _, sv := range st.Services {
+		c.Sources = append(c.Sources, sv.Subnet)
+		c.Overlay = append(c.Overlay, sv.Subnet)
+		if sv.Bridge != "" {
+			c.Bridges = append(c.Bridges, sv.Bridge)
+		}
+		if sv.Dedicated != nil {
+			c.Devices = append(c.Devices, sv.Dedicated.Device)
+		}
+	}
+	slices.Sort(c.Bridges)
+	slices.Sort(c.Devices)
+	c.Devices = slices.Compact(c.Devices)
+	return c
+}
+
+// Equal reports whether two configs give the same table.
+func (c Config) Equal(o Config) bool {
+	return c.Enabled == o.Enabled && slices.Equal(c.Bridges, o.Bridges) && slices.Equal(c.Devices, o.Devices) &&
+		slices.Equal(Merge(c.Sources, true), Merge(o.Sources, true)) && slices.Equal(Merge(c.Sources, false), Merge(o.Sources, false)) &&
+		slices.Equal(Merge(c.Overlay, true), Merge(o.Overlay, true)) && slices.Equal(Merge(c.Overlay, false), Merge(o.Overlay, false))
+}
+
+// Relevant reports whether a change key concerns the table.
+func Relevant(key string) bool { return key == "global" || strings.HasPrefix(key, "service/") }
+
+// Range is an inclusive address range.
+type Range struct{ From, To netip.Addr }
+
+// Merge returns the prefixes of one family (IPv4 when v4) as sorted,
+// disjoint, non-adjacent ranges: the form an nftables interval set needs
+// (the kernel rejects overlapping elements).
+func Merge(ps []netip.Prefix, v4 bool) []Range {
+	var rs []Range
+	for _, p := range ps {
+		if !p.IsValid() || p.Addr().Is4() != v4 {
+			continue
+		}
+		p = p.Masked()
+		rs = append(rs, Range{p.Addr(), lastAddr(p)})
+	}
+	slices.SortFunc(rs, func(a, b Range) int { return a.From.Compare(b.From) })
+	var out []Range
+	for _, r := range rs {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if next := last.To.Next(); r.From.Compare(last.To) <= 0 || (next.IsValid() && r.From == next) {
+				if r.To.Compare(last.To) > 0 {
+					last.To = r.To
+				}
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}

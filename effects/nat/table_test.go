@@ -56,7 +56,7 @@ func testConfig(subnets int) Config {
 		Devices: []string{"zl-lab-1-g"}}
 	for i := 0; i < subnets; i++ {
 		// /28s spread over 10.201.0.0/16 and beyond, not adjacent.
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(210 + i/4096), byte(i / 16 % 256), byte(i%16*16)}), 28)
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(210 + i/4096), byte(i / 16 % 256), byte(i % 16 * 16)}), 28)
 		c.Sources = append(c.Sources, p)
 		c.Overlay = append(c.Overlay, p)
 		c.Bridges = append(c.Bridges, fmt.Sprintf("zl-s%d-b", i))

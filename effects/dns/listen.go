@@ -13,14 +13,15 @@ import (
 
 // listener is the UDP and TCP server on one address.
 type listener struct {
-	addr     netip.AddrPort
-	udp, tcp *mdns.Server
+	addr netip.AddrPort
+	udp  *udpServer
+	tcp  *mdns.Server
 }
 
 // listen opens UDP and TCP sockets on ap and serves them with h. The
 // sockets may bind an address the host does not hold yet (the overlay
 // device can come up after the server): see freebind.
-func listen(ap netip.AddrPort, h mdns.Handler) (*listener, error) {
+func listen(ap netip.AddrPort, s *Server) (*listener, error) {
 	lc := net.ListenConfig{Control: freebind}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -34,19 +35,14 @@ func listen(ap netip.AddrPort, h mdns.Handler) (*listener, error) {
 		return nil, fmt.Errorf("dns: listen tcp %s: %w", ap, err)
 	}
 	l := &listener{addr: ap}
-	l.udp = &mdns.Server{PacketConn: pc, Handler: h, UDPSize: ednsSize}
-	l.tcp = &mdns.Server{Listener: tl, Handler: h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
+	l.tcp = &mdns.Server{Listener: tl, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		IdleTimeout: func() time.Duration { return 10 * time.Second }}
-	if err := serve(l.udp); err != nil {
+	if err := serve(l.tcp); err != nil {
 		pc.Close()
 		tl.Close()
 		return nil, err
 	}
-	if err := serve(l.tcp); err != nil {
-		l.udp.Shutdown()
-		tl.Close()
-		return nil, err
-	}
+	l.udp = serveUDP(pc.(*net.UDPConn), s)
 	return l, nil
 }
 
@@ -69,6 +65,6 @@ func serve(srv *mdns.Server) error {
 }
 
 func (l *listener) close() {
-	l.udp.Shutdown()
+	l.udp.close()
 	l.tcp.Shutdown()
 }

@@ -174,24 +174,30 @@ func addrOf(a net.Addr) netip.Addr {
 }
 
 // Answer returns the reply to r from client over UDP or TCP; nil means
-// no reply is sent.
+// no reply is sent. It may forward, and so block for up to forwardBudget.
 func (s *Server) Answer(r *mdns.Msg, client netip.Addr, tcp bool) *mdns.Msg {
+	m, fwd := s.answerLocal(r, client, tcp)
+	if fwd {
+		return s.answerForward(r, client, tcp)
+	}
+	return m
+}
+
+// answerLocal answers r without forwarding; forward reports that r must
+// go upstream instead (answerForward), and m is then nil.
+func (s *Server) answerLocal(r *mdns.Msg, client netip.Addr, tcp bool) (m *mdns.Msg, forward bool) {
 	if r.Response {
-		return nil
+		return nil, false
 	}
 	cfg := s.cfg.Load()
-	m := new(mdns.Msg)
+	m = new(mdns.Msg)
 	m.SetReply(r)
 	m.RecursionAvailable = true
 	opt := r.IsEdns0()
-	size := mdns.MinMsgSize
-	if opt != nil {
-		size = max(mdns.MinMsgSize, min(int(opt.UDPSize()), ednsSize))
-		if opt.Version() != 0 {
-			m.SetRcode(r, mdns.RcodeBadVers)
-			m.SetEdns0(ednsSize, false)
-			return m
-		}
+	if opt != nil && opt.Version() != 0 {
+		m.SetRcode(r, mdns.RcodeBadVers)
+		m.SetEdns0(ednsSize, false)
+		return m, false
 	}
 	switch {
 	case !cfg.allowed(client):
@@ -202,24 +208,72 @@ func (s *Server) Answer(r *mdns.Msg, client netip.Addr, tcp bool) *mdns.Msg {
 		m.Rcode = mdns.RcodeFormatError
 	default:
 		if !s.authoritative(cfg, r.Question[0], m) {
-			if f := s.forward(r, client, tcp); f != nil {
-				m = f
-				m.Id = r.Id
-				if !tcp {
-					m.Truncate(size)
-				}
-				return m
-			}
-			m.Rcode = mdns.RcodeServerFailure
+			return nil, true
 		}
 	}
 	if opt != nil {
 		m.SetEdns0(ednsSize, false)
 	}
 	if !tcp {
-		m.Truncate(size)
+		truncate(m, udpSize(r))
+	}
+	return m, false
+}
+
+// answerForward asks the upstreams; SERVFAIL when none answers.
+func (s *Server) answerForward(r *mdns.Msg, client netip.Addr, tcp bool) *mdns.Msg {
+	m := s.forward(r, client, tcp)
+	if m == nil {
+		m = new(mdns.Msg)
+		m.SetRcode(r, mdns.RcodeServerFailure)
+		m.RecursionAvailable = true
+		if r.IsEdns0() != nil {
+			m.SetEdns0(ednsSize, false)
+		}
+	}
+	m.Id = r.Id
+	if !tcp {
+		truncate(m, udpSize(r))
 	}
 	return m
+}
+
+// udpSize is the largest UDP answer r's sender takes.
+func udpSize(r *mdns.Msg) int {
+	if opt := r.IsEdns0(); opt != nil {
+		return max(mdns.MinMsgSize, min(int(opt.UDPSize()), ednsSize))
+	}
+	return mdns.MinMsgSize
+}
+
+// truncate is m.Truncate(size), skipped when m surely fits: the common
+// one-question, few-record answer (the bound counts every name
+// uncompressed).
+func truncate(m *mdns.Msg, size int) {
+	n := 12 + 11 // header, OPT
+	for _, q := range m.Question {
+		n += len(q.Name) + 2 + 4
+	}
+	ok := len(m.Answer)+len(m.Ns)+len(m.Extra) <= 4
+	for _, rrs := range [][]mdns.RR{m.Answer, m.Ns} {
+		for _, rr := range rrs {
+			n += len(rr.Header().Name) + 2 + 10
+			switch rr := rr.(type) {
+			case *mdns.A:
+				n += 4
+			case *mdns.AAAA:
+				n += 16
+			case *mdns.SOA:
+				n += len(rr.Ns) + len(rr.Mbox) + 4 + 20
+			default:
+				ok = false
+			}
+		}
+	}
+	if ok && n <= size {
+		return
+	}
+	m.Truncate(size)
 }
 
 func (c *compiled) allowed(a netip.Addr) bool {

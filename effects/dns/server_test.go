@@ -188,7 +188,7 @@ func TestTruncationAndTCPFallback(t *testing.T) {
 	for i := 0; i < 60; i++ {
 		s.Set(fmt.Sprintf("a-rather-long-service-name-%02d.service.local", i), &projections.DNSRecord{V4: ip})
 	}
-	addr := serveOn(t, s)
+	addr := listenFree(t, s)
 	q := new(mdns.Msg)
 	q.SetQuestion("2.1.200.10.in-addr.arpa.", mdns.TypePTR)
 	m, _, err := (&mdns.Client{Net: "udp"}).Exchange(q, addr)
@@ -321,5 +321,77 @@ func TestReverseNames(t *testing.T) {
 		if !ok || got != ip {
 			t.Errorf("%s: %s parsed as %v %v", a, r, got, ok)
 		}
+	}
+}
+
+// listenFree serves s with the daemon's listener (its own UDP loop, the
+// miekg TCP server) on a free loopback port.
+func listenFree(t *testing.T, s *Server) string {
+	t.Helper()
+	for i := 0; ; i++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ap := netip.MustParseAddrPort(pc.LocalAddr().String())
+		pc.Close()
+		l, err := listen(ap, s)
+		if err != nil {
+			if i < 10 {
+				continue
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(l.close)
+		return ap.String()
+	}
+}
+
+func TestUDPLoop(t *testing.T) {
+	s := testServer(t)
+	up := serveOn(t, staticUpstream{"example.com.": "192.0.2.80"})
+	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	s.SetUpstreams([]string{hole.LocalAddr().String(), up})
+	addr := listenFree(t, s)
+	// A forwarded query that waits on a dead upstream does not hold back
+	// overlay answers.
+	slow := make(chan *mdns.Msg, 1)
+	go func() {
+		q := new(mdns.Msg)
+		q.SetQuestion("example.com.", mdns.TypeA)
+		m, _, err := (&mdns.Client{Timeout: 3 * time.Second}).Exchange(q, addr)
+		if err != nil {
+			t.Error(err)
+		}
+		slow <- m
+	}()
+	time.Sleep(50 * time.Millisecond)
+	for i := 0; i < 50; i++ {
+		q := new(mdns.Msg)
+		q.SetQuestion("db.lab.local.", mdns.TypeA)
+		m, rtt, err := (&mdns.Client{Timeout: time.Second}).Exchange(q, addr)
+		if err != nil || len(m.Answer) != 1 || rtt > 200*time.Millisecond {
+			t.Fatalf("overlay answer while a forward waits: %v %v %v", m, rtt, err)
+		}
+	}
+	if m := <-slow; m == nil || len(m.Answer) != 1 {
+		t.Fatalf("forwarded answer: %v", m)
+	}
+	// Garbage with a readable header gets FORMERR; shorter garbage nothing.
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xff})
+	buf := make([]byte, 512)
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	n, err := c.Read(buf)
+	if err != nil || n != 12 || buf[0] != 0xab || buf[1] != 0xcd || buf[3]&0x0f != mdns.RcodeFormatError {
+		t.Fatalf("garbage: %x %v", buf[:n], err)
 	}
 }

@@ -29,7 +29,7 @@ import (
 )
 
 var (
-	only     = flag.String("only", "throughput,boot,rss,mesh,attach", "comma-separated: throughput, boot, rss, mesh, attach (mesh and attach need root)")
+	only     = flag.String("only", "throughput,boot,rss,mesh,attach,dns,nat", "comma-separated: throughput, boot, rss, mesh, attach, dns, nat (mesh, attach, dns and nat need root)")
 	duration = flag.Duration("duration", 5*time.Second, "measurement time per throughput point")
 	bootRuns = flag.Int("boot-runs", 3, "boots measured per case (the median is reported)")
 	keep     = flag.Bool("keep", false, "keep the temporary directory")
@@ -68,6 +68,10 @@ func main() {
 			benchMesh(tmp)
 		case "attach":
 			benchAttach(tmp)
+		case "dns":
+			benchDNS(tmp)
+		case "nat":
+			benchNAT(tmp)
 		default:
 			fatalf("unknown -only item %q", what)
 		}

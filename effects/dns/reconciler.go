@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zlayer/overlayd/effects"
@@ -37,7 +38,10 @@ type Reconciler struct {
 	cfg       Config
 	listeners map[netip.AddrPort]*listener
 	failing   map[netip.AddrPort]string // last listen error logged
-	rcStamp   string                    // resolv.conf size and mtime last read
+
+	rcMu    sync.Mutex
+	rcStamp string   // resolv.conf size and mtime last read
+	self    []string // the server's own addresses, never upstreams
 }
 
 // New returns the reconciler and its server.
@@ -45,8 +49,12 @@ func New(log *slog.Logger, opt Options) *Reconciler {
 	if opt.ResolvConf == "" {
 		opt.ResolvConf = "/etc/resolv.conf"
 	}
-	return &Reconciler{log: log, opt: opt, srv: NewServer(log),
+	r := &Reconciler{log: log, opt: opt, srv: NewServer(log),
 		listeners: map[netip.AddrPort]*listener{}, failing: map[netip.AddrPort]string{}}
+	// A forwarded query notices a changed resolv.conf within a second,
+	// without waiting for the periodic pass.
+	r.srv.refresh = r.refreshUpstreams
+	return r
 }
 
 func (r *Reconciler) Name() string             { return "dns" }
@@ -105,6 +113,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 		}
 		r.cfg = cfg
 		r.converge()
+		r.rcMu.Lock()
+		r.self = nil
+		for _, ap := range append(slices.Clone(cfg.Listen), r.opt.Listen...) {
+			r.self = append(r.self, ap.String())
+		}
+		r.rcMu.Unlock()
 	}
 	if all {
 		r.refreshUpstreams()
@@ -155,6 +169,8 @@ func (r *Reconciler) converge() {
 
 // refreshUpstreams re-reads resolv.conf when it changed.
 func (r *Reconciler) refreshUpstreams() {
+	r.rcMu.Lock()
+	defer r.rcMu.Unlock()
 	if len(r.opt.Upstreams) > 0 {
 		if r.rcStamp == "" {
 			r.rcStamp = "fixed"
@@ -188,15 +204,9 @@ func (r *Reconciler) refreshUpstreams() {
 }
 
 // withoutSelf drops upstreams that are the server's own addresses (a
-// forwarding loop).
+// forwarding loop). rcMu is held.
 func (r *Reconciler) withoutSelf(ups []string) []string {
-	return slices.DeleteFunc(slices.Clone(ups), func(u string) bool {
-		ap, err := netip.ParseAddrPort(u)
-		if err != nil {
-			return false
-		}
-		return slices.Contains(r.cfg.Listen, ap) || slices.Contains(r.opt.Listen, ap)
-	})
+	return slices.DeleteFunc(slices.Clone(ups), func(u string) bool { return slices.Contains(r.self, u) })
 }
 
 // Close stops every listener.

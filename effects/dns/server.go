@@ -43,6 +43,11 @@ type Server struct {
 
 	// Forwarded counts queries handed to upstreams (tests, metrics).
 	Forwarded atomic.Uint64
+
+	// refresh, when set, re-reads the upstreams if their source changed;
+	// forward calls it at most once a second.
+	refresh     func()
+	refreshedAt atomic.Int64
 }
 
 // compiled is a Config prepared for the answer path.
@@ -535,6 +540,12 @@ func itoa(n int) string {
 
 // forward asks the upstreams in turn; nil means every one failed.
 func (s *Server) forward(r *mdns.Msg, client netip.Addr, tcp bool) *mdns.Msg {
+	if s.refresh != nil {
+		now := time.Now().UnixNano()
+		if last := s.refreshedAt.Load(); now-last > int64(time.Second) && s.refreshedAt.CompareAndSwap(last, now) {
+			s.refresh()
+		}
+	}
 	ups := *s.ups.Load()
 	if len(ups) == 0 {
 		return nil

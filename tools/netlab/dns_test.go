@@ -6,6 +6,9 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +119,20 @@ func TestDNSFromContainer(t *testing.T) {
 		expectAnswer(t, m, stage+" api.lab.local", ip)
 	}
 	check("registered")
+	t.Run("dig", func(t *testing.T) {
+		// The stub a container's tools use: dig (dnsutils) from inside it.
+		if _, err := exec.LookPath("dig"); err != nil {
+			t.Skip("dig is not installed (.ci/run installs dnsutils)")
+		}
+		out, err := ctr.Run(context.Background(), "dig", "+short", "+time=2", "+tries=1", "@"+nodeIP, "web.service.local")
+		if err != nil || strings.TrimSpace(out) != ip {
+			t.Fatalf("dig web.service.local: %q %v", out, err)
+		}
+		out, err = ctr.Run(context.Background(), "dig", "+short", "+time=2", "+tries=1", "@"+nodeIP, "-x", ip)
+		if err != nil || !strings.Contains(out, "web.service.local.") {
+			t.Fatalf("dig -x %s: %q %v", ip, out, err)
+		}
+	})
 	call(t, c, ipc.UnregisterDNS{Name: "web.service.local"})
 	m, _ := query(t, ctr.NetnsPath(), server, "web.service.local", mdns.TypeA, "udp")
 	expectNX(t, m, "after unregister_dns")
@@ -162,7 +179,13 @@ func (s staticDNS) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 // runs in another namespace); with the upstream stopped the answer is
 // SERVFAIL within 2 s; a client outside the overlay gets REFUSED.
 func TestDNSForwardingAndRefused(t *testing.T) {
-	l := newLab(t, 1, "--dns-upstream", "172.31.0.200")
+	// The upstreams come from a resolv.conf that first names only a
+	// loopback stub (skipped: it would loop back to the node).
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := newLab(t, 1, "--resolv-conf", resolv)
 	up, err := l.AddHost(netip.MustParseAddr("172.31.0.200"))
 	if err != nil {
 		t.Fatal(err)
@@ -199,6 +222,20 @@ func TestDNSForwardingAndRefused(t *testing.T) {
 	server := net.JoinHostPort(info.NodeIP, "53")
 
 	m, _ := query(t, ctr.NetnsPath(), server, "example.test", mdns.TypeA, "udp")
+	if m.Rcode != mdns.RcodeServerFailure {
+		t.Fatalf("no usable upstream: want SERVFAIL, got %s", mdns.RcodeToString[m.Rcode])
+	}
+	// resolv.conf changes: a forwarded query notices within a second.
+	if err := os.WriteFile(resolv, []byte("search lab\nnameserver 127.0.0.53\nnameserver 172.31.0.200\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		m, _ = query(t, ctr.NetnsPath(), server, "example.test", mdns.TypeA, "udp")
+		if m.Rcode == mdns.RcodeSuccess || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	expectAnswer(t, m, "forwarded name", "198.51.100.7")
 	if m.Authoritative {
 		t.Fatal("a forwarded answer is marked authoritative")

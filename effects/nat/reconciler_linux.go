@@ -110,6 +110,12 @@ func (r *Reconciler) Apply(cfg Config, check bool) error {
 		r.applied = &cfg
 		return nil
 	}
+	if r.applied == nil && verify(c, cfg) == nil {
+		// After a restart the table the last run built is adopted as it
+		// is (its counters too) when it is what the state asks for.
+		r.applied = &cfg
+		return nil
+	}
 	if same {
 		if !check {
 			return nil

@@ -105,6 +105,16 @@ func TestTableLifecycle(t *testing.T) {
 		t.Error("IPv6 sets without IPv6 sources")
 	}
 
+	// A new reconciler (a restarted daemon) adopts the table as it is.
+	r2 := NewInNetns(quiet(), fd)
+	if err := r2.Apply(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	r2.Close()
+	if s := r2.Stats(); s.Rebuilds != 0 || s.Repairs != 0 {
+		t.Fatalf("a restarted reconciler rebuilt an intact table: %+v", s)
+	}
+
 	// Someone flushes the ruleset: the next check puts the table back.
 	nft(t, ns, "flush", "ruleset")
 	if err := r.Apply(cfg, true); err != nil {

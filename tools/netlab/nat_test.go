@@ -165,6 +165,20 @@ func TestNAT(t *testing.T) {
 		t.Fatalf("after the repair the container does not reach the world: %v", err)
 	}
 
+	// kill -9 and restart: the table stays through the outage (containers
+	// keep reaching the world) and the new daemon adopts it unchanged.
+	l.Nodes[0].Kill9()
+	if err := ping(); err != nil {
+		t.Fatalf("with the daemon down the container lost the world: %v", err)
+	}
+	if err := l.Nodes[0].Start(); err != nil {
+		t.Fatal(err)
+	}
+	c0 = client(t, l.Nodes[0], nil)
+	if again, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "inet", "zlayer_overlayd"); stripCounters(again) != stripCounters(table) {
+		t.Fatalf("table after restart differs:\n%s\nwant\n%s", again, table)
+	}
+
 	// NAT off: the table goes, and the world is out of reach.
 	setNAT(t, c0, false)
 	if rs := nftRuleset(t, l.Nodes[0]); strings.Contains(rs, "zlayer") {

@@ -60,6 +60,7 @@ type worker struct {
 	// worker, done the newest one a finished Reconcile call covered.
 	queued, done uint64
 	passes       uint64        // finished Reconcile calls
+	busy         bool          // a Reconcile call is running
 	doneCh       chan struct{} // closed and replaced after every pass
 	keyErrs      map[string]error
 }
@@ -111,7 +112,12 @@ func (r *Runner) reconcile(ctx context.Context, only string) error {
 		}
 		w.mu.Lock()
 		w.all = true
+		// A pass already running may have read the state before this
+		// call: wait for the one after it.
 		gens[i] = w.passes
+		if w.busy {
+			gens[i]++
+		}
 		w.mu.Unlock()
 		select {
 		case w.kick <- struct{}{}:
@@ -261,6 +267,7 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		}
 		all, upTo := w.all, w.queued
 		w.changed, w.all = map[string]struct{}{}, false
+		w.busy = len(keys) > 0 || all
 		w.mu.Unlock()
 		if len(keys) == 0 && !all {
 			continue
@@ -296,6 +303,7 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		}
 		w.mu.Lock()
 		w.passes++
+		w.busy = false
 		if upTo > w.done {
 			w.done = upTo
 		}

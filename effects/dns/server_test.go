@@ -24,7 +24,7 @@ var (
 	outside = netip.MustParseAddr("192.0.2.1")
 )
 
-func testServer(t *testing.T) *Server {
+func testServer(t testing.TB) *Server {
 	t.Helper()
 	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.SetConfig(Config{

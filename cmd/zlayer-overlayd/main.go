@@ -87,6 +87,18 @@ func main() {
 		log.Info("signal received; stopping", "signal", s.String())
 		d.Stop()
 	}()
+	// SIGHUP (systemctl reload): compare everything with the kernel now
+	// and repair it, as the periodic check does; re-read resolv.conf.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			log.Info("SIGHUP: checking every effect against the kernel")
+			if err := d.ReconcileNow(30 * time.Second); err != nil {
+				log.Warn("SIGHUP check", "err", err)
+			}
+		}
+	}()
 	if err := d.Serve(); err != nil {
 		log.Error("stopped with an error", "err", err)
 		os.Exit(1)

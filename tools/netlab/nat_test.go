@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,4 +221,36 @@ func stripCounters(s string) string {
 		sp := strings.IndexByte(rest, ' ')
 		j = j[:i] + "counter" + fmt.Sprint(" ") + rest[sp+1:]
 	}
+}
+
+// SIGHUP (systemctl reload) repairs drift at once, without waiting for the
+// periodic check (10 s by default).
+func TestSIGHUPRepairsNow(t *testing.T) {
+	_, nd, c := setUpNode(t)
+	setNAT(t, c, true)
+	ctx := context.Background()
+	want, err := nd.Run(ctx, "nft", "list", "table", "inet", "zlayer_overlayd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nd.Run(ctx, "nft", "flush", "ruleset"); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := syscall.Kill(nd.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, err := nd.Run(ctx, "nft", "list", "table", "inet", "zlayer_overlayd")
+		if err == nil && stripCounters(got) == stripCounters(want) {
+			break
+		}
+		if time.Since(t0) > 2*time.Second {
+			t.Fatalf("table not back 2 s after SIGHUP:\n%s", nd.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("table back %v after SIGHUP", time.Since(t0).Round(time.Millisecond))
+	// The daemon is still serving.
+	call(t, c, ipc.Status{})
 }

@@ -247,6 +247,14 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 // pipeline drain, snapshot, close the journal.
 func (d *Daemon) Stop() { d.shutdown(true) }
 
+// ReconcileNow runs a full pass of every reconciler (drift repair) and
+// waits for it, at most timeout.
+func (d *Daemon) ReconcileNow(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.runner.ReconcileAll(ctx)
+}
+
 // Done is closed once the daemon has stopped.
 func (d *Daemon) Done() <-chan struct{} { return d.stopped }
 

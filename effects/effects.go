@@ -71,6 +71,16 @@ type Filter interface {
 	Relevant(key string) bool
 }
 
+// Observer is implemented by reconcilers that keep an in-memory index of
+// decided events (the DNS records) rather than kernel objects. The daemon
+// hands them every decided event, in order, while it folds the event into
+// the state that View reads (under the same lock), and before the command
+// is answered; Observe must be quick and must not call View. Their Filter
+// leaves the keys of those events out, so answers do not wait on a pass.
+type Observer interface {
+	Observe(ev projections.Event)
+}
+
 // KeyErrors is what a reconciler returns when some objects failed and the
 // rest converged: the error of each failed change key. The runner keeps
 // them until a later pass succeeds for that key (see Runner.Err).
@@ -175,6 +185,17 @@ func (r *Runner) Notify(changed []string, seq uint64) {
 			select {
 			case w.kick <- struct{}{}:
 			default:
+			}
+		}
+	}
+}
+
+// Observe hands evs to every reconciler that is an Observer.
+func (r *Runner) Observe(evs []projections.Event) {
+	for _, w := range r.workers {
+		if o, ok := w.r.(Observer); ok {
+			for _, ev := range evs {
+				o.Observe(ev)
 			}
 		}
 	}

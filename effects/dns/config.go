@@ -119,10 +119,10 @@ func Fqdn(name string) string {
 	return name
 }
 
-// Relevant reports whether a change key concerns the DNS server: records,
-// the global overlay (zone, node address), services (client subnets) and
-// attachments (dns_domain, dns_server).
+// Relevant reports whether a change key concerns the server's config: the
+// global overlay (zone, node address), services (client subnets) and
+// attachments (dns_domain, dns_server). Records ("dns/" keys) are not
+// reconciled: the daemon hands their events to Observe.
 func Relevant(key string) bool {
-	return strings.HasPrefix(key, "dns/") || key == "global" ||
-		strings.HasPrefix(key, "service/") || strings.HasPrefix(key, "attachment/")
+	return key == "global" || strings.HasPrefix(key, "service/") || strings.HasPrefix(key, "attachment/")
 }

@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zlayer/overlayd/effects"
@@ -34,7 +34,7 @@ type Reconciler struct {
 	opt Options
 	srv *Server
 
-	loaded    bool // records copied in full once; later changes by key
+	loaded    atomic.Bool // records copied in full once; later by Observe
 	cfg       Config
 	listeners map[netip.AddrPort]*listener
 	failing   map[netip.AddrPort]string // last listen error logged
@@ -63,63 +63,48 @@ func (r *Reconciler) Relevant(key string) bool { return Relevant(key) }
 // Server is the server the reconciler feeds.
 func (r *Reconciler) Server() *Server { return r.srv }
 
-// Reconcile applies changed records, and on other changes or full passes
-// the zones, client subnets and listeners; full passes also re-read
-// resolv.conf when it changed.
-func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed []string, all bool) error {
-	needCfg := all || !r.loaded
-	var names []string
-	for _, k := range changed {
-		if n, ok := strings.CutPrefix(k, "dns/"); ok {
-			names = append(names, n)
-		} else {
-			needCfg = true
-		}
+// Observe applies a decided event to the records at once, in order (the
+// effects.Observer contract: called while the daemon folds the event into
+// the state its reconcilers read, so that an answered register_dns
+// resolves). Until the first pass has loaded the records, events are left
+// to that load, which reads them from the state.
+func (r *Reconciler) Observe(ev projections.Event) {
+	if !r.loaded.Load() {
+		return
 	}
+	switch e := ev.(type) {
+	case *projections.DNSRegistered:
+		r.srv.Register(e.Name, e.IP)
+	case *projections.DNSUnregistered:
+		r.srv.Set(e.Name, nil)
+	}
+}
+
+// Reconcile loads the records on its first pass, and applies the zones,
+// client subnets and listeners; full passes also re-read resolv.conf when
+// it changed.
+func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed []string, all bool) error {
 	var cfg Config
-	var full map[string]projections.DNSRecord
-	upd := make(map[string]*projections.DNSRecord, len(names))
 	view.Read(func(st *projections.State) {
-		if needCfg {
-			cfg = Desired(st)
-		}
-		if !r.loaded {
-			full = make(map[string]projections.DNSRecord, len(st.DNS))
-			for n, rec := range st.DNS {
-				full[n] = *rec
-			}
-			return
-		}
-		for _, n := range names {
-			if rec := st.DNS[n]; rec != nil {
-				c := *rec
-				upd[n] = &c
-			} else {
-				upd[n] = nil
-			}
+		cfg = Desired(st)
+		if !r.loaded.Load() {
+			// Under the view's lock: no event can be observed between this
+			// copy and the flag (Observe runs under the same lock).
+			r.srv.Replace(st.DNS)
+			r.loaded.Store(true)
 		}
 	})
-	if full != nil {
-		r.srv.Replace(full)
-		r.loaded = true
-	} else {
-		for n, rec := range upd {
-			r.srv.Set(n, rec)
-		}
+	if !cfg.Equal(r.cfg) || cfg.Serial != r.cfg.Serial {
+		r.srv.SetConfig(cfg)
 	}
-	if needCfg {
-		if !cfg.Equal(r.cfg) || cfg.Serial != r.cfg.Serial {
-			r.srv.SetConfig(cfg)
-		}
-		r.cfg = cfg
-		r.converge()
-		r.rcMu.Lock()
-		r.self = nil
-		for _, ap := range append(slices.Clone(cfg.Listen), r.opt.Listen...) {
-			r.self = append(r.self, ap.String())
-		}
-		r.rcMu.Unlock()
+	r.cfg = cfg
+	r.converge()
+	r.rcMu.Lock()
+	r.self = nil
+	for _, ap := range append(slices.Clone(cfg.Listen), r.opt.Listen...) {
+		r.self = append(r.self, ap.String())
 	}
+	r.rcMu.Unlock()
 	if all {
 		r.refreshUpstreams()
 	}

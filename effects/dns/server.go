@@ -35,8 +35,8 @@ type Server struct {
 	log *slog.Logger
 
 	mu    sync.RWMutex
-	names map[string]projections.DNSRecord // lower case, no trailing dot
-	rev   map[netip.Addr][]string          // address -> names, sorted
+	names map[string]record // lower case, no trailing dot
+	rev   revIndex          // address -> names
 
 	cfg atomic.Pointer[compiled]
 	ups atomic.Pointer[[]string] // upstream "host:port"s, in order
@@ -62,7 +62,7 @@ type compiled struct {
 
 // NewServer returns a server with no records, no zones and no upstreams.
 func NewServer(log *slog.Logger) *Server {
-	s := &Server{log: log, names: map[string]projections.DNSRecord{}, rev: map[netip.Addr][]string{}}
+	s := &Server{log: log, names: map[string]record{}, rev: newRevIndex()}
 	s.SetConfig(Config{})
 	s.SetUpstreams(nil)
 	return s
@@ -95,30 +95,141 @@ func (s *Server) SetUpstreams(ups []string) {
 // Upstreams returns the current upstream resolvers.
 func (s *Server) Upstreams() []string { return slices.Clone(*s.ups.Load()) }
 
+// record is a name's addresses in a form without pointers, so that the
+// garbage collector does not scan the values of a large record map.
+type record struct {
+	v4     [4]byte
+	v6     [16]byte
+	has4   bool
+	has6   bool
+	unused [2]byte
+}
+
+func (r record) addrs() []netip.Addr {
+	var out []netip.Addr
+	if r.has4 {
+		out = append(out, netip.AddrFrom4(r.v4))
+	}
+	if r.has6 {
+		out = append(out, netip.AddrFrom16(r.v6))
+	}
+	return out
+}
+
+func (r *record) set(a netip.Addr) {
+	if a.Is4() {
+		r.v4, r.has4 = a.As4(), true
+	} else {
+		r.v6, r.has6 = a.As16(), true
+	}
+}
+
+func toRecord(rec *projections.DNSRecord) record {
+	var r record
+	if rec.V4.IsValid() {
+		r.set(rec.V4)
+	}
+	if rec.V6.IsValid() {
+		r.set(rec.V6)
+	}
+	return r
+}
+
 // Set replaces the record of name (as projections normalizes it: lower
 // case, no trailing dot); a nil rec removes the name.
 func (s *Server) Set(name string, rec *projections.DNSRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.setLocked(name, rec)
+	if rec == nil {
+		s.deleteLocked(name)
+		return
+	}
+	s.setLocked(name, toRecord(rec))
+}
+
+// Register gives name the address a (replacing its address of that
+// family), as the event dns_registered does.
+func (s *Server) Register(name string, a netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.names[name]
+	r.set(a.Unmap())
+	s.setLocked(name, r)
 }
 
 // Replace swaps in a whole record set.
-func (s *Server) Replace(recs map[string]projections.DNSRecord) {
-	rev := map[netip.Addr][]string{}
-	for name, r := range recs {
-		for _, a := range []netip.Addr{r.V4, r.V6} {
-			if a.IsValid() {
-				rev[a] = append(rev[a], name)
-			}
+func (s *Server) Replace(recs map[string]*projections.DNSRecord) {
+	names := make(map[string]record, len(recs))
+	rev := newRevIndex()
+	for name, rec := range recs {
+		r := toRecord(rec)
+		names[name] = r
+		for _, a := range r.addrs() {
+			rev.add(a.As16(), name)
 		}
 	}
-	for _, ns := range rev {
-		slices.Sort(ns)
-	}
 	s.mu.Lock()
-	s.names, s.rev = recs, rev
+	s.names, s.rev = names, rev
 	s.mu.Unlock()
+}
+
+// revIndex maps an address (16-byte form) to its names, sorted. Most
+// addresses have one name: it is kept as a plain string (no allocation of
+// its own, nothing more for the garbage collector to scan); a slice only
+// for addresses with more.
+type revIndex struct {
+	one  map[[16]byte]string
+	more map[[16]byte][]string
+}
+
+func newRevIndex() revIndex {
+	return revIndex{one: map[[16]byte]string{}, more: map[[16]byte][]string{}}
+}
+
+func (x revIndex) add(k [16]byte, name string) {
+	if ns, ok := x.more[k]; ok {
+		if i, found := slices.BinarySearch(ns, name); !found {
+			x.more[k] = slices.Insert(ns, i, name)
+		}
+		return
+	}
+	if o, ok := x.one[k]; ok {
+		if o != name {
+			delete(x.one, k)
+			ns := []string{o, name}
+			slices.Sort(ns)
+			x.more[k] = ns
+		}
+		return
+	}
+	x.one[k] = name
+}
+
+func (x revIndex) remove(k [16]byte, name string) {
+	if ns, ok := x.more[k]; ok {
+		ns = slices.DeleteFunc(slices.Clone(ns), func(n string) bool { return n == name })
+		if len(ns) == 1 {
+			delete(x.more, k)
+			x.one[k] = ns[0]
+		} else {
+			x.more[k] = ns
+		}
+		return
+	}
+	if x.one[k] == name {
+		delete(x.one, k)
+	}
+}
+
+// get returns k's names; the caller may keep the slice.
+func (x revIndex) get(k [16]byte) []string {
+	if ns, ok := x.more[k]; ok {
+		return slices.Clone(ns)
+	}
+	if o, ok := x.one[k]; ok {
+		return []string{o}
+	}
+	return nil
 }
 
 // Len returns the number of names.
@@ -128,32 +239,22 @@ func (s *Server) Len() int {
 	return len(s.names)
 }
 
-func (s *Server) setLocked(name string, rec *projections.DNSRecord) {
-	if old, ok := s.names[name]; ok {
-		for _, a := range []netip.Addr{old.V4, old.V6} {
-			if !a.IsValid() {
-				continue
-			}
-			ns := slices.DeleteFunc(s.rev[a], func(n string) bool { return n == name })
-			if len(ns) == 0 {
-				delete(s.rev, a)
-			} else {
-				s.rev[a] = ns
-			}
-		}
-		delete(s.names, name)
-	}
-	if rec == nil {
+func (s *Server) deleteLocked(name string) {
+	old, ok := s.names[name]
+	if !ok {
 		return
 	}
-	s.names[name] = projections.DNSRecord{Name: name, V4: rec.V4, V6: rec.V6}
-	for _, a := range []netip.Addr{rec.V4, rec.V6} {
-		if !a.IsValid() {
-			continue
-		}
-		ns := append(s.rev[a], name)
-		slices.Sort(ns)
-		s.rev[a] = ns
+	for _, a := range old.addrs() {
+		s.rev.remove(a.As16(), name)
+	}
+	delete(s.names, name)
+}
+
+func (s *Server) setLocked(name string, r record) {
+	s.deleteLocked(name)
+	s.names[name] = r
+	for _, a := range r.addrs() {
+		s.rev.add(a.As16(), name)
 	}
 }
 
@@ -337,10 +438,7 @@ func (s *Server) authoritative(cfg *compiled, q mdns.Question, m *mdns.Msg) bool
 	}
 	if a, ok := reverseAddr(lq); ok {
 		s.mu.RLock()
-		names := s.rev[a]
-		if len(names) > 0 {
-			names = slices.Clone(names)
-		}
+		names := s.rev.get(a.As16())
 		s.mu.RUnlock()
 		zone := ""
 		for _, p := range cfg.Reverse {
@@ -378,13 +476,13 @@ func (s *Server) authoritative(cfg *compiled, q mdns.Question, m *mdns.Msg) bool
 }
 
 // records answers q from rec (qtype A, AAAA or ANY; NODATA for others).
-func (s *Server) records(cfg *compiled, q mdns.Question, rec projections.DNSRecord, zone string, m *mdns.Msg) {
+func (s *Server) records(cfg *compiled, q mdns.Question, rec record, zone string, m *mdns.Msg) {
 	m.Authoritative = true
-	if (q.Qtype == mdns.TypeA || q.Qtype == mdns.TypeANY) && rec.V4.IsValid() {
-		m.Answer = append(m.Answer, &mdns.A{Hdr: hdr(q.Name, mdns.TypeA), A: rec.V4.AsSlice()})
+	if (q.Qtype == mdns.TypeA || q.Qtype == mdns.TypeANY) && rec.has4 {
+		m.Answer = append(m.Answer, &mdns.A{Hdr: hdr(q.Name, mdns.TypeA), A: net.IPv4(rec.v4[0], rec.v4[1], rec.v4[2], rec.v4[3])})
 	}
-	if (q.Qtype == mdns.TypeAAAA || q.Qtype == mdns.TypeANY) && rec.V6.IsValid() {
-		m.Answer = append(m.Answer, &mdns.AAAA{Hdr: hdr(q.Name, mdns.TypeAAAA), AAAA: rec.V6.AsSlice()})
+	if (q.Qtype == mdns.TypeAAAA || q.Qtype == mdns.TypeANY) && rec.has6 {
+		m.Answer = append(m.Answer, &mdns.AAAA{Hdr: hdr(q.Name, mdns.TypeAAAA), AAAA: append(net.IP(nil), rec.v6[:]...)})
 	}
 	if len(m.Answer) == 0 {
 		m.Ns = append(m.Ns, soa(zone, cfg.primary(), cfg.Serial))

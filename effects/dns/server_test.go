@@ -126,6 +126,15 @@ func TestUnregisterAndReplace(t *testing.T) {
 	if m := ask(s, "3.1.200.10.in-addr.arpa.", mdns.TypePTR, inSlice); m.Rcode != mdns.RcodeNameError {
 		t.Fatalf("old address still has a PTR: %v", m)
 	}
+	// Register replaces the address of its family only (dns_registered).
+	s.Register("db", netip.MustParseAddr("fd00::9"))
+	s.Register("db", netip.MustParseAddr("10.200.1.10"))
+	if m := ask(s, "db.lab.local.", mdns.TypeANY, inSlice); strings.Join(answers(m), ",") != "10.200.1.10,fd00::9" {
+		t.Fatalf("after register v6, v4: %v", answers(m))
+	}
+	if m := ask(s, "9.1.200.10.in-addr.arpa.", mdns.TypePTR, inSlice); m.Rcode != mdns.RcodeNameError {
+		t.Fatalf("the replaced address keeps its PTR: %v", m)
+	}
 	s.Set("db", nil)
 	if m := ask(s, "db.lab.local.", mdns.TypeA, inSlice); m.Rcode != mdns.RcodeNameError {
 		t.Fatalf("unregistered name: rcode %s", mdns.RcodeToString[m.Rcode])
@@ -394,4 +403,19 @@ func TestUDPLoop(t *testing.T) {
 	if err != nil || n != 12 || buf[0] != 0xab || buf[1] != 0xcd || buf[3]&0x0f != mdns.RcodeFormatError {
 		t.Fatalf("garbage: %x %v", buf[:n], err)
 	}
+}
+
+func answers(m *mdns.Msg) []string {
+	var out []string
+	for _, rr := range m.Answer {
+		switch rr := rr.(type) {
+		case *mdns.A:
+			out = append(out, rr.A.String())
+		case *mdns.AAAA:
+			out = append(out, rr.AAAA.String())
+		case *mdns.PTR:
+			out = append(out, rr.Ptr)
+		}
+	}
+	return out
 }

@@ -115,6 +115,13 @@ func (c *decidedState) settled(fn func(st *projections.State, hash [32]byte) err
 	}
 }
 
+// reached reports whether the state holds event seq.
+func (c *decidedState) reached(seq uint64) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.st.Seq >= seq
+}
+
 // waitSeq waits until the state holds event seq.
 func (c *decidedState) waitSeq(ctx context.Context, seq uint64) error {
 	for {
@@ -267,6 +274,14 @@ func (p *pipeline) reply() {
 			if r.own {
 				if p.d.runner.Relevant(r.keys) {
 					lastSeq = envs[len(envs)-1].Seq
+				} else if seq := envs[len(envs)-1].Seq; !p.d.decided.reached(seq) {
+					// Observers (DNS) have the events once the effects'
+					// state holds them; the projector is rarely behind.
+					ctx, cancel := context.WithTimeout(context.Background(), effectTimeout)
+					if err := p.d.decided.waitSeq(ctx, seq); err != nil {
+						p.d.log.Warn("answering before the effects' state caught up", "err", err)
+					}
+					cancel()
 				}
 				if r.after != nil {
 					r.after(r.events)
@@ -317,6 +332,12 @@ func (p *pipeline) project() {
 			return
 		}
 		c.st.Seq, c.pending = b.last, b.commit
+		if p.d.runner != nil {
+			// In-memory effects (DNS records) take the events now, under
+			// the lock: a reply waits for this state (waitSeq), so an
+			// answered register_dns resolves.
+			p.d.runner.Observe(b.events)
+		}
 		close(c.advance)
 		c.advance = make(chan struct{})
 		c.mu.Unlock()

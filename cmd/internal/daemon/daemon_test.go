@@ -95,6 +95,60 @@ func TestReconcilersSeeDecidedChanges(t *testing.T) {
 
 func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
 
+// observer is a reconciler that is also an effects.Observer and filters
+// every key out, as the DNS server does with its records.
+type observer struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (o *observer) Name() string                                                 { return "observer" }
+func (o *observer) Relevant(string) bool                                         { return false }
+func (o *observer) Reconcile(context.Context, effects.View, []string, bool) error { return nil }
+func (o *observer) Observe(ev projections.Event) {
+	if _, ok := ev.(*projections.DNSRegistered); !ok {
+		return
+	}
+	o.mu.Lock()
+	o.events = append(o.events, ev.EventType())
+	o.mu.Unlock()
+}
+
+// An Observer has every event of a command by the time the command is
+// answered, even though no reconciler pass is waited for.
+func TestObserversHaveEventsBeforeTheAnswer(t *testing.T) {
+	dir := t.TempDir()
+	obs := &observer{}
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Reconcilers: []effects.Reconciler{obs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go d.ServeListener(l)
+	defer func() { d.Stop(); <-d.Done() }()
+	c, err := ipc.Dial(context.Background(), sock, ipc.DialOptions{Attempts: 20, Backoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 200; i++ {
+		name := "n" + string(rune('a'+i%26)) + ".x"
+		if _, err := c.Call(context.Background(), ipc.RegisterDNS{Name: name, IP: ipc.AddrOf(netipMust("10.0.0.1"))}); err != nil {
+			t.Fatal(err)
+		}
+		obs.mu.Lock()
+		n := len(obs.events)
+		obs.mu.Unlock()
+		if want := min(i+1, 26); n < want {
+			t.Fatalf("after %d answered register_dns the observer has %d events", i+1, n)
+		}
+	}
+}
+
 // Concurrent clients mixing writes, reads and inspection ops: run under
 // -race by `make test`. Every answer is consistent with the final state.
 func TestConcurrentClientsRace(t *testing.T) {

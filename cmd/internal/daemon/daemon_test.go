@@ -102,8 +102,8 @@ type observer struct {
 	events []string
 }
 
-func (o *observer) Name() string                                                 { return "observer" }
-func (o *observer) Relevant(string) bool                                         { return false }
+func (o *observer) Name() string                                                  { return "observer" }
+func (o *observer) Relevant(string) bool                                          { return false }
 func (o *observer) Reconcile(context.Context, effects.View, []string, bool) error { return nil }
 func (o *observer) Observe(ev projections.Event) {
 	if _, ok := ev.(*projections.DNSRegistered); !ok {

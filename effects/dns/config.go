@@ -29,8 +29,9 @@ type Config struct {
 	// an address in them without a name is NXDOMAIN, not forwarded.
 	Reverse []netip.Prefix
 	// Listen are the overlay addresses to serve on (port Port): the node's
-	// address and every dns_server an attachment was told that the node
-	// holds (a gateway or the node's address).
+	// address and every service gateway (as podman's aardvark-dns does, so
+	// a container can use its default gateway as its resolver), which
+	// covers every node-local dns_server an attachment can be told.
 	Listen []netip.AddrPort
 	// Serial is the SOA serial (the state's sequence number, truncated).
 	Serial uint32
@@ -54,8 +55,8 @@ func Desired(st *projections.State) Config {
 	}
 	var primary string
 	listen := map[netip.AddrPort]bool{}
-	if g := st.Global; g != nil {
-		listen[netip.AddrPortFrom(g.NodeIP, Port)] = true
+	for a := range local {
+		listen[netip.AddrPortFrom(a, Port)] = true
 	}
 	for _, a := range st.Attachments {
 		if a.DNSDomain != "" {
@@ -64,9 +65,6 @@ func Desired(st *projections.State) Config {
 			if primary == "" || z < primary {
 				primary = z
 			}
-		}
-		if a.DNSServer.IsValid() && local[a.DNSServer] {
-			listen[netip.AddrPortFrom(a.DNSServer, Port)] = true
 		}
 	}
 	for z := range zones {

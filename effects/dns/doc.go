@@ -11,8 +11,8 @@
 // "<deployment>.local."; names under ".local." are link-local (RFC 6762)
 // and never forwarded, so an unknown one is NXDOMAIN.
 //
-// The server listens on the node's overlay address and every node-local
-// dns_server attachments were given, port 53, UDP and TCP (bound with
-// IP_FREEBIND, so before the device has its address), and on the local
-// addresses the daemon is configured with.
+// The server listens on the node's overlay address and every service
+// gateway, port 53, UDP and TCP (bound with IP_FREEBIND, so before the
+// device has its address), and on the local addresses the daemon is
+// configured with.
 package dns

@@ -78,7 +78,8 @@ func expectNX(t *testing.T, m *mdns.Msg, what string) {
 // the same after a graceful restart and after kill -9.
 func TestDNSFromContainer(t *testing.T) {
 	l, nd, c := setUpNode(t)
-	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
+	svc := call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
+	gateway := net.JoinHostPort(svc.OverlayIP.String(), "53")
 	ctr, err := l.NewContainer()
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +118,9 @@ func TestDNSFromContainer(t *testing.T) {
 		// The deployment's zone works too.
 		m, _ = query(t, ctr.NetnsPath(), server, "api.lab.local", mdns.TypeA, "udp")
 		expectAnswer(t, m, stage+" api.lab.local", ip)
+		// The container's default gateway answers too.
+		m, _ = query(t, ctr.NetnsPath(), gateway, "web.service.local", mdns.TypeA, "udp")
+		expectAnswer(t, m, stage+" through the gateway", ip)
 	}
 	check("registered")
 	t.Run("dig", func(t *testing.T) {

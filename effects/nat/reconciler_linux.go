@@ -97,10 +97,18 @@ func (r *Reconciler) Apply(cfg Config, check bool) error {
 		}
 		had, err := exists(c)
 		if err == nil && had {
+			srcs, lerr := masqueradedSources(c)
 			err = remove(c)
 			if err == nil {
-				r.log.Info("nat: table removed", "table", "inet "+Table)
 				r.count(func(s *Stats) { s.Removals++ })
+				// Flows it translated keep their translation until they
+				// time out while any other NAT chain (Docker's, say) keeps
+				// the kernel's NAT hooks in place: forget them too.
+				n, cerr := forgetTranslations(r.nsFd, srcs)
+				if lerr != nil || cerr != nil {
+					r.log.Warn("nat: translated flows may live on until they time out", "err", errors.Join(lerr, cerr))
+				}
+				r.log.Info("nat: table removed", "table", "inet "+Table, "translated_flows_removed", n)
 			}
 		}
 		if err != nil {

@@ -223,3 +223,15 @@ func BenchmarkRebuild1000(b *testing.B) {
 		}
 	}
 }
+
+func TestIntervalsRoundTrip(t *testing.T) {
+	ps := []netip.Prefix{netip.MustParsePrefix("10.200.7.0/24"), netip.MustParsePrefix("10.210.0.16/28"),
+		netip.MustParsePrefix("255.255.255.0/24"), netip.MustParsePrefix("fd00::/64")}
+	for _, v4 := range []bool{true, false} {
+		want := Merge(ps, v4)
+		got := intervals(rangeElems(want))
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("v4=%v: %v, want %v", v4, got, want)
+		}
+	}
+}

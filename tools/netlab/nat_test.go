@@ -146,19 +146,41 @@ func TestNAT(t *testing.T) {
 		t.Errorf("%d chains, want 2:\n%s", n, table)
 	}
 
-	// Someone flushes the whole ruleset: the table is back within the
-	// check interval (1 s here).
-	if _, err := l.Nodes[0].Run(ctx, "nft", "flush", "ruleset"); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Now()
-	for !strings.Contains(nftRuleset(t, l.Nodes[0]), "zlayer_overlayd") {
-		if time.Since(t0) > 3*time.Second {
-			t.Fatalf("table not restored %v after nft flush ruleset\n%s", time.Since(t0), l.Nodes[0].Logs())
+	// Someone flushes the whole ruleset, then deletes our table by hand:
+	// each time it is back within the check interval (1 s here).
+	back := func(what string, cmd ...string) {
+		t.Helper()
+		if _, err := l.Nodes[0].Run(ctx, cmd...); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		t0 := time.Now()
+		for !strings.Contains(nftRuleset(t, l.Nodes[0]), "zlayer_overlayd") {
+			if time.Since(t0) > 3*time.Second {
+				t.Fatalf("table not restored %v after %s\n%s", time.Since(t0), what, l.Nodes[0].Logs())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("table restored %v after %s", time.Since(t0).Round(time.Millisecond), what)
 	}
-	t.Logf("table restored %v after nft flush ruleset", time.Since(t0).Round(time.Millisecond))
+	back("nft flush ruleset", "nft", "flush", "ruleset")
+	// Someone else's NAT table on the node (as Docker keeps one): it must
+	// come through everything untouched, and it keeps the kernel's NAT
+	// hooks registered after ours go (so translated flows outlive our
+	// table unless the daemon removes them).
+	for _, cmd := range [][]string{
+		{"nft", "add", "table", "ip", "theirs"},
+		{"nft", "add", "chain", "ip", "theirs", "post", "{ type nat hook postrouting priority 200; policy accept; }"},
+		{"nft", "add", "rule", "ip", "theirs", "post", "ip saddr 192.0.2.0/24 counter masquerade"},
+	} {
+		if _, err := l.Nodes[0].Run(ctx, cmd...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	theirs, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "ip", "theirs")
+	back("nft delete table", "nft", "delete", "table", "inet", "zlayer_overlayd")
+	if got, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "ip", "theirs"); stripCounters(got) != stripCounters(theirs) {
+		t.Fatalf("their table changed:\n%s\nwas\n%s", got, theirs)
+	}
 	if again, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "inet", "zlayer_overlayd"); stripCounters(again) != stripCounters(table) {
 		t.Fatalf("restored table differs:\n%s\nwant\n%s", again, table)
 	}
@@ -180,8 +202,45 @@ func TestNAT(t *testing.T) {
 		t.Fatalf("table after restart differs:\n%s\nwant\n%s", again, table)
 	}
 
+	// A flow that is running when NAT goes off: its translation goes too
+	// (the daemon deletes the conntrack entries the table made), so the
+	// same socket's next datagram does not reach the world as the node.
+	var worldConn net.PacketConn
+	if err := InNetns(world.NetnsPath(), func() (err error) {
+		worldConn, err = net.ListenPacket("udp", world.Addr.String()+":9998")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer worldConn.Close()
+	var flow net.Conn
+	if err := InNetns(a.NetnsPath(), func() (err error) {
+		flow, err = net.Dial("udp", world.Addr.String()+":9998")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	recv := func() (netip.Addr, bool) {
+		buf := make([]byte, 64)
+		worldConn.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
+		_, from, err := worldConn.ReadFrom(buf)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		return netip.MustParseAddrPort(from.String()).Addr(), true
+	}
+	flow.Write([]byte("1"))
+	if src, ok := recv(); !ok || src != l.Nodes[0].Underlay {
+		t.Fatalf("running flow with NAT on: got %v %v, want it from %s", src, ok, l.Nodes[0].Underlay)
+	}
+
 	// NAT off: the table goes, and the world is out of reach.
 	setNAT(t, c0, false)
+	flow.Write([]byte("2"))
+	if src, ok := recv(); ok && src == l.Nodes[0].Underlay {
+		t.Fatal("NAT off, a flow that ran before still reaches the world as the node (conntrack kept its translation)")
+	}
 	if rs := nftRuleset(t, l.Nodes[0]); strings.Contains(rs, "zlayer") {
 		t.Fatalf("NAT off, table still there:\n%s", rs)
 	}
@@ -199,8 +258,11 @@ func TestNAT(t *testing.T) {
 	}
 	call(t, c0, ipc.TeardownServiceOverlay{Service: "web"})
 	call(t, c0, ipc.TeardownGlobalOverlay{})
-	if rs := nftRuleset(t, l.Nodes[0]); strings.TrimSpace(rs) != "" {
-		t.Fatalf("after teardown the node's ruleset is not empty:\n%s", rs)
+	if rs := nftRuleset(t, l.Nodes[0]); strings.Contains(rs, "zlayer") {
+		t.Fatalf("after teardown something of the daemon's remains:\n%s", rs)
+	}
+	if got, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "ip", "theirs"); stripCounters(got) != stripCounters(theirs) {
+		t.Fatalf("their table changed:\n%s\nwas\n%s", got, theirs)
 	}
 }
 

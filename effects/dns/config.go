@@ -58,13 +58,17 @@ func Desired(st *projections.State) Config {
 	for a := range local {
 		listen[netip.AddrPortFrom(a, Port)] = true
 	}
+	domains := map[string]bool{}
 	for _, a := range st.Attachments {
 		if a.DNSDomain != "" {
-			z := Fqdn(a.DNSDomain)
-			zones[z] = true
-			if primary == "" || z < primary {
-				primary = z
-			}
+			domains[a.DNSDomain] = true
+		}
+	}
+	for d := range domains {
+		z := Fqdn(d)
+		zones[z] = true
+		if primary == "" || z < primary {
+			primary = z
 		}
 	}
 	for z := range zones {

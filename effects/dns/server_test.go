@@ -80,7 +80,6 @@ func TestAuthoritativeAnswers(t *testing.T) {
 		if !m.Authoritative {
 			t.Errorf("%s: not authoritative", c.name)
 		}
-		var got []string
 		for _, rr := range m.Answer {
 			if rr.Header().Ttl > TTL {
 				t.Errorf("%s: TTL %d > %d", c.name, rr.Header().Ttl, TTL)
@@ -88,17 +87,8 @@ func TestAuthoritativeAnswers(t *testing.T) {
 			if rr.Header().Name != c.name {
 				t.Errorf("%s: owner %q does not echo the question", c.name, rr.Header().Name)
 			}
-			switch rr := rr.(type) {
-			case *mdns.A:
-				got = append(got, rr.A.String())
-			case *mdns.AAAA:
-				got = append(got, rr.AAAA.String())
-			case *mdns.PTR:
-				got = append(got, rr.Ptr)
-			case *mdns.SOA:
-				got = append(got, "SOA")
-			}
 		}
+		got := answers(m)
 		if !slices.Equal(got, c.answer) {
 			t.Errorf("%s %s: answer %v, want %v", c.name, mdns.TypeToString[c.qtype], got, c.answer)
 		}
@@ -415,6 +405,8 @@ func answers(m *mdns.Msg) []string {
 			out = append(out, rr.AAAA.String())
 		case *mdns.PTR:
 			out = append(out, rr.Ptr)
+		case *mdns.SOA:
+			out = append(out, "SOA")
 		}
 	}
 	return out

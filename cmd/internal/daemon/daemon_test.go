@@ -54,18 +54,7 @@ func TestReconcilersSeeDecidedChanges(t *testing.T) {
 	if rec.alls != 1 {
 		t.Fatalf("boot reconcile ran %d times", rec.alls)
 	}
-	sock := filepath.Join(dir, "s.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go d.ServeListener(l)
-	defer func() { d.Stop(); <-d.Done() }()
-	c, err := ipc.Dial(context.Background(), sock, ipc.DialOptions{Attempts: 20, Backoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := serveTest(t, d, dir)
 	ctx := context.Background()
 	for _, r := range []ipc.Request{
 		ipc.SetupGlobalOverlay{Deployment: "p", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: 51820},
@@ -95,6 +84,25 @@ func TestReconcilersSeeDecidedChanges(t *testing.T) {
 
 func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
 
+// serveTest serves d on a socket in dir and returns a client; the daemon
+// stops and the client closes at cleanup.
+func serveTest(t *testing.T, d *Daemon, dir string) *ipc.Client {
+	t.Helper()
+	sock := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go d.ServeListener(l)
+	t.Cleanup(func() { d.Stop(); <-d.Done() })
+	c, err := ipc.Dial(context.Background(), sock, ipc.DialOptions{Attempts: 20, Backoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // observer is a reconciler that is also an effects.Observer and filters
 // every key out, as the DNS server does with its records.
 type observer struct {
@@ -123,18 +131,7 @@ func TestObserversHaveEventsBeforeTheAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "s.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go d.ServeListener(l)
-	defer func() { d.Stop(); <-d.Done() }()
-	c, err := ipc.Dial(context.Background(), sock, ipc.DialOptions{Attempts: 20, Backoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := serveTest(t, d, dir)
 	for i := 0; i < 200; i++ {
 		name := "n" + string(rune('a'+i%26)) + ".x"
 		if _, err := c.Call(context.Background(), ipc.RegisterDNS{Name: name, IP: ipc.AddrOf(netipMust("10.0.0.1"))}); err != nil {

@@ -25,7 +25,7 @@ func TestDesired(t *testing.T) {
 		what      string
 		got, want any
 	}{
-		{"zones (primary first: the attachment domains in sort order, then the deployment's)", fmt.Sprint(c.Zones), "[cluster.internal. overlay. prod.local.]"},
+		{"zones (primary first: the least attachment domain; then the rest in order)", fmt.Sprint(c.Zones), "[cluster.internal. overlay. prod.local.]"},
 		{"listen", fmt.Sprint(c.Listen), "[10.200.7.1:53 10.200.16.1:53]"},
 		{"clients", fmt.Sprint(c.Clients), "[10.200.7.0/24 10.200.7.1/32 10.200.16.0/28]"},
 		{"reverse", fmt.Sprint(c.Reverse), "[10.200.0.0/16 10.200.7.0/24 10.200.16.0/28]"},

@@ -14,6 +14,11 @@ import (
 	"github.com/zlayer/overlayd/projections"
 )
 
+const (
+	defaultResolvConf = "/etc/resolv.conf"
+	systemdResolvConf = "/run/systemd/resolve/resolv.conf"
+)
+
 // Options configure the reconciler (daemon flags).
 type Options struct {
 	// Listen are local addresses served besides the overlay ones
@@ -23,7 +28,9 @@ type Options struct {
 	// (--dns-upstream).
 	Upstreams []string
 	// ResolvConf is read for upstreams at boot and whenever it changes
-	// (checked on every periodic pass); default /etc/resolv.conf.
+	// (checked on every periodic pass); default /etc/resolv.conf, and then,
+	// when that names only loopback stubs, systemd-resolved's
+	// /run/systemd/resolve/resolv.conf.
 	ResolvConf string
 }
 
@@ -40,17 +47,24 @@ type Reconciler struct {
 	failing   map[netip.AddrPort]string // last listen error logged
 
 	rcMu    sync.Mutex
-	rcStamp string   // resolv.conf size and mtime last read
+	rcFiles []string // resolv.conf, then the fallback when it has only stubs
+	rcStamp string   // their sizes and mtimes when last read
 	self    []string // the server's own addresses, never upstreams
 }
 
 // New returns the reconciler and its server.
 func New(log *slog.Logger, opt Options) *Reconciler {
 	if opt.ResolvConf == "" {
-		opt.ResolvConf = "/etc/resolv.conf"
+		opt.ResolvConf = defaultResolvConf
 	}
 	r := &Reconciler{log: log, opt: opt, srv: NewServer(log),
 		listeners: map[netip.AddrPort]*listener{}, failing: map[netip.AddrPort]string{}}
+	// With systemd-resolved, /etc/resolv.conf names only its loopback stub;
+	// the upstreams it uses are in its own file (Docker reads it too).
+	r.rcFiles = []string{opt.ResolvConf}
+	if opt.ResolvConf == defaultResolvConf {
+		r.rcFiles = append(r.rcFiles, systemdResolvConf)
+	}
 	// A forwarded query notices a changed resolv.conf within a second,
 	// without waiting for the periodic pass.
 	r.srv.refresh = r.refreshUpstreams
@@ -164,27 +178,39 @@ func (r *Reconciler) refreshUpstreams() {
 		}
 		return
 	}
-	fi, err := os.Stat(r.opt.ResolvConf)
-	stamp := "missing"
-	if err == nil {
-		stamp = fi.ModTime().Format(time.RFC3339Nano) + "/" + itoa(int(fi.Size()%1000))
+	files := r.rcFiles
+	stamp := ""
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			stamp += fi.ModTime().Format(time.RFC3339Nano) + "/" + itoa(int(fi.Size()%1000)) + ";"
+		} else {
+			stamp += "missing;"
+		}
 	}
 	if stamp == r.rcStamp {
 		return
 	}
 	r.rcStamp = stamp
-	b, err := os.ReadFile(r.opt.ResolvConf)
-	if err != nil {
-		r.log.Warn("dns: cannot read upstreams; names outside the overlay get SERVFAIL", "file", r.opt.ResolvConf, "err", err)
-		r.srv.SetUpstreams(nil)
-		return
+	var ups []string
+	from := ""
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if f == r.opt.ResolvConf {
+				r.log.Warn("dns: cannot read upstreams", "file", f, "err", err)
+			}
+			continue
+		}
+		if ups = r.withoutSelf(ParseResolvConf(b)); len(ups) > 0 {
+			from = f
+			break
+		}
 	}
-	ups := r.withoutSelf(ParseResolvConf(b))
 	r.srv.SetUpstreams(ups)
 	if len(ups) == 0 {
-		r.log.Warn("dns: no usable upstream (loopback stubs are skipped); names outside the overlay get SERVFAIL", "file", r.opt.ResolvConf)
+		r.log.Warn("dns: no usable upstream (loopback stubs are skipped); names outside the overlay get SERVFAIL", "files", files)
 	} else {
-		r.log.Info("dns: upstreams", "from", r.opt.ResolvConf, "upstreams", ups)
+		r.log.Info("dns: upstreams", "from", from, "upstreams", ups)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -410,4 +411,32 @@ func answers(m *mdns.Msg) []string {
 		}
 	}
 	return out
+}
+
+func TestUpstreamsFromResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	etc, systemd := dir+"/resolv.conf", dir+"/systemd-resolv.conf"
+	os.WriteFile(etc, []byte("nameserver 127.0.0.53\noptions edns0\n"), 0o644)
+	os.WriteFile(systemd, []byte("nameserver 192.0.2.53\nnameserver 192.0.2.54\n"), 0o644)
+	r := New(slog.New(slog.NewTextHandler(io.Discard, nil)), Options{ResolvConf: etc})
+	r.rcFiles = []string{etc, systemd} // as for the default /etc/resolv.conf
+	r.refreshUpstreams()
+	if got := r.srv.Upstreams(); strings.Join(got, ",") != "192.0.2.53:53,192.0.2.54:53" {
+		t.Fatalf("stub only: %v, want systemd-resolved's upstreams", got)
+	}
+	// The file changes: a real upstream there wins.
+	time.Sleep(10 * time.Millisecond)
+	os.WriteFile(etc, []byte("nameserver 198.51.100.1\n"), 0o644)
+	r.refreshUpstreams()
+	if got := r.srv.Upstreams(); strings.Join(got, ",") != "198.51.100.1:53" {
+		t.Fatalf("after the change: %v", got)
+	}
+	// --dns-upstream wins over both; the server's own addresses never count.
+	r2 := New(slog.New(slog.NewTextHandler(io.Discard, nil)), Options{Upstreams: []string{"127.0.0.1:53", "192.0.2.9:53"},
+		Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53")}})
+	r2.self = []string{"127.0.0.1:53"}
+	r2.refreshUpstreams()
+	if got := r2.srv.Upstreams(); strings.Join(got, ",") != "192.0.2.9:53" {
+		t.Fatalf("fixed upstreams: %v", got)
+	}
 }

@@ -14,6 +14,9 @@ import (
 // query that needs forwarding gets SERVFAIL at once instead of a goroutine.
 const maxForwarding = 1024
 
+// maxQuery is the largest UDP query read whole.
+const maxQuery = 4096
+
 // udpServer serves one UDP socket with a few long-lived workers (twice
 // GOMAXPROCS): each reads a query, answers it in place and writes the
 // answer, without the goroutine per packet of miekg/dns's own server loop.
@@ -48,7 +51,10 @@ func (u *udpServer) close() {
 
 func (u *udpServer) work() {
 	defer u.wg.Done()
-	buf := make([]byte, 65535)
+	// A query is a few dozen bytes; one past maxQuery is cut short, fails to
+	// parse and gets FORMERR. Small buffers keep a listener per service
+	// gateway cheap (4 workers × 8 KiB).
+	buf := make([]byte, maxQuery)
 	out := make([]byte, 0, 4096)
 	for {
 		n, from, err := u.pc.ReadFromUDPAddrPort(buf)

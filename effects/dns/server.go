@@ -300,14 +300,13 @@ func (s *Server) answerLocal(r *mdns.Msg, client netip.Addr, tcp bool) (m *mdns.
 	m.SetReply(r)
 	m.RecursionAvailable = true
 	opt := r.IsEdns0()
-	if opt != nil && opt.Version() != 0 {
-		m.SetRcode(r, mdns.RcodeBadVers)
-		m.SetEdns0(ednsSize, false)
-		return m, false
-	}
 	switch {
 	case !cfg.allowed(client):
 		m.Rcode = mdns.RcodeRefused
+	case opt != nil && opt.Version() != 0:
+		m.SetRcode(r, mdns.RcodeBadVers)
+		m.SetEdns0(ednsSize, false)
+		return m, false
 	case r.Opcode != mdns.OpcodeQuery:
 		m.Rcode = mdns.RcodeNotImplemented
 	case len(r.Question) != 1:

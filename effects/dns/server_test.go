@@ -271,7 +271,7 @@ func TestForwarding(t *testing.T) {
 	if m := ask(s, "example.com.", mdns.TypeA, inSvc); m.Rcode != mdns.RcodeServerFailure {
 		t.Fatalf("closed upstream: rcode %s", mdns.RcodeToString[m.Rcode])
 	}
-	if took := time.Since(t0); took > 900*time.Millisecond // well under the 1 s a silent upstream costs {
+	if took := time.Since(t0); took > 900*time.Millisecond { // well under the 1 s a silent upstream costs
 		t.Errorf("closed upstream took %v", took)
 	}
 	// Overlay names are never forwarded.
@@ -374,7 +374,7 @@ func TestUDPLoop(t *testing.T) {
 		q := new(mdns.Msg)
 		q.SetQuestion("db.lab.local.", mdns.TypeA)
 		m, rtt, err := (&mdns.Client{Timeout: time.Second}).Exchange(q, addr)
-		if err != nil || len(m.Answer) != 1 || rtt > 500*time.Millisecond // not held behind the 1 s forward {
+		if err != nil || len(m.Answer) != 1 || rtt > 500*time.Millisecond { // not held behind the 1 s forward
 			t.Fatalf("overlay answer while a forward waits: %v %v %v", m, rtt, err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 
 	"sync"
 	"syscall"
@@ -68,7 +69,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 			return r.apply(chs)
 		}
 	}
-	return r.full(view)
+	return r.full(view, changed)
 }
 
 func (r *Reconciler) apply(chs []Change) error {
@@ -166,7 +167,12 @@ func (r *Reconciler) removeBridge(service string) error {
 // full converges everything: bridges, live containers (adopting their
 // links), dead containers (journaled detach), and marked links that belong
 // to nothing.
-func (r *Reconciler) full(view effects.View) error {
+//
+// Attachments named in changed are wired again whatever the kernel shows:
+// a change can reach a full pass (a periodic check, or a retry after an
+// error, coalesced with it), and a detach and re-attach of the same
+// container in one pass leave its links in place with the old address.
+func (r *Reconciler) full(view effects.View, changed []string) error {
 	var bridges []Bridge
 	var atts []Attachment
 	view.Read(func(st *projections.State) { bridges, atts = Desired(st) })
@@ -205,14 +211,22 @@ func (r *Reconciler) full(view effects.View) error {
 		for _, l := range links {
 			byName[l.Attrs().Name] = l
 		}
+		force := map[string]bool{}
+		for _, k := range changed {
+			if key, ok := strings.CutPrefix(k, "attachment/"); ok {
+				force[key] = true
+			}
+		}
 		drifted := live[:0:0]
 		for _, a := range live {
-			if old := r.wired[a.Key]; old == nil || old.ID() != a.ID() || !hostSideIntact(a, byName) {
+			// The whole wiring is compared (address, global address,
+			// bridge, gateway), not only the identity.
+			if old := r.wired[a.Key]; force[a.Key] || old == nil || *old != *a || !hostSideIntact(a, byName) {
 				drifted = append(drifted, a)
 			}
 		}
 		for _, a := range drifted {
-			if r.wired[a.Key] != nil {
+			if old := r.wired[a.Key]; old != nil && *old == *a && !force[a.Key] {
 				r.log.Warn("container link drifted; repairing it", "handle", a.Key, "link", a.HostName(LegService))
 			}
 		}

@@ -285,3 +285,30 @@ func TestDNSForwardingAndRefused(t *testing.T) {
 	m, _ = query(t, ctr.NetnsPath(), server, "db.lab.local", mdns.TypeA, "udp")
 	expectAnswer(t, m, "overlay name with the upstream gone", info.NodeIP)
 }
+
+// A service's gateway answers DNS while the service exists; its sockets go
+// with it (nothing is left listening), over repeated setups and teardowns.
+func TestDNSGatewayListenersFollowServices(t *testing.T) {
+	_, nd, c := setUpNode(t)
+	ctx := context.Background()
+	listening := func() string {
+		out, err := nd.Run(ctx, "ss", "-Hlnu")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for i := 0; i < 5; i++ {
+		svc := call(t, c, ipc.SetupServiceOverlay{Service: "tmp", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
+		gw := net.JoinHostPort(svc.OverlayIP.String(), "53")
+		if !strings.Contains(listening(), gw) {
+			t.Fatalf("round %d: nothing listens on %s:\n%s", i, gw, listening())
+		}
+		m, _ := query(t, nd.NetnsPath(), gw, "nothing.lab.local", mdns.TypeA, "udp")
+		expectNX(t, m, "through the new gateway")
+		call(t, c, ipc.TeardownServiceOverlay{Service: "tmp"})
+		if out := listening(); strings.Contains(out, gw) {
+			t.Fatalf("round %d: %s still listens after teardown:\n%s", i, gw, out)
+		}
+	}
+}

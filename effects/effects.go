@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -21,6 +22,13 @@ import (
 
 	"github.com/zlayer/overlayd/projections"
 )
+
+// MTU of every overlay link: WireGuard devices, bridges and veths.
+const MTU = 1420
+
+// RouteProtocol marks the routes the effects install (rtnetlink protocol
+// number; 79 is unassigned), so a check finds exactly its own.
+const RouteProtocol = 79
 
 // View gives read access to the committed state.
 type View interface {
@@ -42,12 +50,13 @@ type Reconciler interface {
 // goroutine and a coalescing queue: changes that arrive while it works are
 // handed over together in its next call.
 type Runner struct {
-	view     View
-	log      *slog.Logger
-	interval time.Duration
-	workers  []*worker
-	wg       sync.WaitGroup
-	cancel   context.CancelFunc
+	view      View
+	log       *slog.Logger
+	interval  time.Duration
+	workers   []*worker
+	observers []Observer
+	wg        sync.WaitGroup
+	cancel    context.CancelFunc
 }
 
 type worker struct {
@@ -101,6 +110,9 @@ func NewRunner(view View, log *slog.Logger, interval time.Duration, rs ...Reconc
 	r := &Runner{view: view, log: log, interval: interval}
 	for _, rec := range rs {
 		r.workers = append(r.workers, &worker{r: rec, changed: map[string]struct{}{}, kick: make(chan struct{}, 1), doneCh: make(chan struct{})})
+		if o, ok := rec.(Observer); ok {
+			r.observers = append(r.observers, o)
+		}
 	}
 	return r
 }
@@ -129,30 +141,42 @@ func (r *Runner) reconcile(ctx context.Context, only string) error {
 			gens[i]++
 		}
 		w.mu.Unlock()
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
+		w.wake()
 	}
 	for i, w := range r.workers {
 		if only != "" && w.r.Name() != only {
 			continue
 		}
-		for {
-			w.mu.Lock()
-			ok, ch := w.passes > gens[i], w.doneCh
-			w.mu.Unlock()
-			if ok {
-				break
-			}
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return fmt.Errorf("effects: %s did not finish its boot pass: %w", w.r.Name(), ctx.Err())
-			}
+		if err := w.waitUntil(ctx, func() bool { return w.passes > gens[i] }); err != nil {
+			return fmt.Errorf("effects: %s did not finish a full pass: %w", w.r.Name(), err)
 		}
 	}
 	return nil
+}
+
+// wake kicks the worker's loop without blocking.
+func (w *worker) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// waitUntil waits until cond, checked under w.mu after every pass, holds.
+func (w *worker) waitUntil(ctx context.Context, cond func() bool) error {
+	for {
+		w.mu.Lock()
+		ok, ch := cond(), w.doneCh
+		w.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Start launches the workers.
@@ -182,21 +206,16 @@ func (r *Runner) Notify(changed []string, seq uint64) {
 		}
 		w.mu.Unlock()
 		if n > 0 {
-			select {
-			case w.kick <- struct{}{}:
-			default:
-			}
+			w.wake()
 		}
 	}
 }
 
 // Observe hands evs to every reconciler that is an Observer.
 func (r *Runner) Observe(evs []projections.Event) {
-	for _, w := range r.workers {
-		if o, ok := w.r.(Observer); ok {
-			for _, ev := range evs {
-				o.Observe(ev)
-			}
+	for _, o := range r.observers {
+		for _, ev := range evs {
+			o.Observe(ev)
 		}
 	}
 }
@@ -236,31 +255,28 @@ func (r *Runner) Err(key string) error {
 // its errors are logged and retried). It returns ctx's error on timeout.
 func (r *Runner) WaitApplied(ctx context.Context, seq uint64) error {
 	for _, w := range r.workers {
-		for {
-			w.mu.Lock()
-			target := min(seq, w.queued)
-			ok := w.done >= target
-			ch := w.doneCh
-			w.mu.Unlock()
-			if ok {
-				break
-			}
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return fmt.Errorf("effects: %s has not applied event %d yet: %w", w.r.Name(), seq, ctx.Err())
-			}
+		if err := w.waitUntil(ctx, func() bool { return w.done >= min(seq, w.queued) }); err != nil {
+			return fmt.Errorf("effects: %s has not applied event %d yet: %w", w.r.Name(), seq, err)
 		}
 	}
 	return nil
 }
 
-// Stop stops the workers and waits for them.
+// Stop stops the workers, waits for them, then closes every reconciler
+// that is an io.Closer (what they made in the kernel stays: it is state,
+// adopted by the next start).
 func (r *Runner) Stop() {
 	if r.cancel != nil {
 		r.cancel()
 	}
 	r.wg.Wait()
+	for _, w := range r.workers {
+		if c, ok := w.r.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				r.log.Warn("closing a reconciler", "reconciler", w.r.Name(), "err", err)
+			}
+		}
+	}
 }
 
 func (r *Runner) loop(ctx context.Context, w *worker) {

@@ -14,13 +14,6 @@ import (
 	"github.com/zlayer/overlayd/projections"
 )
 
-// MTU of bridges and veths: the overlay's.
-const MTU = 1420
-
-// RouteProtocol marks the routes this package installs (as the WireGuard
-// effect does).
-const RouteProtocol = 79
-
 const aliasPrefix = "zlayer-overlayd "
 
 // Bridge is the desired state of one service bridge.

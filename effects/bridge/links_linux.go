@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/effects/internal/netconv"
 	"golang.org/x/sys/unix"
 )
@@ -50,7 +51,7 @@ func ensureBridge(b *Bridge) error {
 		}
 	case notFound(err):
 		la := netlink.NewLinkAttrs()
-		la.Name, la.MTU, la.HardwareAddr, la.Alias = b.Name, MTU, b.MAC, bridgeAlias(b.Service)
+		la.Name, la.MTU, la.HardwareAddr, la.Alias = b.Name, effects.MTU, b.MAC, bridgeAlias(b.Service)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !errors.Is(err, syscall.EEXIST) {
 			return fmt.Errorf("bridge %s: create: %w", b.Name, err)
 		}
@@ -66,8 +67,8 @@ func ensureBridge(b *Bridge) error {
 			return fmt.Errorf("bridge %s: mark: %w", b.Name, err)
 		}
 	}
-	if a.MTU != MTU {
-		if err := netlink.LinkSetMTU(l, MTU); err != nil {
+	if a.MTU != effects.MTU {
+		if err := netlink.LinkSetMTU(l, effects.MTU); err != nil {
 			return fmt.Errorf("bridge %s: MTU: %w", b.Name, err)
 		}
 	}
@@ -405,7 +406,7 @@ func createVeth(host, peer string, master int, ns netns.NsHandle) error {
 	msg.Change, msg.Flags = unix.IFF_UP, unix.IFF_UP
 	req.AddData(msg)
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(host)))
-	req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(MTU)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(effects.MTU)))
 	if master != 0 {
 		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(master))))
 	}
@@ -417,7 +418,7 @@ func createVeth(host, peer string, master int, ns netns.NsHandle) error {
 	// before it is paired (veth_open answers ENOTCONN).
 	nl.NewIfInfomsgChild(p, unix.AF_UNSPEC)
 	p.AddRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(peer))
-	p.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(MTU))
+	p.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(effects.MTU))
 	p.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(ns)))
 	req.AddData(info)
 	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
@@ -461,7 +462,7 @@ func wireGlobal(h *netlink.Handle, c, host netlink.Link, a *Attachment) error {
 		return step("route", fmt.Errorf("cluster %s via eth1: %w", a.Cluster, err))
 	}
 	hr := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: netconv.HostNet(a.GlobalIP), Scope: netlink.SCOPE_LINK,
-		Src: a.NodeIP.AsSlice(), Protocol: RouteProtocol}
+		Src: a.NodeIP.AsSlice(), Protocol: effects.RouteProtocol}
 	if err := netlink.RouteReplace(hr); err != nil {
 		// The node address may not be up yet (the WireGuard device comes
 		// from another reconciler): route without a preferred source.

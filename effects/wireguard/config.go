@@ -10,13 +10,6 @@ import (
 	"github.com/zlayer/overlayd/projections"
 )
 
-// MTU of every overlay device.
-const MTU = 1420
-
-// RouteProtocol marks the routes this package installs (rtnetlink
-// protocol number; 79 is unassigned).
-const RouteProtocol = 79
-
 // Config is the desired state of one device.
 type Config struct {
 	Name      string

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/effects/internal/netconv"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -41,7 +42,7 @@ func createDevice(name string, log *slog.Logger) (*wgDevice, error) {
 	var t tun.Device
 	var err error
 	for deadline := time.Now().Add(3 * time.Second); ; {
-		t, err = tun.CreateTUN(name, MTU)
+		t, err = tun.CreateTUN(name, effects.MTU)
 		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
 			break
 		}
@@ -210,7 +211,7 @@ func (d *wgDevice) applyPeers(want map[string]*Peer, own netip.Prefix) ([]string
 }
 
 func (d *wgDevice) route(p netip.Prefix) *netlink.Route {
-	return &netlink.Route{LinkIndex: d.index, Dst: netconv.IPNet(p), Protocol: RouteProtocol, Scope: netlink.SCOPE_LINK}
+	return &netlink.Route{LinkIndex: d.index, Dst: netconv.IPNet(p), Protocol: effects.RouteProtocol, Scope: netlink.SCOPE_LINK}
 }
 
 func (d *wgDevice) addRoute(p netip.Prefix) error {
@@ -238,8 +239,8 @@ func (d *wgDevice) ensureLink(cfg *Config) error {
 		return err
 	}
 	d.index = l.Attrs().Index
-	if l.Attrs().MTU != MTU {
-		if err := netlink.LinkSetMTU(l, MTU); err != nil {
+	if l.Attrs().MTU != effects.MTU {
+		if err := netlink.LinkSetMTU(l, effects.MTU); err != nil {
 			return fmt.Errorf("wireguard: set MTU of %s: %w", d.name, err)
 		}
 	}
@@ -291,7 +292,7 @@ func (d *wgDevice) refresh() error {
 	if err != nil {
 		return err
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index, Protocol: RouteProtocol},
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index, Protocol: effects.RouteProtocol},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return fmt.Errorf("wireguard: list routes of %s: %w", d.name, err)

@@ -9,6 +9,6 @@
 // removed one by one ("allowed_ip=-prefix"), so traffic over an unchanged
 // prefix never sees a gap. Devices are configured in process (IpcSet) and
 // also serve the standard UAPI socket (/var/run/wireguard/<name>.sock) so
-// that `wg show` works. Routes it installs carry protocol RouteProtocol, so
+// that `wg show` works. Routes it installs carry protocol effects.RouteProtocol, so
 // cleanup removes exactly what it added.
 package wireguard

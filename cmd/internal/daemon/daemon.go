@@ -70,8 +70,6 @@ type Daemon struct {
 	pipe     *pipeline
 	runner   *effects.Runner
 	wg       *wireguard.Reconciler // nil without a data plane
-	dns      *dns.Reconciler       // nil without a data plane
-	nat      *nat.Reconciler       // nil without a data plane
 	health   *healthMonitor
 	server   *ipc.Server
 	listener net.Listener
@@ -139,16 +137,7 @@ func Open(cfg Config) (*Daemon, error) {
 			d.pipe.close()
 		}
 		if d.runner != nil {
-			d.runner.Stop()
-		}
-		if d.wg != nil {
-			d.wg.Close()
-		}
-		if d.dns != nil {
-			d.dns.Close()
-		}
-		if d.nat != nil {
-			d.nat.Close()
+			d.runner.Stop() // closes the reconcilers
 		}
 		store.Close()
 	}()
@@ -176,9 +165,7 @@ func Open(cfg Config) (*Daemon, error) {
 	var recs []effects.Reconciler
 	if !cfg.NoDataPlane {
 		d.wg = wireguard.New(d, d.log)
-		d.dns = dns.New(d.log, cfg.DNS)
-		d.nat = nat.New(d.log)
-		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone), d.dns, d.nat)
+		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone), dns.New(d.log, cfg.DNS), nat.New(d.log))
 	}
 	recs = append(recs, cfg.Reconcilers...)
 	d.runner = effects.NewRunner(d.decided, d.log, cfg.ReconcileInterval, recs...)
@@ -300,16 +287,9 @@ func (d *Daemon) shutdown(graceful bool) {
 			d.pipe.close() // answers wait for effects: the runner still runs
 		}
 		if d.runner != nil {
+			// Closes the reconcilers: devices go with the process, bridges,
+			// veths and the NAT table stay (containers keep working).
 			d.runner.Stop()
-		}
-		if d.wg != nil {
-			d.wg.Close()
-		}
-		if d.dns != nil {
-			d.dns.Close()
-		}
-		if d.nat != nil {
-			d.nat.Close() // the table stays: containers keep their NAT
 		}
 		if graceful && d.failure() == nil {
 			if err := d.snapshot(); err != nil {

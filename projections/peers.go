@@ -141,7 +141,7 @@ func (s *State) applyAllowedIPAdded(e *PeerAllowedIPAdded) error {
 	if p == nil {
 		return corrupt("peer_allowed_ip_added for unknown peer %s", e.PublicKey)
 	}
-	p.AllowedIPs = sortPrefixes(append(p.AllowedIPs, e.CIDR))
+	p.AllowedIPs = SortPrefixes(append(p.AllowedIPs, e.CIDR))
 	return nil
 }
 
@@ -255,7 +255,7 @@ func (s *State) decideAddPeer(c AddPeer) (Decision, error) {
 	}
 	// An existing peer is updated in place. AllowedIPs are merged, never
 	// dropped: remove_allowed_ip and remove_peer are how routes go away.
-	merged := sortPrefixes(append(append([]netip.Prefix(nil), old.AllowedIPs...), aips...))
+	merged := SortPrefixes(append(append([]netip.Prefix(nil), old.AllowedIPs...), aips...))
 	if ep == "" {
 		ep = old.Endpoint
 	}

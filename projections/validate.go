@@ -72,10 +72,12 @@ func ParseAllowedIPs(field, s string) ([]netip.Prefix, error) {
 		}
 		out = append(out, p)
 	}
-	return sortPrefixes(out), nil
+	return SortPrefixes(out), nil
 }
 
-func sortPrefixes(ps []netip.Prefix) []netip.Prefix {
+// SortPrefixes sorts ps by address, then length, drops repeats, and
+// returns it (nil when empty). It reuses ps.
+func SortPrefixes(ps []netip.Prefix) []netip.Prefix {
 	sort.Slice(ps, func(i, j int) bool { return comparePrefix(ps[i], ps[j]) < 0 })
 	out := ps[:0]
 	for i, p := range ps {

@@ -89,27 +89,10 @@ func Desired(st *projections.State) Config {
 		c.Listen = append(c.Listen, ap)
 	}
 	slices.SortFunc(c.Listen, func(a, b netip.AddrPort) int { return a.Compare(b) })
-	sortPrefixes(c.Clients)
-	c.Clients = slices.Compact(c.Clients)
-	sortPrefixes(c.Reverse)
-	c.Reverse = slices.Compact(c.Reverse)
+	c.Clients = projections.SortPrefixes(c.Clients)
+	c.Reverse = projections.SortPrefixes(c.Reverse)
 	c.Serial = uint32(st.Seq)
 	return c
-}
-
-// Equal reports whether two configs differ in anything but the serial.
-func (c Config) Equal(o Config) bool {
-	return slices.Equal(c.Zones, o.Zones) && slices.Equal(c.Clients, o.Clients) &&
-		slices.Equal(c.Reverse, o.Reverse) && slices.Equal(c.Listen, o.Listen)
-}
-
-func sortPrefixes(ps []netip.Prefix) {
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
 }
 
 // Fqdn returns name lower-cased and absolute (with the trailing dot).

@@ -108,9 +108,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 			r.loaded.Store(true)
 		}
 	})
-	if !cfg.Equal(r.cfg) || cfg.Serial != r.cfg.Serial {
-		r.srv.SetConfig(cfg)
-	}
+	r.srv.SetConfig(cfg) // a few small maps: cheaper than comparing
 	r.cfg = cfg
 	r.converge()
 	r.rcMu.Lock()

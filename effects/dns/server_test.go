@@ -234,13 +234,8 @@ func (u staticUpstream) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 func TestForwarding(t *testing.T) {
 	s := testServer(t)
 	up := serveOn(t, staticUpstream{"example.com.": "192.0.2.80"})
-	// A black hole: a socket that reads nothing back.
-	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hole.Close()
-	s.SetUpstreams([]string{hole.LocalAddr().String(), up})
+	hole := blackHole(t)
+	s.SetUpstreams([]string{hole, up})
 	t0 := time.Now()
 	m := ask(s, "example.com.", mdns.TypeA, inSvc)
 	if m.Rcode != mdns.RcodeSuccess || len(m.Answer) != 1 || m.Answer[0].(*mdns.A).A.String() != "192.0.2.80" {
@@ -255,7 +250,7 @@ func TestForwarding(t *testing.T) {
 	}
 
 	// Every upstream dead: SERVFAIL, within the budget.
-	s.SetUpstreams([]string{hole.LocalAddr().String()})
+	s.SetUpstreams([]string{hole})
 	t0 = time.Now()
 	m = ask(s, "example.com.", mdns.TypeA, inSvc)
 	took := time.Since(t0)
@@ -350,12 +345,8 @@ func listenFree(t *testing.T, s *Server) string {
 func TestUDPLoop(t *testing.T) {
 	s := testServer(t)
 	up := serveOn(t, staticUpstream{"example.com.": "192.0.2.80"})
-	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hole.Close()
-	s.SetUpstreams([]string{hole.LocalAddr().String(), up})
+	hole := blackHole(t)
+	s.SetUpstreams([]string{hole, up})
 	addr := listenFree(t, s)
 	// A forwarded query that waits on a dead upstream does not hold back
 	// overlay answers.
@@ -439,4 +430,16 @@ func TestUpstreamsFromResolvConf(t *testing.T) {
 	if got := r2.srv.Upstreams(); strings.Join(got, ",") != "192.0.2.9:53" {
 		t.Fatalf("fixed upstreams: %v", got)
 	}
+}
+
+// blackHole is the address of a UDP socket that reads nothing back: an
+// upstream that never answers.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc.LocalAddr().String()
 }

@@ -53,17 +53,19 @@ func Desired(st *projections.State) Config {
 			c.Devices = append(c.Devices, sv.Dedicated.Device)
 		}
 	}
+	c.Sources = projections.SortPrefixes(c.Sources)
+	c.Overlay = projections.SortPrefixes(c.Overlay)
 	slices.Sort(c.Bridges)
 	slices.Sort(c.Devices)
 	c.Devices = slices.Compact(c.Devices)
 	return c
 }
 
-// Equal reports whether two configs give the same table.
+// Equal reports whether two configs are the same (Desired gives every
+// list sorted, so equal states give equal configs).
 func (c Config) Equal(o Config) bool {
 	return c.Enabled == o.Enabled && slices.Equal(c.Bridges, o.Bridges) && slices.Equal(c.Devices, o.Devices) &&
-		slices.Equal(Merge(c.Sources, true), Merge(o.Sources, true)) && slices.Equal(Merge(c.Sources, false), Merge(o.Sources, false)) &&
-		slices.Equal(Merge(c.Overlay, true), Merge(o.Overlay, true)) && slices.Equal(Merge(c.Overlay, false), Merge(o.Overlay, false))
+		slices.Equal(c.Sources, o.Sources) && slices.Equal(c.Overlay, o.Overlay)
 }
 
 // Relevant reports whether a change key concerns the table.

@@ -4,7 +4,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/zlayer/overlayd/projections"
@@ -36,23 +35,15 @@ type Peer struct {
 // one already).
 func (c *Config) Routes() []netip.Prefix {
 	own := c.Address.Masked()
-	seen := map[netip.Prefix]bool{}
 	var out []netip.Prefix
 	for _, p := range c.Peers {
 		for _, a := range p.AllowedIPs {
-			if a != own && !seen[a] {
-				seen[a] = true
+			if a != own {
 				out = append(out, a)
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if c := out[i].Addr().Compare(out[j].Addr()); c != 0 {
-			return c < 0
-		}
-		return out[i].Bits() < out[j].Bits()
-	})
-	return out
+	return projections.SortPrefixes(out)
 }
 
 // OwnPrefix is the prefix the kernel already routes through the device

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -180,7 +181,7 @@ func (r *Reconciler) refreshUpstreams() {
 	stamp := ""
 	for _, f := range files {
 		if fi, err := os.Stat(f); err == nil {
-			stamp += fi.ModTime().Format(time.RFC3339Nano) + "/" + itoa(int(fi.Size()%1000)) + ";"
+			stamp += fmt.Sprintf("%s/%d;", fi.ModTime().Format(time.RFC3339Nano), fi.Size())
 		} else {
 			stamp += "missing;"
 		}

@@ -532,107 +532,55 @@ func parent(fq string) string {
 // reverseAddr parses an absolute, lower-case reverse name
 // (d.c.b.a.in-addr.arpa. or the 32-nibble ip6.arpa. form).
 func reverseAddr(lq string) (netip.Addr, bool) {
+	var text string
 	if s, ok := strings.CutSuffix(lq, ".in-addr.arpa."); ok {
-		parts := strings.Split(s, ".")
-		if len(parts) != 4 {
+		l := strings.Split(s, ".")
+		if len(l) != 4 {
 			return netip.Addr{}, false
 		}
-		var b [4]byte
-		for i, p := range parts {
-			n := 0
-			if len(p) == 0 || len(p) > 3 {
-				return netip.Addr{}, false
-			}
-			for _, c := range p {
-				if c < '0' || c > '9' {
-					return netip.Addr{}, false
-				}
-				n = n*10 + int(c-'0')
-			}
-			if n > 255 {
-				return netip.Addr{}, false
-			}
-			b[3-i] = byte(n)
-		}
-		return netip.AddrFrom4(b), true
-	}
-	if s, ok := strings.CutSuffix(lq, ".ip6.arpa."); ok {
-		if len(s) != 63 {
+		slices.Reverse(l)
+		text = strings.Join(l, ".")
+	} else if s, ok := strings.CutSuffix(lq, ".ip6.arpa."); ok {
+		l := strings.Split(s, ".")
+		if len(l) != 32 {
 			return netip.Addr{}, false
 		}
-		var b [16]byte
-		for i := 0; i < 32; i++ {
-			c := s[2*i]
-			if 2*i+1 < len(s) && s[2*i+1] != '.' {
+		slices.Reverse(l)
+		var sb strings.Builder
+		for i, n := range l {
+			if len(n) != 1 {
 				return netip.Addr{}, false
 			}
-			var v byte
-			switch {
-			case '0' <= c && c <= '9':
-				v = c - '0'
-			case 'a' <= c && c <= 'f':
-				v = c - 'a' + 10
-			default:
-				return netip.Addr{}, false
+			if i > 0 && i%4 == 0 {
+				sb.WriteByte(':')
 			}
-			// Nibble i counts from the least significant end.
-			pos := 31 - i
-			if pos%2 == 0 {
-				b[pos/2] |= v << 4
-			} else {
-				b[pos/2] |= v
-			}
+			sb.WriteString(n)
 		}
-		return netip.AddrFrom16(b), true
+		text = sb.String()
+	} else {
+		return netip.Addr{}, false
 	}
-	return netip.Addr{}, false
+	a, err := netip.ParseAddr(text)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a, true
 }
 
 // reverseZone names the reverse zone of p, rounded out to a label
-// boundary (octets for IPv4, nibbles for IPv6).
+// boundary (octets for IPv4, nibbles for IPv6): the reverse name of its
+// first address without the labels below the boundary.
 func reverseZone(p netip.Prefix) string {
 	a := p.Masked().Addr()
-	if a.Is4() {
-		b := a.As4()
-		n := p.Bits() / 8
-		var sb strings.Builder
-		for i := n - 1; i >= 0; i-- {
-			sb.WriteString(itoa(int(b[i])))
-			sb.WriteByte('.')
-		}
-		sb.WriteString("in-addr.arpa.")
-		return sb.String()
+	name, _ := mdns.ReverseAddr(a.String())
+	labels, bits := 4, 8
+	if a.Is6() {
+		labels, bits = 32, 4
 	}
-	b := a.As16()
-	n := p.Bits() / 4
-	const hex = "0123456789abcdef"
-	var sb strings.Builder
-	for i := n - 1; i >= 0; i-- {
-		v := b[i/2]
-		if i%2 == 0 {
-			v >>= 4
-		} else {
-			v &= 0xf
-		}
-		sb.WriteByte(hex[v])
-		sb.WriteByte('.')
+	for drop := labels - p.Bits()/bits; drop > 0; drop-- {
+		name = name[strings.IndexByte(name, '.')+1:]
 	}
-	sb.WriteString("ip6.arpa.")
-	return sb.String()
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [3]byte
-	i := len(b)
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
+	return name
 }
 
 // forward asks the upstreams in turn; nil means every one failed.

@@ -309,6 +309,12 @@ func TestReverseNames(t *testing.T) {
 			t.Errorf("%s: %s, want %s", c.p, z, c.zone)
 		}
 	}
+	for _, bad := range []string{"1.2.3.in-addr.arpa.", "x.2.3.4.in-addr.arpa.", "256.2.3.4.in-addr.arpa.",
+		"1.0.ip6.arpa.", strings.Repeat("g.", 32) + "ip6.arpa.", "example.org."} {
+		if a, ok := reverseAddr(bad); ok {
+			t.Errorf("%s parsed as %s", bad, a)
+		}
+	}
 	for _, a := range []string{"10.200.1.2", "fd00::1:2", "2001:db8::abcd"} {
 		ip := netip.MustParseAddr(a)
 		r, _ := mdns.ReverseAddr(a)

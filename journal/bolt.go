@@ -484,3 +484,25 @@ func RawUpdate(path string, fn func(seq uint64, raw []byte) []byte) error {
 		return nil
 	})
 }
+
+// Identity returns the journal's id. (Placeholder until ids are stored in
+// the meta bucket.)
+func (s *BoltStore) Identity() Identity { return Identity{} }
+
+// Health reports the failure that stopped writes, if any.
+func (s *BoltStore) Health() Health {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		return Health{}
+	}
+	return Health{Err: s.failed}
+}
+
+// Recover is not implemented yet: a failed store stays failed.
+func (s *BoltStore) Recover() error {
+	if h := s.Health(); !h.OK() {
+		return fmt.Errorf("journal: recovery not implemented: %w", h.Err)
+	}
+	return nil
+}

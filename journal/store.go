@@ -26,6 +26,20 @@ type Store interface {
 	LoadSnapshot() (*Snapshot, error)
 	// Verify checks the whole chain and reports every problem found.
 	Verify() (*Report, error)
+	// Identity is the journal's id and how it was opened.
+	Identity() Identity
+	// Health says whether writes are accepted. After a failed commit the
+	// store is read-only: every later Append fails with ErrReadOnly, Head
+	// stays at the last acknowledged event and readers never see an event
+	// past it, until Recover succeeds.
+	Health() Health
+	// Recover makes a read-only store writable again: it reopens the file,
+	// checks it, and removes any event past the last acknowledged one (a
+	// commit that failed may still have reached the disk; it was answered
+	// as failed and must not come back). It fails, and the store stays
+	// read-only, when the check fails or the cause persists. A no-op on a
+	// healthy store.
+	Recover() error
 	Close() error
 }
 
@@ -62,14 +76,16 @@ var (
 
 // Snapshot is a projection snapshot at sequence Seq.
 type Snapshot struct {
-	Schema uint32
-	Seq    uint64
-	Hash   [32]byte // hash of the event at Seq
-	Body   []byte
+	Journal ID // the journal it was taken from (zero: written before ids)
+	Schema  uint32
+	Seq     uint64
+	Hash    [32]byte // hash of the event at Seq
+	Body    []byte
 }
 
 // MemStore is an in-memory Store for tests. It is not durable.
 type MemStore struct {
+	id     ID
 	mu     sync.Mutex
 	envs   [][]byte
 	snap   *Snapshot
@@ -80,7 +96,19 @@ type MemStore struct {
 var _ Store = (*MemStore)(nil)
 
 // NewMem returns an empty in-memory journal.
-func NewMem() *MemStore { return &MemStore{} }
+func NewMem() *MemStore { return &MemStore{id: NewID()} }
+
+func (m *MemStore) Identity() Identity {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Identity{ID: m.id, Fresh: len(m.envs) == 0}
+}
+
+// Health: a MemStore never fails a write.
+func (m *MemStore) Health() Health { return Health{} }
+
+// Recover is a no-op: a MemStore never fails a write.
+func (m *MemStore) Recover() error { return nil }
 
 func (m *MemStore) Append(recs []Record) *Commit {
 	c := newCommit()

@@ -379,6 +379,14 @@ type (
 		ServiceCount      uint32                   `json:"service_count"`
 		Peers             []PeerStatus             `json:"peers,omitempty" ovl:"default"`
 		DedicatedServices []DedicatedServiceStatus `json:"dedicated_services,omitempty" ovl:"default"`
+		// Extensions (a reference decoder ignores unknown fields):
+		// Degraded is set while the journal refuses writes (reads are
+		// served, the data plane keeps forwarding), since DegradedSince
+		// (Unix seconds); Problems lists what is wrong now, each kept
+		// until it is fixed.
+		Degraded      bool      `json:"degraded,omitempty" ovl:"default"`
+		DegradedSince int64     `json:"degraded_since_unix_secs,omitempty" ovl:"default"`
+		Problems      []Problem `json:"problems,omitempty" ovl:"default"`
 	}
 	ServiceOverlay struct {
 		Name        string  `json:"name"`
@@ -428,6 +436,21 @@ type JournalEvent struct {
 	PeerPID   *uint32         `json:"peer_pid,omitempty"`
 	Payload   json.RawMessage `json:"payload"`
 	Hash      string          `json:"hash"`
+}
+
+// Problem is one thing wrong with the node now (status extension):
+// Resource names what is affected ("journal", "global", "service/web",
+// "attachment/linux_pid:42", "socket", …), Error says why, and
+// SinceUnixSecs since when.
+type Problem struct {
+	Resource      string `json:"resource"`
+	Error         string `json:"error"`
+	SinceUnixSecs int64  `json:"since_unix_secs"`
+}
+
+func (p *Problem) UnmarshalJSON(b []byte) error {
+	type plain Problem
+	return decodeObject(b, (*plain)(p))
 }
 
 // PeerStatus is a peer in status.

@@ -69,9 +69,30 @@ type worker struct {
 	// worker, done the newest one a finished Reconcile call covered.
 	queued, done uint64
 	passes       uint64        // finished Reconcile calls
+	epoch        uint64        // bumped by Rewind: a pass begun before it does not advance done
 	busy         bool          // a Reconcile call is running
 	doneCh       chan struct{} // closed and replaced after every pass
-	keyErrs      map[string]error
+	keyErrs      map[string]failure
+	// passErr is what the last pass reported beyond its KeyErrors; a full
+	// pass without such an error clears it.
+	passErr *failure
+}
+
+// failure is an error and since when it has been failing.
+type failure struct {
+	err   error
+	since time.Time
+}
+
+// Problem is something the effects could not make true, kept until a later
+// pass succeeds for it.
+type Problem struct {
+	// Key is the change key of the object (e.g. "global",
+	// "service/web", "attachment/linux_pid:42"), or the reconciler's name
+	// for a failure that belongs to no single object.
+	Key   string
+	Err   error
+	Since time.Time
 }
 
 // Filter is implemented by reconcilers that can tell which change keys
@@ -88,6 +109,21 @@ type Filter interface {
 // leaves the keys of those events out, so answers do not wait on a pass.
 type Observer interface {
 	Observe(ev projections.Event)
+}
+
+// Resetter is implemented by Observers that must start over when the
+// daemon rolls its state back (a journal write failed, so decisions it had
+// already handed out were never made durable). Reset is called under the
+// same lock as Observe, with the state the effects read from then on.
+type Resetter interface {
+	Reset(st *projections.State)
+}
+
+// Reporter is implemented by reconcilers that know of lasting problems
+// that do not fail a pass (a DNS listener that cannot bind, retried at
+// every pass): Runner.Problems lists them beside the failures of passes.
+type Reporter interface {
+	Problems() []Problem
 }
 
 // KeyErrors is what a reconciler returns when some objects failed and the
@@ -220,6 +256,32 @@ func (r *Runner) Observe(evs []projections.Event) {
 	}
 }
 
+// Reset hands st to every Observer that is a Resetter. The caller holds the
+// lock Observe runs under.
+func (r *Runner) Reset(st *projections.State) {
+	for _, o := range r.observers {
+		if rs, ok := o.(Resetter); ok {
+			rs.Reset(st)
+		}
+	}
+}
+
+// Rewind tells the runner that the state went back to sequence seq (the
+// decisions after it were never made durable): what the workers had
+// applied past seq no longer counts, and every reconciler runs a full pass
+// to undo it. Later changes reuse the sequence numbers after seq.
+func (r *Runner) Rewind(seq uint64) {
+	for _, w := range r.workers {
+		w.mu.Lock()
+		w.epoch++
+		w.queued = min(w.queued, seq)
+		w.done = min(w.done, seq)
+		w.all = true
+		w.mu.Unlock()
+		w.wake()
+	}
+}
+
 // Relevant reports whether any reconciler would act on one of keys.
 func (r *Runner) Relevant(keys []string) bool {
 	for _, w := range r.workers {
@@ -241,13 +303,54 @@ func (r *Runner) Relevant(keys []string) bool {
 func (r *Runner) Err(key string) error {
 	for _, w := range r.workers {
 		w.mu.Lock()
-		err := w.keyErrs[key]
+		f, ok := w.keyErrs[key]
 		w.mu.Unlock()
-		if err != nil {
-			return err
+		if ok {
+			return f.err
 		}
 	}
 	return nil
+}
+
+// Problems lists what is failing now, sorted by key.
+func (r *Runner) Problems() []Problem {
+	var out []Problem
+	for _, w := range r.workers {
+		w.mu.Lock()
+		for k, f := range w.keyErrs {
+			out = append(out, Problem{Key: k, Err: f.err, Since: f.since})
+		}
+		if w.passErr != nil {
+			out = append(out, Problem{Key: w.r.Name(), Err: w.passErr.err, Since: w.passErr.since})
+		}
+		w.mu.Unlock()
+		if rp, ok := w.r.(Reporter); ok {
+			out = append(out, rp.Problems()...)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// beyondKeys is err without its KeyErrors parts (nil if nothing else).
+func beyondKeys(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(KeyErrors); ok {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return err
+	}
+	var rest []error
+	for _, e := range j.Unwrap() {
+		if e = beyondKeys(e); e != nil {
+			rest = append(rest, e)
+		}
+	}
+	return errors.Join(rest...)
 }
 
 // WaitApplied waits until every reconciler has finished a pass covering
@@ -302,7 +405,7 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		for k := range w.changed {
 			keys = append(keys, k)
 		}
-		all, upTo := w.all, w.queued
+		all, upTo, epoch := w.all, w.queued, w.epoch
 		w.changed, w.all = map[string]struct{}{}, false
 		w.busy = len(keys) > 0 || all
 		w.mu.Unlock()
@@ -312,9 +415,10 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		err := w.r.Reconcile(ctx, r.view, keys, all)
 		var ke KeyErrors
 		errors.As(err, &ke)
+		now := time.Now()
 		w.mu.Lock()
 		if w.keyErrs == nil {
-			w.keyErrs = map[string]error{}
+			w.keyErrs = map[string]failure{}
 		}
 		if all {
 			for k := range w.keyErrs {
@@ -329,7 +433,20 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 			}
 		}
 		for k, e := range ke {
-			w.keyErrs[k] = e
+			since := now
+			if old, ok := w.keyErrs[k]; ok {
+				since = old.since
+			}
+			w.keyErrs[k] = failure{err: e, since: since}
+		}
+		if rest := beyondKeys(err); rest != nil && ctx.Err() == nil {
+			since := now
+			if w.passErr != nil {
+				since = w.passErr.since
+			}
+			w.passErr = &failure{err: rest, since: since}
+		} else if all && rest == nil {
+			w.passErr = nil
 		}
 		w.mu.Unlock()
 		if err != nil && ctx.Err() == nil {
@@ -341,11 +458,14 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		w.mu.Lock()
 		w.passes++
 		w.busy = false
-		if upTo > w.done {
+		if upTo > w.done && epoch == w.epoch {
 			w.done = upTo
 		}
 		close(w.doneCh)
 		w.doneCh = make(chan struct{})
 		w.mu.Unlock()
+		if Failpoint != nil {
+			Hit("effects/after-pass/" + w.r.Name())
+		}
 	}
 }

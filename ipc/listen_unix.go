@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -18,14 +19,116 @@ import (
 var ErrSocketInUse = errors.New("ipc: socket in use")
 
 type lockedListener struct {
-	net.Listener
+	path string
 	lock *os.File
+
+	mu     sync.Mutex
+	inner  *net.UnixListener
+	ino    uint64 // the socket file's inode
+	closed bool
 }
 
+func (l *lockedListener) current() *net.UnixListener {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inner
+}
+
+// Accept accepts on the current socket; after Restore it goes on with the
+// new one.
+func (l *lockedListener) Accept() (net.Conn, error) {
+	for {
+		in := l.current()
+		c, err := in.Accept()
+		if err != nil {
+			l.mu.Lock()
+			swapped := l.inner != in && !l.closed
+			l.mu.Unlock()
+			if swapped {
+				continue
+			}
+		}
+		return c, err
+	}
+}
+
+func (l *lockedListener) Addr() net.Addr { return l.current().Addr() }
+
 func (l *lockedListener) Close() error {
-	err := l.Listener.Close()
+	l.mu.Lock()
+	l.closed = true
+	in := l.inner
+	l.mu.Unlock()
+	err := in.Close()
 	l.lock.Close()
 	return err
+}
+
+// Restorer is implemented by the listener Listen returns.
+type Restorer interface {
+	// Restore binds the socket path again when its file was removed or
+	// replaced by hand (connections already open are not affected); it
+	// reports whether it did. It never takes a path that a live daemon
+	// answers on.
+	Restore() (bool, error)
+}
+
+func (l *lockedListener) Restore() (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false, net.ErrClosed
+	}
+	if fi, err := os.Lstat(l.path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ino == l.ino {
+			return false, nil
+		}
+		// Something else is at the path: take it only if nobody serves it.
+		if c, err := net.DialTimeout("unix", l.path, 500*time.Millisecond); err == nil {
+			c.Close()
+			return false, fmt.Errorf("%w: %s was replaced by a socket another process answers on", ErrSocketInUse, l.path)
+		}
+		if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("ipc: remove %s: %w", l.path, err)
+		}
+	}
+	in, ino, err := bindSocket(l.path)
+	if err != nil {
+		return false, err
+	}
+	old := l.inner
+	old.SetUnlinkOnClose(false) // the path is the new socket's now
+	l.inner, l.ino = in, ino
+	old.Close() // wakes Accept, which goes on with the new socket
+	return true, nil
+}
+
+// bindSocket listens on path with mode 0660 and, when it exists, group
+// zlayer.
+func bindSocket(path string) (*net.UnixListener, uint64, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, 0, fmt.Errorf("ipc: create socket directory: %w", err)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, 0, fmt.Errorf("ipc: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, 0, fmt.Errorf("ipc: chmod %s: %w", path, err)
+	}
+	if g, err := user.LookupGroup("zlayer"); err == nil {
+		if gid, err := strconv.Atoi(g.Gid); err == nil {
+			_ = os.Chown(path, -1, gid) // best effort: root-only access stays
+		}
+	}
+	var ino uint64
+	if fi, err := os.Lstat(path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+	}
+	return l, ino, nil
 }
 
 // Listen binds the daemon's unix socket at path. It holds an exclusive lock
@@ -61,20 +164,10 @@ func Listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("ipc: remove stale socket %s: %w", path, err)
 		}
 	}
-	l, err := net.Listen("unix", path)
+	l, ino, err := bindSocket(path)
 	if err != nil {
 		lock.Close()
-		return nil, fmt.Errorf("ipc: listen on %s: %w", path, err)
+		return nil, err
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		lock.Close()
-		return nil, fmt.Errorf("ipc: chmod %s: %w", path, err)
-	}
-	if g, err := user.LookupGroup("zlayer"); err == nil {
-		if gid, err := strconv.Atoi(g.Gid); err == nil {
-			_ = os.Chown(path, -1, gid) // best effort: root-only access stays
-		}
-	}
-	return &lockedListener{Listener: l, lock: lock}, nil
+	return &lockedListener{path: path, lock: lock, inner: l, ino: ino}, nil
 }

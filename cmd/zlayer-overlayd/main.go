@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"github.com/zlayer/overlayd/cmd/internal/daemon"
+	"github.com/zlayer/overlayd/cmd/internal/failpoint"
 	"github.com/zlayer/overlayd/effects/dns"
 	"github.com/zlayer/overlayd/ipc"
 )
 
 func main() {
+	failpoint.Install() // test builds (-tags failpoints) only
 	var (
 		dataDir   = flag.String("data-dir", ipc.DefaultDataDir, "data directory; the journal lives in <data-dir>/overlayd")
 		socket    = flag.String("socket", "", "IPC socket (default: /var/run/zlayer-overlayd.sock for the default data dir, else <data-dir>/run/zlayer-overlayd.sock)")

@@ -45,7 +45,8 @@ type Reconciler struct {
 	loaded    atomic.Bool // records copied in full once; later by Observe
 	cfg       Config
 	listeners map[netip.AddrPort]*listener
-	failing   map[netip.AddrPort]string // last listen error logged
+	failMu    sync.Mutex
+	failing   map[netip.AddrPort]listenFailure // listeners that cannot bind
 
 	rcMu    sync.Mutex
 	rcFiles []string // resolv.conf, then the fallback when it has only stubs
@@ -59,7 +60,7 @@ func New(log *slog.Logger, opt Options) *Reconciler {
 		opt.ResolvConf = defaultResolvConf
 	}
 	r := &Reconciler{log: log, opt: opt, srv: NewServer(log),
-		listeners: map[netip.AddrPort]*listener{}, failing: map[netip.AddrPort]string{}}
+		listeners: map[netip.AddrPort]*listener{}, failing: map[netip.AddrPort]listenFailure{}}
 	// With systemd-resolved, /etc/resolv.conf names only its loopback stub;
 	// the upstreams it uses are in its own file (Docker reads it too).
 	r.rcFiles = []string{opt.ResolvConf}
@@ -93,6 +94,14 @@ func (r *Reconciler) Observe(ev projections.Event) {
 	case *projections.DNSUnregistered:
 		r.srv.Set(e.Name, nil)
 	}
+}
+
+// Reset replaces the records with st's (the effects.Resetter contract: the
+// daemon rolled its state back after a failed journal write, and events
+// observed since were never made durable).
+func (r *Reconciler) Reset(st *projections.State) {
+	r.srv.Replace(st.DNS)
+	r.loaded.Store(true)
 }
 
 // Reconcile loads the records on its first pass, and applies the zones,
@@ -147,22 +156,47 @@ func (r *Reconciler) converge() {
 			continue
 		}
 		l, err := listen(ap, r.srv)
+		r.failMu.Lock()
 		if err != nil {
-			if r.failing[ap] != err.Error() {
-				r.failing[ap] = err.Error()
+			if old, ok := r.failing[ap]; !ok || old.err.Error() != err.Error() {
+				since := time.Now()
+				if ok {
+					since = old.since
+				}
+				r.failing[ap] = listenFailure{err: err, since: since}
 				r.log.Warn("dns: cannot listen; retrying at every check", "addr", ap, "err", err)
 			}
+			r.failMu.Unlock()
 			continue
 		}
 		delete(r.failing, ap)
+		r.failMu.Unlock()
 		r.listeners[ap] = l
 		r.log.Info("dns: listening", "addr", ap, "proto", "udp+tcp")
 	}
+	r.failMu.Lock()
 	for ap := range r.failing {
 		if !want[ap] {
 			delete(r.failing, ap)
 		}
 	}
+	r.failMu.Unlock()
+}
+
+type listenFailure struct {
+	err   error
+	since time.Time
+}
+
+// Problems implements effects.Reporter: the listeners that cannot bind.
+func (r *Reconciler) Problems() []effects.Problem {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	var out []effects.Problem
+	for ap, f := range r.failing {
+		out = append(out, effects.Problem{Key: "dns/listen/" + ap.String(), Err: fmt.Errorf("dns: cannot listen on %s: %w", ap, f.err), Since: f.since})
+	}
+	return out
 }
 
 // refreshUpstreams re-reads resolv.conf when it changed.

@@ -54,6 +54,10 @@ type Config struct {
 	DNS dns.Options
 	// Reconcilers are extra effect handlers (tests).
 	Reconcilers []effects.Reconciler
+	// Store, when set, is the journal instead of the bbolt file in the
+	// data dir (tests: an in-memory store, or journal.Faulty to inject
+	// write failures). The daemon closes it.
+	Store journal.Store
 }
 
 // Daemon is one running zlayer-overlayd.
@@ -61,7 +65,8 @@ type Daemon struct {
 	cfg      Config
 	log      *slog.Logger
 	dir      string
-	store    *journal.BoltStore
+	store    journal.Store
+	owner    effects.Owner
 	pcfg     projections.Config
 	nodeKey  wgtypes.Key
 	nodePub  string
@@ -75,6 +80,8 @@ type Daemon struct {
 	listener net.Listener
 	boot     replay.Stats
 	dumps    dumps
+	jw       *journalWatch
+	probs    problems
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -123,9 +130,13 @@ func Open(cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	store, err := journal.Open(d.dir, journal.Options{})
-	if err != nil {
-		return nil, err
+	store := cfg.Store
+	if store == nil {
+		bs, err := journal.Open(d.dir, journal.Options{})
+		if err != nil {
+			return nil, err
+		}
+		store = bs
 	}
 	d.store = store
 	ok := false
@@ -141,22 +152,31 @@ func Open(cfg Config) (*Daemon, error) {
 		}
 		store.Close()
 	}()
-	key, source, err := loadNodeKey(d.dir, cfg.WGPrivateKeyFile)
+	// Before anything else reads the state or touches the kernel: a
+	// journal that lost history, or is not this data dir's, stops here.
+	if err := checkHistory(d.dir, store); err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	key, source, persistKey, err := loadNodeKey(d.dir, cfg.WGPrivateKeyFile)
 	if err != nil {
 		return nil, err
 	}
 	d.nodeKey, d.nodePub = key, key.PublicKey().String()
+	d.owner = ownerOf(store.Identity())
 
 	head, headHash := store.Head()
 	live, st, err := replay.Load(store, replay.Options{Verify: true, Progress: func(seq uint64) {
 		d.log.Info("replaying the journal", "seq", seq, "head", head)
 	}})
 	if err != nil {
-		return nil, fmt.Errorf("boot: %w (run `overlayctl --data-dir %s journal verify`)", err, cfg.DataDir)
+		return nil, fmt.Errorf("boot: %w (nothing was changed; run `overlayctl --data-dir %s journal verify`, then `journal repair`)", err, cfg.DataDir)
 	}
 	d.boot = st
-	d.log.Info("journal loaded", "events", live.Seq, "snapshot_seq", st.SnapshotSeq, "replayed", st.Replayed,
+	d.log.Info("journal loaded", "journal", store.Identity().ID.String(), "events", live.Seq, "snapshot_seq", st.SnapshotSeq, "replayed", st.Replayed,
 		"snapshot_note", st.SnapshotReason, "took", st.Duration.Round(time.Microsecond))
+	if st.SnapshotSeq == 0 && st.SnapshotReason != "no snapshot" && st.SnapshotReason != "disabled" {
+		d.log.Warn("the snapshot was not used; the whole journal was replayed", "reason", st.SnapshotReason)
+	}
 	if live.Seq != head {
 		return nil, fmt.Errorf("boot: replay ended at %d but the journal head is %d", live.Seq, head)
 	}
@@ -172,7 +192,7 @@ func Open(cfg Config) (*Daemon, error) {
 	d.runner.Start(context.Background())
 
 	// The node's own key is a decision like any other: journal it when it
-	// is new or changed.
+	// is new or changed, and only then store a new key file.
 	if live.Node.PublicKey != "" && live.Node.PublicKey != d.nodePub {
 		d.log.Warn("the node's WireGuard key changed; peers must be told the new public key",
 			"old_public_key", live.Node.PublicKey, "public_key", d.nodePub, "source", source)
@@ -180,6 +200,9 @@ func Open(cfg Config) (*Daemon, error) {
 	if r := <-d.submit(&job{cmd: projections.SetNodeIdentity{PublicKey: d.nodePub, Source: source},
 		cause: journal.Cause{Op: "boot"}}); isErr(r) {
 		return nil, fmt.Errorf("boot: record node identity: %s", r.(ipc.Err).Message)
+	}
+	if err := persistKey(); err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
 	}
 	if st.Replayed > cfg.SnapshotEvery {
 		if err := d.snapshot(); err != nil {
@@ -194,6 +217,7 @@ func Open(cfg Config) (*Daemon, error) {
 	if err != nil {
 		d.log.Warn("boot reconcile", "err", err)
 	}
+	d.jw = startJournalWatch(d)
 	ok = true
 	return d, nil
 }
@@ -226,8 +250,43 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 	}
 	d.log.Info("serving", "socket", l.Addr().String(), "public_key", d.nodePub)
 	go d.server.Serve(l)
+	go d.watchSocket()
 	<-d.stopped
 	return d.failure()
+}
+
+// watchSocket puts the socket file back, every check interval, when it was
+// removed by hand (the orchestrator's next dial would fail otherwise).
+func (d *Daemon) watchSocket() {
+	t := time.NewTicker(d.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stopped:
+			return
+		case <-t.C:
+			d.checkSocket()
+		}
+	}
+}
+
+func (d *Daemon) checkSocket() {
+	r, ok := d.listener.(ipc.Restorer)
+	if !ok {
+		return
+	}
+	restored, err := r.Restore()
+	if restored {
+		d.log.Warn("the socket file was removed or replaced; bound it again", "socket", d.cfg.Socket)
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return
+	}
+	if err != nil {
+		d.log.Warn("cannot restore the socket file", "socket", d.cfg.Socket, "err", err)
+		err = fmt.Errorf("socket %s: %w", d.cfg.Socket, err)
+	}
+	d.probs.set("socket", err)
 }
 
 // Stop stops the daemon gracefully: answer what was already read, let the
@@ -237,6 +296,9 @@ func (d *Daemon) Stop() { d.shutdown(true) }
 // ReconcileNow runs a full pass of every reconciler (drift repair) and
 // waits for it, at most timeout.
 func (d *Daemon) ReconcileNow(timeout time.Duration) error {
+	if d.listener != nil {
+		d.checkSocket()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return d.runner.ReconcileAll(ctx)
@@ -279,6 +341,9 @@ func (d *Daemon) shutdown(graceful bool) {
 		}
 		if d.health != nil {
 			d.health.stop()
+		}
+		if d.jw != nil {
+			d.jw.stop()
 		}
 		if d.pipe != nil {
 			d.submitMu.Lock()

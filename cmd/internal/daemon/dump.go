@@ -58,25 +58,38 @@ func part(id uint64, d *dump, off uint64) ipc.Response {
 }
 
 // stateDump answers state_dump: a new dump taken at the request's turn in
-// the command order, or the next part of an earlier one.
-func (d *Daemon) stateDump(r ipc.StateDump) (read func(*projections.State) ipc.Response, direct ipc.Response) {
+// the command order, or the next part of an earlier one. A new dump's
+// state is copied on the sequencer (read) and encoded off it (finish).
+func (d *Daemon) stateDump(r ipc.StateDump) (read func(*projections.State) ipc.Response, finish func(ipc.Response, []projections.Event) ipc.Response, direct ipc.Response) {
 	if r.DumpID != nil {
 		dp := d.dumps.get(*r.DumpID)
 		if dp == nil {
-			return nil, ipc.Err{Message: fmt.Sprintf("state_dump: dump_id: %d is unknown or expired; ask again without dump_id", *r.DumpID)}
+			return nil, nil, ipc.Err{Message: fmt.Sprintf("state_dump: dump_id: %d is unknown or expired; ask again without dump_id", *r.DumpID)}
 		}
 		off := uint64(0)
 		if r.Offset != nil {
 			off = *r.Offset
 		}
-		return nil, part(*r.DumpID, dp, off)
+		return nil, nil, part(*r.DumpID, dp, off)
 	}
-	return func(st *projections.State) ipc.Response {
-		b, err := st.CanonicalJSON()
+	read = func(st *projections.State) ipc.Response { return stateCopy{st.Clone()} }
+	finish = func(resp ipc.Response, _ []projections.Event) ipc.Response {
+		c, ok := resp.(stateCopy)
+		if !ok {
+			return resp
+		}
+		b, err := c.st.CanonicalJSON()
 		if err != nil {
 			return ipc.Err{Message: "state_dump: " + err.Error()}
 		}
-		dp := &dump{seq: st.Seq, body: b}
-		return part(d.dumps.put(st.Seq, b), dp, 0)
-	}, nil
+		dp := &dump{seq: c.st.Seq, body: b}
+		return part(d.dumps.put(c.st.Seq, b), dp, 0)
+	}
+	return read, finish, nil
 }
+
+// stateCopy carries a state copy from the sequencer to the encoder; it
+// never reaches the wire.
+type stateCopy struct{ st *projections.State }
+
+func (stateCopy) Result() string { return "state" }

@@ -37,6 +37,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 			c.SliceCIDR = *r.SliceCIDR
 		}
 		j.cmd = c
+		j.finish = d.effectOutcome(req.Op(), "global")
 	case ipc.TeardownGlobalOverlay:
 		j.cmd = projections.TeardownGlobal{}
 	case ipc.SetupServiceOverlay:
@@ -59,6 +60,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 			}
 		}
 		j.cmd = c
+		j.finish = d.effectOutcome(req.Op(), "service/"+r.Service)
 	case ipc.TeardownServiceOverlay:
 		j.cmd = projections.TeardownService{Service: r.Service}
 	case ipc.AllocateIP:
@@ -141,16 +143,19 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		j.read = d.status
 		j.finish = d.statusLive
 	case ipc.StateDump:
-		read, direct := d.stateDump(r)
+		read, finish, direct := d.stateDump(r)
 		if direct != nil {
 			return ipc.Reply(direct)
 		}
-		j.read = read
+		j.read, j.finish = read, finish
 	case ipc.Shutdown:
 		go d.Stop()
 		return ipc.Reply(ipc.OK{})
 	case ipc.JournalList:
-		return ipc.Reply(d.journalList(r))
+		// Off the connection's reader: it reads the journal file.
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalList(r) }()
+		return ch
 	case ipc.JournalVerify:
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalVerify() }()
@@ -187,6 +192,22 @@ func (d *Daemon) attachOutcome(h projections.Handle) func(ipc.Response, []projec
 			d.log.Error("undoing a failed attach", "handle", h.Key(), "err", e.Message)
 		}
 		return ipc.Err{Message: "attach_container: " + err.Error()}
+	}
+}
+
+// effectOutcome answers err when the effects could not put the object
+// behind key in place (a WireGuard port another process holds, a bridge
+// that cannot be made): the decision stays journaled and every check
+// retries it, but an answer of success must mean the effect is there.
+func (d *Daemon) effectOutcome(op, key string) func(ipc.Response, []projections.Event) ipc.Response {
+	return func(resp ipc.Response, _ []projections.Event) ipc.Response {
+		if isErr(resp) || d.runner == nil {
+			return resp
+		}
+		if err := d.runner.Err(key); err != nil {
+			return ipc.Err{Message: fmt.Sprintf("%s: recorded, but not in effect: %v (retried at every check; status lists the problem until it is fixed)", op, err)}
+		}
+		return resp
 	}
 }
 
@@ -253,11 +274,17 @@ func (d *Daemon) journalList(r ipc.JournalList) ipc.Response {
 func (d *Daemon) journalVerify() ipc.Response {
 	var live []byte
 	var seq uint64
-	err := d.decided.settled(func(st *projections.State, _ [32]byte) (err error) {
-		live, err = st.CanonicalJSON()
-		seq = st.Seq
-		return err
+	// A copy under the lock; the encoding (and the replays) outside it,
+	// so that commands are not held up.
+	var cl *projections.State
+	err := d.decided.settled(func(st *projections.State, _ [32]byte) error {
+		cl = st.Clone()
+		return nil
 	})
+	if err == nil {
+		seq = cl.Seq
+		live, err = cl.CanonicalJSON()
+	}
 	if err != nil {
 		return ipc.Err{Message: "journal_verify: " + err.Error()}
 	}

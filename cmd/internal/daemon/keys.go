@@ -72,42 +72,49 @@ func readKeyFile(path string) (wgtypes.Key, error) {
 }
 
 // loadNodeKey returns the node's private key: imported from importPath
-// when given (and then stored), else the stored one, else a new one.
-func loadNodeKey(dir, importPath string) (key wgtypes.Key, source string, err error) {
+// when given, else the stored one, else a new one. A key that is not
+// stored yet is written by persist, which the caller runs once the journal
+// has recorded the key: a key file then always means the journal knew this
+// node, and an empty journal beside one is a lost journal, never a fresh
+// node (checkHistory).
+func loadNodeKey(dir, importPath string) (key wgtypes.Key, source string, persist func() error, err error) {
 	path := filepath.Join(dir, nodeKeyFile)
+	store := func(k wgtypes.Key, what string) func() error {
+		return func() error {
+			if err := writeFileSync(path, []byte(k.String()+"\n")); err != nil {
+				return fmt.Errorf("store %s key in %s: %w", what, path, err)
+			}
+			return nil
+		}
+	}
+	nothing := func() error { return nil }
 	if importPath != "" {
 		k, err := readKeyFile(importPath)
 		if err != nil {
-			return wgtypes.Key{}, "", fmt.Errorf("--wg-private-key-file: %w", err)
+			return wgtypes.Key{}, "", nil, fmt.Errorf("--wg-private-key-file: %w", err)
 		}
 		if old, err := readKeyFile(path); err == nil && old == k {
-			return k, "imported", nil
+			return k, "imported", nothing, nil
 		}
-		if err := writeFileSync(path, []byte(k.String()+"\n")); err != nil {
-			return wgtypes.Key{}, "", fmt.Errorf("store imported key in %s: %w", path, err)
-		}
-		return k, "imported", nil
+		return k, "imported", store(k, "imported"), nil
 	}
 	k, err := readKeyFile(path)
 	if err == nil {
 		if fi, serr := os.Stat(path); serr == nil && fi.Mode().Perm()&0o077 != 0 {
 			if err := os.Chmod(path, 0o600); err != nil {
-				return wgtypes.Key{}, "", fmt.Errorf("%s is readable by others and cannot be fixed: %w", path, err)
+				return wgtypes.Key{}, "", nil, fmt.Errorf("%s is readable by others and cannot be fixed: %w", path, err)
 			}
 		}
-		return k, "stored", nil
+		return k, "stored", nothing, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return wgtypes.Key{}, "", err
+		return wgtypes.Key{}, "", nil, err
 	}
 	k, err = wgtypes.GeneratePrivateKey()
 	if err != nil {
-		return wgtypes.Key{}, "", fmt.Errorf("generate node key: %w", err)
+		return wgtypes.Key{}, "", nil, fmt.Errorf("generate node key: %w", err)
 	}
-	if err := writeFileSync(path, []byte(k.String()+"\n")); err != nil {
-		return wgtypes.Key{}, "", fmt.Errorf("store node key in %s: %w", path, err)
-	}
-	return k, "generated", nil
+	return k, "generated", store(k, "node"), nil
 }
 
 // keyStore holds private keys of dedicated devices, named by public key.

@@ -49,3 +49,15 @@ var ownNetns = sync.OnceValue(func() uint64 {
 })
 
 func init() { ownNetns() }
+
+// home tells this daemon's place apart from another daemon's running from
+// a copy of the same data dir (effects.Owner.Home): a hash of the machine
+// id and the daemon's network namespace. The init namespace has a fixed
+// inode, so a host daemon keeps its home across reboots.
+func home() string {
+	mid, err := os.ReadFile("/etc/machine-id")
+	if err != nil {
+		mid, _ = os.ReadFile("/var/lib/dbus/machine-id")
+	}
+	return homeOf(string(mid), ownNetns())
+}

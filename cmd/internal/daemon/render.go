@@ -90,8 +90,23 @@ func (d *Daemon) status(st *projections.State) ipc.Response {
 // and its last handshake as Unix time (0 = never), from the global device.
 func (d *Daemon) statusLive(r ipc.Response, _ []projections.Event) ipc.Response {
 	out, ok := r.(ipc.StatusResult)
-	if !ok || d.wg == nil || out.Interface == nil {
+	if !ok {
 		return r
+	}
+	// What is wrong now (extensions; a reference decoder ignores them).
+	out.Problems = d.problems()
+	if err := d.writable(); err != nil {
+		out.Degraded = true
+		since := d.store.Health().Since
+		if since.IsZero() && d.jw != nil {
+			if p := d.jw.damaged.Load(); p != nil {
+				since = p.Since
+			}
+		}
+		out.DegradedSince = since.Unix()
+	}
+	if d.wg == nil || out.Interface == nil {
+		return out
 	}
 	stats, err := d.wg.Stats(*out.Interface)
 	if err != nil {

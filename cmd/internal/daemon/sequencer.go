@@ -53,12 +53,19 @@ type job struct {
 	finish func(r ipc.Response, evs []projections.Event) ipc.Response
 	// after, when set, runs once the job's events are durable.
 	after func(evs []projections.Event)
+	// reset asks the sequencer to roll its state back to the journal when
+	// it holds decisions whose commits failed (degraded.go); answered ok.
+	reset bool
 	out   chan ipc.Response
 }
 
 type pendingReply struct {
 	commit *journal.Commit // nil: nothing was ever submitted
 	own    bool            // the commit holds this job's events
+	op     string
+	// job is decided again if commit fails (a read or a repeat answered
+	// from a state that held decisions which then failed to commit).
+	job    *job
 	events []projections.Event
 	keys   []string
 	resp   ipc.Response
@@ -72,6 +79,10 @@ type batch struct {
 	keys   []string        // what they change (projections.Keys)
 	commit *journal.Commit // makes them durable
 	last   uint64          // sequence number of the last one
+	// reset, when set, replaces the effects' state: the sequencer rolled
+	// back to event last (hash resetHash) after failed commits.
+	reset     *projections.State
+	resetHash [32]byte
 }
 
 // decidedState is the state the effects converge to: every decision the
@@ -195,21 +206,35 @@ func (p *pipeline) sequence() {
 	for j := range p.jobs {
 		r := p.decide(j)
 		r.out, r.finish, r.after = j.out, j.finish, j.after
+		if r.job == nil || r.own {
+			r.job = nil
+		}
 		p.replies <- r
 	}
 }
 
 // decide runs one job against the live state.
 func (p *pipeline) decide(j *job) pendingReply {
-	if j.read != nil {
-		return pendingReply{commit: p.barrier, resp: j.read(p.live)}
-	}
 	op := j.cause.Op
+	if j.reset {
+		p.untaint()
+		return pendingReply{commit: p.barrier, op: op, resp: ipc.OK{}}
+	}
+	healthy := p.d.store.Health().OK()
+	if !healthy {
+		p.untaint()
+	}
+	if j.read != nil {
+		return pendingReply{commit: p.barrier, op: op, job: j, resp: j.read(p.live)}
+	}
 	refuse := func(err error) pendingReply {
-		return pendingReply{commit: p.barrier, resp: errResponse(op, err)}
+		return pendingReply{commit: p.barrier, op: op, job: j, resp: errResponse(op, err)}
 	}
 	if err := p.d.failure(); err != nil {
 		return refuse(fmt.Errorf("the daemon is stopping: %w", err))
+	}
+	if err := p.d.writable(); err != nil {
+		return refuse(err)
 	}
 	d, err := projections.Decide(p.live, p.d.pcfg, j.cmd)
 	if err != nil {
@@ -221,7 +246,7 @@ func (p *pipeline) decide(j *job) pendingReply {
 	}
 	resp := render(d.Reply)
 	if len(d.Events) == 0 {
-		return pendingReply{commit: p.barrier, resp: resp}
+		return pendingReply{commit: p.barrier, op: op, job: j, resp: resp}
 	}
 	if j.before != nil {
 		if err := j.before(d); err != nil {
@@ -251,7 +276,7 @@ func (p *pipeline) decide(j *job) pendingReply {
 	p.barrier = c
 	keys := eventKeys(d.Events)
 	p.batches <- batch{events: d.Events, keys: keys, commit: c, last: p.live.Seq}
-	return pendingReply{commit: c, own: true, events: d.Events, keys: keys, resp: resp}
+	return pendingReply{commit: c, own: true, op: op, events: d.Events, keys: keys, resp: resp}
 }
 
 // effectTimeout bounds how long an answer waits for the effects of its
@@ -267,8 +292,20 @@ func (p *pipeline) reply() {
 		if r.commit != nil {
 			envs, err := r.commit.Wait()
 			if err != nil {
-				p.d.fatal(fmt.Errorf("journal commit failed: %w", err))
-				r.out <- ipc.Err{Message: "journal: the decision could not be made durable; the daemon is stopping: " + err.Error()}
+				// The daemon degrades (degraded.go): this command is not
+				// applied, the state rolls back, reads go on.
+				p.d.jw.failed(err)
+				if r.own || r.job == nil {
+					r.out <- ipc.Err{Message: fmt.Sprintf("%s: %v: %v", r.op, errNotDurable, err)}
+					continue
+				}
+				// A read or a repeat answered from a state that held the
+				// failed decisions: decide it again once rolled back.
+				waiting.Add(1)
+				go func(j *job, out chan ipc.Response) {
+					defer waiting.Done()
+					out <- <-p.d.submit(j)
+				}(r.job, r.out)
 				continue
 			}
 			if r.own {
@@ -318,6 +355,20 @@ func (p *pipeline) project() {
 	c := p.d.decided
 	var sinceSnap uint64
 	for b := range p.batches {
+		if b.reset != nil {
+			c.mu.Lock()
+			c.st, c.pending, c.hash = b.reset, nil, b.resetHash
+			if p.d.runner != nil {
+				p.d.runner.Reset(c.st) // DNS records
+			}
+			close(c.advance)
+			c.advance = make(chan struct{})
+			c.mu.Unlock()
+			if p.d.runner != nil {
+				p.d.runner.Rewind(b.last) // a full pass of every reconciler undoes the rest
+			}
+			continue
+		}
 		c.mu.Lock()
 		for _, ev := range b.events {
 			if err := c.st.Apply(ev); err != nil {

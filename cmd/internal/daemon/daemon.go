@@ -132,6 +132,9 @@ func Open(cfg Config) (*Daemon, error) {
 	}
 	store := cfg.Store
 	if store == nil {
+		if err := checkBeforeOpen(d.dir); err != nil {
+			return nil, fmt.Errorf("boot: %w", err)
+		}
 		bs, err := journal.Open(d.dir, journal.Options{})
 		if err != nil {
 			return nil, err

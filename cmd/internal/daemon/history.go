@@ -18,6 +18,39 @@ import (
 // only remaining copy of the state.
 var ErrLostHistory = errors.New("the journal has lost acknowledged history or belongs to another data dir")
 
+// checkBeforeOpen refuses, before the journal is opened (opening an empty
+// file would initialise it, and the evidence with it), a journal file that
+// is missing or empty while the data dir holds a snapshot or key files.
+func checkBeforeOpen(dir string) error {
+	jpath := filepath.Join(dir, journal.FileName)
+	fi, err := os.Stat(jpath)
+	what := "is missing"
+	switch {
+	case err == nil && fi.Size() > 0:
+		return nil
+	case err == nil:
+		what = "is empty (0 bytes)"
+	case !errors.Is(err, os.ErrNotExist):
+		return nil // journal.Open reports it
+	}
+	if snap := filepath.Join(dir, journal.SnapshotFileName); exists(snap) {
+		return refusal(dir, "journal %s %s, but the snapshot %s holds this node's state: the journal was lost or emptied", jpath, what, snap)
+	}
+	if keys := keyFiles(dir); len(keys) > 0 {
+		return refusal(dir, "journal %s %s, but %s exists: the node's key is written only after the journal recorded it, so this node had a journal", jpath, what, keys[0])
+	}
+	return nil
+}
+
+func exists(path string) bool { _, err := os.Stat(path); return err == nil }
+
+func refusal(dir, format string, args ...any) error {
+	return fmt.Errorf("%w: %s. No kernel object was touched, and the journal, snapshot and key files are as they were. "+
+		"Restore the journal from a backup, or run `overlayctl --data-dir %s journal repair` to salvage what it still holds; "+
+		"to start this node afresh instead, move %s away",
+		ErrLostHistory, fmt.Sprintf(format, args...), filepath.Dir(dir), dir)
+}
+
 // checkHistory compares the journal with what else the data dir holds:
 // its snapshot and the node's key files. It reads only; it never changes a
 // file, and it runs before anything touches the kernel.
@@ -27,16 +60,8 @@ func checkHistory(dir string, store journal.Store) error {
 	head, _ := store.Head()
 	snapPath := filepath.Join(dir, journal.SnapshotFileName)
 	snap, snapErr := store.LoadSnapshot()
-	snapExists := snap != nil || snapErr != nil
-	if _, err := os.Stat(snapPath); err == nil {
-		snapExists = true
-	}
-	refuse := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s. Nothing was changed: no kernel object, key or file was touched. "+
-			"Restore the journal from a backup, or run `overlayctl --data-dir %s journal repair` to salvage what it still holds; "+
-			"to start this node afresh instead, move %s away",
-			ErrLostHistory, fmt.Sprintf(format, args...), filepath.Dir(dir), dir)
-	}
+	snapExists := snap != nil || snapErr != nil || exists(snapPath)
+	refuse := func(format string, args ...any) error { return refusal(dir, format, args...) }
 	if head == 0 {
 		what := "has no events"
 		if id.Fresh {
@@ -46,7 +71,7 @@ func checkHistory(dir string, store journal.Store) error {
 		case snap != nil:
 			return refuse("journal %s %s, but the snapshot %s holds the state up to event %d%s", jpath, what, snapPath, snap.Seq, ofJournal(snap.Journal))
 		case snapExists:
-			return refuse("journal %s %s, but a snapshot %s exists (unreadable: %v): this node had a history", jpath, what, snapPath, snapErr)
+			return refuse("journal %s %s, but a snapshot %s exists (%v): this node had a history", jpath, what, snapPath, snapErr)
 		}
 		if keys := keyFiles(dir); len(keys) > 0 {
 			return refuse("journal %s %s, but %s exists: the node's key is written only after the journal recorded it, so this node had a journal", jpath, what, keys[0])

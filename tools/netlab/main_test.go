@@ -17,7 +17,7 @@ import (
 	"github.com/zlayer/overlayd/ipc"
 )
 
-var daemonBin, guestBin string
+var daemonBin, guestBin, stormBin string
 
 func TestMain(m *testing.M) {
 	if !Root() {
@@ -30,7 +30,8 @@ func TestMain(m *testing.M) {
 	}
 	daemonBin = filepath.Join(dir, "zlayer-overlayd")
 	guestBin = filepath.Join(dir, "wgguest")
-	for bin, pkg := range map[string]string{daemonBin: "../../cmd/zlayer-overlayd", guestBin: "./cmd/wgguest"} {
+	stormBin = filepath.Join(dir, "stormclient")
+	for bin, pkg := range map[string]string{daemonBin: "../../cmd/zlayer-overlayd", guestBin: "./cmd/wgguest", stormBin: "./cmd/stormclient"} {
 		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
 			os.Exit(1)

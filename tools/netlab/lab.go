@@ -52,11 +52,28 @@ type Node struct {
 	Socket   string
 	// Args are extra daemon flags, used by Start.
 	Args []string
+	// Env is added to the daemon's environment (failpoints in tests).
+	Env []string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan error
+	dead   chan struct{} // closed once cmd has exited
 	logf   *os.File
+}
+
+// runningLocked reports whether the daemon runs (n.mu held). It never reads
+// cmd.ProcessState, which the goroutine waiting on cmd writes.
+func (n *Node) runningLocked() bool {
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.dead:
+		return false
+	default:
+		return true
+	}
 }
 
 // Options tune New.
@@ -220,11 +237,14 @@ func (n *Node) DaemonCommand(args ...string) *exec.Cmd {
 // Start starts the node's daemon (with n.Args) and waits until it answers.
 func (n *Node) Start() error {
 	n.mu.Lock()
-	if n.cmd != nil && n.cmd.ProcessState == nil {
+	if n.runningLocked() {
 		n.mu.Unlock()
 		return fmt.Errorf("netlab: node %d already runs", n.Index)
 	}
 	cmd := n.DaemonCommand(n.Args...)
+	if len(n.Env) > 0 {
+		cmd.Env = append(os.Environ(), n.Env...)
+	}
 	f, err := os.OpenFile(n.LogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		n.mu.Unlock()
@@ -236,9 +256,9 @@ func (n *Node) Start() error {
 		f.Close()
 		return err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); f.Close() }()
-	n.cmd, n.exited, n.logf = cmd, exited, f
+	exited, dead := make(chan error, 1), make(chan struct{})
+	go func() { err := cmd.Wait(); f.Close(); close(dead); exited <- err }()
+	n.cmd, n.exited, n.dead, n.logf = cmd, exited, dead, f
 	n.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -259,6 +279,24 @@ func (n *Node) Start() error {
 			return fmt.Errorf("netlab: node %d daemon does not answer:\n%s", n.Index, n.Logs())
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// Wait waits up to timeout for the daemon to exit on its own and returns
+// its exit error.
+func (n *Node) Wait(timeout time.Duration) error {
+	n.mu.Lock()
+	exited := n.exited
+	n.mu.Unlock()
+	if exited == nil {
+		return errors.New("netlab: the daemon was never started")
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("netlab: node %d's daemon still runs after %v", n.Index, timeout)
 	}
 }
 
@@ -283,9 +321,9 @@ func (n *Node) Stop() error { return n.signal(syscall.SIGTERM) }
 
 func (n *Node) signal(sig syscall.Signal) error {
 	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
+	cmd, exited, running := n.cmd, n.exited, n.runningLocked()
 	n.mu.Unlock()
-	if cmd == nil || cmd.ProcessState != nil {
+	if !running {
 		return nil
 	}
 	cmd.Process.Signal(sig)

@@ -17,7 +17,7 @@ import (
 	"github.com/zlayer/overlayd/ipc"
 )
 
-var daemonBin, guestBin, stormBin string
+var daemonBin, daemonFPBin, guestBin, stormBin string
 
 func TestMain(m *testing.M) {
 	if !Root() {
@@ -36,6 +36,11 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
 			os.Exit(1)
 		}
+	}
+	daemonFPBin = filepath.Join(dir, "zlayer-overlayd-failpoints")
+	if out, err := exec.Command("go", "build", "-tags", "failpoints", "-o", daemonFPBin, "../../cmd/zlayer-overlayd").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the daemon with failpoints: %v\n%s", err, out)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -160,6 +160,7 @@ func Open(cfg Config) (*Daemon, error) {
 	if err := checkHistory(d.dir, store); err != nil {
 		return nil, fmt.Errorf("boot: %w", err)
 	}
+	removeStaleTemps(d.log, d.dir, filepath.Join(d.dir, "keys"))
 	key, source, persistKey, err := loadNodeKey(d.dir, cfg.WGPrivateKeyFile)
 	if err != nil {
 		return nil, err

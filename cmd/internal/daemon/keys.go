@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,22 @@ func writeFileSync(path string, data []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// removeStaleTemps removes the temporary files an atomic write leaves when
+// the process dies before its rename (a snapshot's .snapshot-*, a key's
+// .tmp-*): they are never read, and a key's may hold a private key.
+func removeStaleTemps(log *slog.Logger, dirs ...string) {
+	for _, dir := range dirs {
+		for _, pat := range []string{".snapshot-*", ".tmp-*"} {
+			names, _ := filepath.Glob(filepath.Join(dir, pat))
+			for _, name := range names {
+				if err := os.Remove(name); err == nil {
+					log.Info("removed a temporary file left by an interrupted write", "file", name)
+				}
+			}
+		}
+	}
 }
 
 // readKeyFile reads a base64 WireGuard private key (as `wg genkey` writes).

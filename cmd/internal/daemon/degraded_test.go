@@ -1,0 +1,266 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zlayer/overlayd/cmd/internal/replay"
+	"github.com/zlayer/overlayd/effects"
+	"github.com/zlayer/overlayd/ipc"
+	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/projections"
+)
+
+// names is an Observer and Resetter that keeps the DNS names the effects
+// would serve, as the DNS server does.
+type names struct {
+	mu     sync.Mutex
+	set    map[string]bool
+	resets int
+	passes int
+	alls   int
+}
+
+func (n *names) Name() string          { return "names" }
+func (n *names) Relevant(k string) bool { return !strings.HasPrefix(k, "dns/") }
+func (n *names) Reconcile(_ context.Context, _ effects.View, _ []string, all bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.passes++
+	if all {
+		n.alls++
+	}
+	return nil
+}
+func (n *names) Observe(ev projections.Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch e := ev.(type) {
+	case *projections.DNSRegistered:
+		n.set[e.Name] = true
+	case *projections.DNSUnregistered:
+		delete(n.set, e.Name)
+	}
+}
+func (n *names) Reset(st *projections.State) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.resets++
+	n.set = map[string]bool{}
+	for k := range st.DNS {
+		n.set[k] = true
+	}
+}
+func (n *names) list() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Sorted(maps.Keys(n.set))
+}
+
+func openFaulty(t *testing.T) (*journal.Faulty, *names, *ipc.Client) {
+	store, obs, c, _ := openFaultyAt(t, t.TempDir())
+	return store, obs, c
+}
+
+func openFaultyAt(t *testing.T, dir string) (*journal.Faulty, *names, *ipc.Client, string) {
+	t.Helper()
+	store := journal.NewFaulty(journal.NewMem())
+	obs := &names{set: map[string]bool{}}
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Store: store, Reconcilers: []effects.Reconciler{obs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, obs, serveTest(t, d, dir), filepath.Join(dir, "s.sock")
+}
+
+func register(c *ipc.Client, name string) (ipc.Response, error) {
+	return c.Call(context.Background(), ipc.RegisterDNS{Name: name, IP: ipc.AddrOf(netipMust("10.0.0.1"))})
+}
+
+var errNoSpace = fmt.Errorf("write journal.db: %w", syscall.ENOSPC)
+
+// A failed commit: its command and every one decided behind it are
+// answered err and kept nowhere (state, effects, journal); reads go on;
+// status says degraded; when the store can be written again, writes are
+// accepted with no restart.
+func TestFailedCommitDegradesAndRecovers(t *testing.T) {
+	store, obs, c := openFaulty(t)
+	var acked, refused []string
+	for i := range 5 {
+		name := fmt.Sprintf("a%d.p.local", i)
+		if r, err := register(c, name); err != nil || isErr(r) {
+			t.Fatalf("%s: %v %v", name, r, err)
+		}
+		acked = append(acked, name)
+	}
+	// The disk fills up while commands are in flight: the first failing
+	// commit is still pending when the others are decided behind it.
+	store.SetDelay(30 * time.Millisecond)
+	store.Break(errNoSpace)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("b%d.p.local", i)
+			r, err := register(c, name)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			e, ok := r.(ipc.Err)
+			if !ok {
+				t.Errorf("%s was acknowledged on a full disk: %#v", name, r)
+				return
+			}
+			if !strings.Contains(e.Message, "no space left on device") {
+				t.Errorf("%s: the refusal does not name the cause: %s", name, e.Message)
+			}
+			mu.Lock()
+			refused = append(refused, name)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	store.SetDelay(0)
+	// Reads are answered, from the rolled-back state.
+	st := call(t, c, ipc.Status{}).(ipc.StatusResult)
+	if !st.Degraded || st.DegradedSince == 0 || len(st.Problems) == 0 || st.Problems[0].Resource != "journal" {
+		t.Fatalf("status on a full disk: degraded=%v since=%d problems=%+v", st.Degraded, st.DegradedSince, st.Problems)
+	}
+	_, dump, err := ipc.FetchState(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range refused {
+		if strings.Contains(string(dump), name) {
+			t.Fatalf("refused %s is in the state", name)
+		}
+	}
+	waitUntil(t, "the effects to forget the refused names", func() bool { return slices.Equal(obs.list(), acked) })
+	// Still full: writes refused, saying why.
+	r, err := register(c, "c.p.local")
+	if err != nil || !isErr(r) || !strings.Contains(r.(ipc.Err).Message, "read-only") {
+		t.Fatalf("a write while read-only answered %#v, %v", r, err)
+	}
+	// Space returns.
+	store.Heal()
+	start := time.Now()
+	waitUntil(t, "writes to be accepted again", func() bool {
+		r, err := register(c, "c.p.local")
+		return err == nil && !isErr(r)
+	})
+	t.Logf("writes accepted %v after the store healed", time.Since(start).Round(time.Millisecond))
+	acked = append(acked, "c.p.local")
+	if st := call(t, c, ipc.Status{}).(ipc.StatusResult); st.Degraded || len(st.Problems) != 0 {
+		t.Fatalf("status after recovery: %+v", st)
+	}
+	// The journal holds exactly the acknowledged commands.
+	got, _, err := replay.Load(store.Inner(), replay.Options{Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := slices.Sorted(maps.Keys(got.DNS)); !slices.Equal(names, acked) {
+		t.Fatalf("the journal holds %v, acknowledged %v", names, acked)
+	}
+	if rep, err := store.Inner().Verify(); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %v", rep, err)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.resets == 0 || obs.alls < 2 {
+		t.Fatalf("the effects were not reset (%d) and fully reconciled (%d full passes)", obs.resets, obs.alls)
+	}
+}
+
+// One failed fsync: the next recovery (within about a second) reopens and
+// checks the store, and writes go on.
+func TestTransientWriteFailure(t *testing.T) {
+	store, _, c := openFaulty(t)
+	store.FailNext(1, errors.New("fsync journal.db: input/output error"))
+	r, err := register(c, "x.p.local")
+	if err != nil || !isErr(r) || !strings.Contains(r.(ipc.Err).Message, "input/output error") {
+		t.Fatalf("the failed write answered %#v, %v", r, err)
+	}
+	waitUntil(t, "writes to be accepted again", func() bool {
+		r, err := register(c, "y.p.local")
+		return err == nil && !isErr(r)
+	})
+}
+
+// A read pipelined behind a write whose commit fails is answered from the
+// rolled-back state, not refused and not from the failed decision.
+func TestReadBehindAFailedWriteIsAnswered(t *testing.T) {
+	dir := t.TempDir()
+	store, _, c, sock := openFaultyAt(t, dir)
+	if r, err := c.Call(context.Background(), ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}); err != nil || isErr(r) {
+		t.Fatalf("%v %v", r, err)
+	}
+	store.SetDelay(50 * time.Millisecond)
+	store.Break(errNoSpace)
+	// One connection, two frames sent at once: the read is decided after
+	// the write, while the write's commit is pending.
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	w, _ := ipc.EncodeRequest(1, ipc.SetupServiceOverlay{Service: "db", Mode: ipc.ModeShared})
+	r, _ := ipc.EncodeRequest(2, ipc.Status{})
+	if _, err := conn.Write(append(lenPrefixed(w), lenPrefixed(r)...)); err != nil {
+		t.Fatal(err)
+	}
+	resps := map[uint64]ipc.Response{}
+	br := bufio.NewReader(conn)
+	for len(resps) < 2 {
+		b, err := ipc.ReadFrame(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ipc.DecodeFrame(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps[f.ID] = f.Response
+	}
+	if !isErr(resps[1]) {
+		t.Fatalf("the write on a full disk answered %#v", resps[1])
+	}
+	st, ok := resps[2].(ipc.StatusResult)
+	if !ok {
+		t.Fatalf("the read behind the failed write answered %#v", resps[2])
+	}
+	if st.ServiceCount != 1 {
+		t.Fatalf("the read shows %d services: it saw the decision that failed", st.ServiceCount)
+	}
+}
+
+// lenPrefixed is b with its frame length prefix.
+func lenPrefixed(b []byte) []byte {
+	return append(binary.LittleEndian.AppendUint32(nil, uint32(len(b))), b...)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -34,7 +34,7 @@ type names struct {
 	alls   int
 }
 
-func (n *names) Name() string          { return "names" }
+func (n *names) Name() string           { return "names" }
 func (n *names) Relevant(k string) bool { return !strings.HasPrefix(k, "dns/") }
 func (n *names) Reconcile(_ context.Context, _ effects.View, _ []string, all bool) error {
 	n.mu.Lock()

@@ -164,7 +164,7 @@ func (r *Reconciler) Apply(cfg Config, check bool) error {
 		r.applied = &cfg
 		return nil
 	}
-	if m.exists && !same {
+	if m.exists && r.applied == nil {
 		err := verify(c, cfg, r.owner.Journal, true)
 		if err == nil {
 			// After a restart the table the last run built is adopted as

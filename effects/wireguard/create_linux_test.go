@@ -274,3 +274,71 @@ func TestLinkDeletedRecreatedRealKernel(t *testing.T) {
 		}
 	})
 }
+
+// The descriptor exhaustion, on the real kernel: while the process
+// cannot open a descriptor, every pass fails for "global" with EMFILE and
+// keeps the device (no close, no TUN made again, nothing leaked); once
+// descriptors are back, the next pass succeeds on the same link and the
+// descriptor count is what it was.
+func TestDescriptorExhaustionKeepsDeviceRealKernel(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		e := newEnv(t, projections.SetupGlobal{Deployment: "t", InstanceID: randHex(t, 3), ClusterCIDR: "10.200.0.0/16", SliceCIDR: "10.200.7.0/24", Port: 51820})
+		e.r = New(e.keys, quiet())
+		defer e.r.Close()
+		dev := e.v.st.Global.Device
+		e.mustPass(true)
+		before, err := netlink.LinkByName(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := countFDs(t)
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatal(err)
+		}
+		low := lim
+		low.Cur = uint64(base + 16)
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+			t.Fatal(err)
+		}
+		var held []int
+		release := func() {
+			for _, fd := range held {
+				syscall.Close(fd)
+			}
+			held = nil
+			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		}
+		defer release()
+		for {
+			fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+			if err != nil {
+				if !errors.Is(err, syscall.EMFILE) {
+					t.Fatal(err)
+				}
+				break
+			}
+			held = append(held, fd)
+		}
+		for i := 0; i < 3; i++ {
+			ke := keyErrs(t, e.pass(true), "global")
+			if !errors.Is(ke["global"], syscall.EMFILE) || !strings.Contains(ke["global"].Error(), dev) {
+				t.Fatalf("pass %d without descriptors: %v", i, ke["global"])
+			}
+		}
+		n := len(held)
+		release()
+		t.Logf("%d descriptors held; 3 passes failed with EMFILE and kept the device", n)
+		if err := e.pass(true); err != nil {
+			t.Fatalf("after descriptors came back: %v", err)
+		}
+		after, err := netlink.LinkByName(dev)
+		if err != nil || after.Attrs().Index != before.Attrs().Index {
+			t.Fatalf("the device was made again (%v)", err)
+		}
+		if st, err := e.r.Stats(dev); err != nil || st.ListenPort != 51820 || len(st.Peers) != 2 {
+			t.Fatalf("stats %v %+v", err, st)
+		}
+		waitFDs(t, base, "after exhaustion")
+	})
+}

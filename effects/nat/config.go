@@ -7,6 +7,35 @@
 // table is rebuilt atomically in one netlink batch; nothing else in the
 // ruleset is read or written. Turning NAT off or tearing the overlay down
 // deletes the table, which is everything the daemon added.
+//
+// # Owner mark
+//
+// The table carries the journal id of the daemon that made it
+// (effects.Owner.Journal), as a set named "owner" of type mark holding one
+// element whose comment is "zlayer-overlayd owner journal=<id>" (the set
+// has the same comment, for people reading `nft list`). Not a table
+// comment: google/nftables v0.3.0 can neither write nor read table
+// userdata; and not the set's own comment, which it writes but does not
+// read back. Element comments make the round trip, cost nothing on the
+// packet path (no rule looks the set up), and the mark lives and dies with
+// the table.
+//
+// The reconciler adopts, rebuilds or deletes the table only when the mark
+// names its own journal, or when the table has no mark and the journal is
+// a legacy one (Owner.Legacy: from before journals had ids), which then
+// marks it at the rebuild. A table of this name marked by another journal,
+// or unmarked for a journal that is not a legacy one, is left exactly as it
+// is, whatever the state says (NAT on or off), and every pass reports it
+// (ErrNotOwner, naming the owner) until it is removed by hand or its owner
+// takes it away. Only the journal is compared: the table lives in the
+// daemon's own network namespace, so Owner.Home adds nothing.
+//
+// # Errors
+//
+// Reconcile's errors are effects.KeyErrors under "global", the object
+// whose nat_enabled the table serves. After any error the nftables
+// connection is dropped (a failed batch may leave messages queued) and the
+// next pass dials again and compares the table with the kernel's.
 package nat
 
 import (

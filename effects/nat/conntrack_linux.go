@@ -15,7 +15,7 @@ import (
 // masqueradedSources reads the source ranges the kernel's table
 // masquerades (its src4 and src6 sets), so that the flows it translated
 // can be found after it is gone, whatever the state now says.
-func masqueradedSources(c *nftables.Conn) ([]Range, error) {
+func masqueradedSources(c Conn) ([]Range, error) {
 	t := table()
 	sets, err := c.GetSets(t)
 	if err != nil {

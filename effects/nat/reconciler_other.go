@@ -18,7 +18,7 @@ type Reconciler struct {
 }
 
 // New returns the placeholder.
-func New(log *slog.Logger) *Reconciler { return &Reconciler{log: log} }
+func New(log *slog.Logger, _ effects.Owner) *Reconciler { return &Reconciler{log: log} }
 
 func (r *Reconciler) Name() string             { return "nat" }
 func (r *Reconciler) Relevant(key string) bool { return Relevant(key) }

@@ -24,7 +24,11 @@ const (
 	setOverlayIfs    = "overlay_ifs"
 	setBridges       = "bridges"
 	setDevices       = "wg_devices"
+	setOwner         = "owner"
 	commentPrefix    = "zlayer-overlayd: "
+	// ownerPrefix begins the owner set's comment; the journal's short id
+	// follows.
+	ownerPrefix = "zlayer-overlayd owner journal="
 )
 
 // plan is the table Config asks for, in the form the kernel lists it.
@@ -64,9 +68,16 @@ func rangeElems(rs []Range) []nftables.SetElement {
 	return out
 }
 
-func newPlan(c Config) *plan {
+// newPlan is the table c asks for, marked as owned by journal.
+func newPlan(c Config, journal string) *plan {
 	t := table()
 	p := &plan{rules: map[string][]planRule{}}
+	// The owner mark (see the package doc): a set with one element whose
+	// comment names the journal.
+	p.sets = append(p.sets, &planSet{
+		set:   &nftables.Set{Table: t, Name: setOwner, KeyType: nftables.TypeMark, Comment: ownerPrefix + journal},
+		elems: []nftables.SetElement{{Key: make([]byte, 4), Comment: ownerPrefix + journal}},
+	})
 	add := func(name string, typ nftables.SetDatatype, interval bool, elems []nftables.SetElement) *nftables.Set {
 		s := &nftables.Set{Table: t, Name: name, KeyType: typ, Interval: interval}
 		if typ == nftables.TypeIFName {
@@ -153,7 +164,7 @@ func chains(t *nftables.Table) []*nftables.Chain {
 }
 
 // exists reports whether the daemon's table is in the ruleset.
-func exists(c *nftables.Conn) (bool, error) {
+func exists(c Conn) (bool, error) {
 	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return false, fmt.Errorf("nat: list tables: %w", err)
@@ -166,20 +177,16 @@ func exists(c *nftables.Conn) (bool, error) {
 	return false, nil
 }
 
-// rebuild replaces the table with the one cfg asks for, in one batch: the
-// kernel applies all of it or nothing, and packets never see a half-built
-// table.
-func rebuild(c *nftables.Conn, cfg Config) error {
-	had, err := exists(c)
-	if err != nil {
-		return err
-	}
+// rebuild replaces the table (had: it exists) with the one cfg asks for,
+// marked as journal's, in one batch: the kernel applies all of it or
+// nothing, and packets never see a half-built table.
+func rebuild(c Conn, cfg Config, journal string, had bool) error {
 	t := table()
 	if had {
 		c.DelTable(t)
 	}
 	c.AddTable(t)
-	p := newPlan(cfg)
+	p := newPlan(cfg, journal)
 	ids := map[string]uint32{}
 	for _, s := range p.sets {
 		if err := c.AddSet(s.set, s.elems); err != nil {
@@ -205,12 +212,8 @@ func rebuild(c *nftables.Conn, cfg Config) error {
 	return nil
 }
 
-// remove deletes the table if it is there.
-func remove(c *nftables.Conn) error {
-	had, err := exists(c)
-	if err != nil || !had {
-		return err
-	}
+// remove deletes the table, which exists.
+func remove(c Conn) error {
 	c.DelTable(table())
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nat: delete table inet %s: %w", Table, err)
@@ -221,19 +224,16 @@ func remove(c *nftables.Conn) error {
 // errDrift describes how the kernel's table differs from the plan.
 var errDrift = errors.New("drift")
 
-// verify compares the kernel's table with what cfg asks for: the table,
-// its chains (hook, priority, policy), every rule's comment in order, and
-// every set's elements. It returns nil when they match.
-func verify(c *nftables.Conn, cfg Config) error {
-	had, err := exists(c)
-	if err != nil {
-		return err
-	}
+// verify compares the kernel's table (had: it exists) with what cfg asks
+// for: the table, its chains (hook, priority, policy), every rule's comment
+// in order, and every set's elements. It returns nil when they match. (The
+// owner mark is read before, by readOwner.)
+func verify(c Conn, cfg Config, journal string, had bool) error {
 	if !had {
 		return fmt.Errorf("%w: table inet %s is missing", errDrift, Table)
 	}
 	t := table()
-	p := newPlan(cfg)
+	p := newPlan(cfg, journal)
 	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return fmt.Errorf("nat: list chains: %w", err)

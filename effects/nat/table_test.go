@@ -5,6 +5,7 @@ package nat
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/zlayer/overlayd/effects"
 )
 
 // testNetns creates a network namespace named for the test and returns
@@ -66,6 +69,8 @@ func testConfig(subnets int) Config {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+var testOwner = effects.Owner{Journal: "0123456789ab"}
+
 func TestTableLifecycle(t *testing.T) {
 	ns, fd := testNetns(t)
 	// Someone else's table, which must survive everything below.
@@ -74,7 +79,7 @@ func TestTableLifecycle(t *testing.T) {
 	nft(t, ns, "add", "rule", "ip", "theirs", "c", "counter")
 	theirs := nft(t, ns, "list", "table", "ip", "theirs")
 
-	r := NewInNetns(quiet(), fd)
+	r := NewInNetns(quiet(), testOwner, fd)
 	defer r.Close()
 	cfg := testConfig(3)
 	for i := 0; i < 100; i++ {
@@ -106,7 +111,7 @@ func TestTableLifecycle(t *testing.T) {
 	}
 
 	// A new reconciler (a restarted daemon) adopts the table as it is.
-	r2 := NewInNetns(quiet(), fd)
+	r2 := NewInNetns(quiet(), testOwner, fd)
 	if err := r2.Apply(cfg, true); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +177,7 @@ func TestTableLifecycle(t *testing.T) {
 
 func TestIPv6Sources(t *testing.T) {
 	ns, fd := testNetns(t)
-	r := NewInNetns(quiet(), fd)
+	r := NewInNetns(quiet(), testOwner, fd)
 	defer r.Close()
 	cfg := Config{Enabled: true,
 		Sources: []netip.Prefix{netip.MustParsePrefix("fd00:200::/64"), netip.MustParsePrefix("10.200.7.0/24")},
@@ -213,7 +218,7 @@ func TestMerge(t *testing.T) {
 // single-subnet rules... see tools/bench for the side-by-side run.
 func BenchmarkRebuild1000(b *testing.B) {
 	_, fd := testNetns(b)
-	r := NewInNetns(quiet(), fd)
+	r := NewInNetns(quiet(), testOwner, fd)
 	defer r.Close()
 	cfgs := []Config{testConfig(1000), testConfig(999)}
 	b.ResetTimer()
@@ -233,5 +238,81 @@ func TestIntervalsRoundTrip(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("v4=%v: %v, want %v", v4, got, want)
 		}
+	}
+}
+
+// On the real kernel: the owner mark survives a round trip through the
+// kernel; another journal's table, or an unmarked one for a journal that
+// is not a legacy one, is left as it is; a legacy journal adopts an
+// unmarked table and marks it.
+func TestOwnerMarkRealKernel(t *testing.T) {
+	ns, fd := testNetns(t)
+	a := NewInNetns(quiet(), effects.Owner{Journal: "aaaaaaaaaaaa"}, fd)
+	defer a.Close()
+	if err := a.Apply(testConfig(2), true); err != nil {
+		t.Fatal(err)
+	}
+	theirs := nft(t, ns, "list", "table", "inet", Table)
+	if !strings.Contains(theirs, `comment "zlayer-overlayd owner journal=aaaaaaaaaaaa"`) {
+		t.Fatalf("no owner mark:\n%s", theirs)
+	}
+	b := NewInNetns(quiet(), effects.Owner{Journal: "bbbbbbbbbbbb"}, fd)
+	defer b.Close()
+	for _, cfg := range []Config{testConfig(3), {}} {
+		err := b.Apply(cfg, true)
+		if !errors.Is(err, ErrNotOwner) || !strings.Contains(err.Error(), "owned by journal aaaaaaaaaaaa") {
+			t.Fatalf("enabled %v: %v", cfg.Enabled, err)
+		}
+		if got := nft(t, ns, "list", "table", "inet", Table); got != theirs {
+			t.Fatalf("another journal's table changed:\n%s\nwas\n%s", got, theirs)
+		}
+	}
+	// An unmarked table (by hand, or by a daemon from before marks).
+	nft(t, ns, "delete", "table", "inet", Table)
+	nft(t, ns, "add", "table", "inet", Table)
+	nft(t, ns, "add", "chain", "inet", Table, "postrouting", "{ type nat hook postrouting priority srcnat; policy accept; }")
+	unmarked := nft(t, ns, "list", "table", "inet", Table)
+	if err := b.Apply(testConfig(2), true); !errors.Is(err, ErrNotOwner) || !strings.Contains(err.Error(), "no owner mark") {
+		t.Fatalf("unmarked table, non-legacy journal: %v", err)
+	}
+	if got := nft(t, ns, "list", "table", "inet", Table); got != unmarked {
+		t.Fatalf("the unmarked table changed:\n%s", got)
+	}
+	legacy := NewInNetns(quiet(), effects.Owner{Journal: "bbbbbbbbbbbb", Legacy: true}, fd)
+	defer legacy.Close()
+	if err := legacy.Apply(testConfig(2), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := nft(t, ns, "list", "table", "inet", Table); !strings.Contains(got, "owner journal=bbbbbbbbbbbb") || !strings.Contains(got, "masquerade") {
+		t.Fatalf("the legacy journal did not adopt and mark the table:\n%s", got)
+	}
+	// Marked now: the same journal (not legacy) manages it.
+	if err := b.Apply(Config{}, true); err != nil {
+		t.Fatal(err)
+	}
+	if rs := nft(t, ns, "list", "ruleset"); strings.Contains(rs, Table) {
+		t.Fatalf("not removed:\n%s", rs)
+	}
+}
+
+// BenchmarkCheck1000 is the periodic check of an intact table for 1,000
+// service subnets: the owner mark, the chains, rules and every set read
+// back and compared.
+func BenchmarkCheck1000(b *testing.B) {
+	_, fd := testNetns(b)
+	r := NewInNetns(quiet(), testOwner, fd)
+	defer r.Close()
+	cfg := testConfig(1000)
+	if err := r.Apply(cfg, false); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := r.Apply(cfg, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if s := r.Stats(); s.Repairs != 0 {
+		b.Fatalf("an intact table was repaired: %+v", s)
 	}
 }

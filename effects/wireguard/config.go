@@ -102,6 +102,7 @@ func peerOf(p *projections.Peer) Peer {
 // Peer is nil when the peer is gone.
 type PeerChange struct {
 	Device    string
+	Scope     projections.Scope // of the device
 	PublicKey string
 	Peer      *Peer
 }
@@ -111,13 +112,18 @@ type PeerChange struct {
 // false when a full pass is needed (a device, the node or a service
 // changed).
 func Incremental(st *projections.State, keys []string) (changes []PeerChange, ok bool) {
-	devices := map[string]string{} // scope key -> device name
+	type device struct {
+		name  string
+		scope projections.Scope
+	}
+	devices := map[string]device{} // scope key -> device
 	if g := st.Global; g != nil {
-		devices[projections.Scope{}.Key()] = g.Device
+		devices[projections.Scope{}.Key()] = device{g.Device, projections.Scope{}}
 	}
 	for n, sv := range st.Services {
 		if sv.Dedicated != nil {
-			devices[projections.Scope{Service: n}.Key()] = sv.Dedicated.Device
+			sc := projections.Scope{Service: n}
+			devices[sc.Key()] = device{sv.Dedicated.Device, sc}
 		}
 	}
 	for _, k := range keys {
@@ -138,7 +144,7 @@ func Incremental(st *projections.State, keys []string) (changes []PeerChange, ok
 		if !exists {
 			return nil, false
 		}
-		ch := PeerChange{Device: dev, PublicKey: pub}
+		ch := PeerChange{Device: dev.name, Scope: dev.scope, PublicKey: pub}
 		if p := st.Peers[scope][pub]; p != nil {
 			pp := peerOf(p)
 			ch.Peer = &pp

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/effects/nat"
 	"github.com/zlayer/overlayd/tools/netlab"
 )
@@ -39,7 +40,7 @@ func benchNAT(tmp string) {
 	f, err := os.Open(nd.NetnsPath())
 	check(err)
 	defer f.Close()
-	r := nat.NewInNetns(slog.New(slog.NewTextHandler(io.Discard, nil)), int(f.Fd()))
+	r := nat.NewInNetns(slog.New(slog.NewTextHandler(io.Discard, nil)), effects.Owner{Journal: "bench"}, int(f.Fd()))
 	defer r.Close()
 
 	const runs = 50

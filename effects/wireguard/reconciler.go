@@ -19,9 +19,16 @@ type Keys interface {
 }
 
 // Reconciler owns the node's WireGuard devices.
+//
+// Its errors are effects.KeyErrors keyed by the state key of the object a
+// device serves: "global" for the global device, "service/<name>" for a
+// dedicated service's device. A device that failed keeps what it has and
+// is tried again at every pass.
 type Reconciler struct {
-	keys Keys
-	log  *slog.Logger
+	keys   Keys
+	log    *slog.Logger
+	kernel Kernel    // nil: no data plane on this platform
+	once   sync.Once // the "not implemented" warning without a kernel
 
 	mu      sync.Mutex // guards devices; held while a device is changed
 	devices map[string]*wgDevice
@@ -29,17 +36,30 @@ type Reconciler struct {
 
 var _ effects.Reconciler = (*Reconciler)(nil)
 
-// New returns a reconciler with no devices yet.
-func New(keys Keys, log *slog.Logger) *Reconciler {
-	return &Reconciler{keys: keys, log: log, devices: map[string]*wgDevice{}}
+func newReconciler(keys Keys, log *slog.Logger, k Kernel) *Reconciler {
+	return &Reconciler{keys: keys, log: log, kernel: k, devices: map[string]*wgDevice{}}
 }
 
 func (r *Reconciler) Name() string { return "wireguard" }
 
+// keyOf is the state key of the object cfg's device serves.
+func keyOf(sc projections.Scope) string {
+	if sc.Service == "" {
+		return "global"
+	}
+	return "service/" + sc.Service
+}
+
 // Reconcile converges every device to the state. On a full pass (boot and
 // the periodic check) it first re-reads each device and its routes, and
-// recreates a device whose link disappeared.
+// makes a device again only when the kernel says its link no longer
+// exists; any other error reading it (EMFILE, ENOBUFS, …) keeps the device
+// and fails the pass for its key, to be tried again.
 func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed []string, all bool) error {
+	if r.kernel == nil {
+		r.once.Do(func() { r.log.Warn("the WireGuard data plane is not implemented on this platform yet") })
+		return nil
+	}
 	if !all {
 		relevant := false
 		for _, k := range changed {
@@ -62,46 +82,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 	view.Read(func(st *projections.State) { cfgs = Desired(st) })
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var errs []error
+	errs := effects.KeyErrors{}
 	want := map[string]bool{}
 	for i := range cfgs {
 		c := &cfgs[i]
 		want[c.Name] = true
-		d := r.devices[c.Name]
-		if d != nil && all && !d.alive() {
-			r.log.Warn("wireguard device disappeared; recreating it", "device", c.Name)
-			d.close()
-			delete(r.devices, c.Name)
-			d = nil
-		}
-		if d == nil {
-			var err error
-			if d, err = createDevice(c.Name, r.log); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			r.devices[c.Name] = d
-			r.log.Info("wireguard device created", "device", c.Name, "port", c.Port, "address", c.Address, "peers", len(c.Peers))
-		} else if all {
-			if err := d.refresh(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		priv, err := r.keys.PrivateKey(c.PublicKey)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("wireguard: key of %s: %w", c.Name, err))
-			continue
-		}
-		added, err := d.apply(c, priv)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		// A new peer (every peer of a new device, so after a restart)
-		// handshakes at once: its side may still hold a session with our
-		// previous incarnation and would otherwise drop our traffic for
-		// about 15 s.
-		for _, k := range added {
-			d.handshake(k)
+		if err := r.ensureDevice(c, all); err != nil {
+			errs[keyOf(c.Scope)] = err
 		}
 	}
 	for name, d := range r.devices {
@@ -111,7 +98,53 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 			r.log.Info("wireguard device removed", "device", name)
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// ensureDevice converges one device (check: re-read it first).
+func (r *Reconciler) ensureDevice(c *Config, check bool) error {
+	d := r.devices[c.Name]
+	if d != nil && check {
+		_, err := d.link()
+		switch {
+		case errors.Is(err, ErrLinkNotFound):
+			r.log.Warn("wireguard device disappeared; making it again", "device", c.Name, "err", err)
+			d.close()
+			delete(r.devices, c.Name)
+			d = nil
+		case err != nil:
+			return fmt.Errorf("wireguard: %s: check the link (the device is kept): %w", c.Name, err)
+		}
+	}
+	priv, err := r.keys.PrivateKey(c.PublicKey)
+	if err != nil {
+		return fmt.Errorf("wireguard: %s: private key: %w", c.Name, err)
+	}
+	if d == nil {
+		dev, err := r.kernel.CreateDevice(c.Name, effects.MTU, r.log)
+		if err != nil {
+			return err
+		}
+		d = newDevice(c.Name, r.kernel, dev)
+		r.devices[c.Name] = d
+		r.log.Info("wireguard device created", "device", c.Name, "port", c.Port, "address", c.Address, "peers", len(c.Peers))
+	} else if check {
+		if err := d.refresh(); err != nil {
+			return err
+		}
+	}
+	added, err := d.apply(c, priv)
+	// A new peer (every peer of a new device, so after a restart)
+	// handshakes at once: its side may still hold a session with our
+	// previous incarnation and would otherwise drop our traffic for
+	// about 15 s.
+	for _, k := range added {
+		d.handshake(k)
+	}
+	return err
 }
 
 // applyChanges applies peer changes to running devices. done is false when
@@ -120,6 +153,7 @@ func (r *Reconciler) applyChanges(changes []PeerChange) (done bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	byDev := map[string]map[string]*Peer{}
+	keyOfDev := map[string]string{}
 	for _, ch := range changes {
 		if r.devices[ch.Device] == nil {
 			return false, nil
@@ -128,19 +162,23 @@ func (r *Reconciler) applyChanges(changes []PeerChange) (done bool, err error) {
 			byDev[ch.Device] = map[string]*Peer{}
 		}
 		byDev[ch.Device][ch.PublicKey] = ch.Peer
+		keyOfDev[ch.Device] = keyOf(ch.Scope)
 	}
-	var errs []error
+	errs := effects.KeyErrors{}
 	for name, want := range byDev {
 		d := r.devices[name]
 		added, err := d.applyPeers(want, d.addr.Masked())
 		if err != nil {
-			errs = append(errs, err)
+			errs[keyOfDev[name]] = err
 		}
 		for _, k := range added {
 			d.handshake(k)
 		}
 	}
-	return true, errors.Join(errs...)
+	if len(errs) > 0 {
+		return true, errs
+	}
+	return true, nil
 }
 
 // ErrNoDevice is returned for a device the reconciler does not run.

@@ -86,8 +86,25 @@ func openFaultyAt(t *testing.T, dir string) (*journal.Faulty, *names, *ipc.Clien
 	return store, obs, serveTest(t, d, dir), filepath.Join(dir, "s.sock")
 }
 
-func register(c *ipc.Client, name string) (ipc.Response, error) {
-	return c.Call(context.Background(), ipc.RegisterDNS{Name: name, IP: ipc.AddrOf(netipMust("10.0.0.1"))})
+// register answers "" when acknowledged, else the daemon's refusal.
+func register(t *testing.T, c *ipc.Client, name string) string {
+	t.Helper()
+	_, err := c.Call(context.Background(), ipc.RegisterDNS{Name: name, IP: ipc.AddrOf(netipMust("10.0.0.1"))})
+	return refusal(t, err)
+}
+
+// refusal is the daemon's err answer ("" for none); any other error fails.
+func refusal(t *testing.T, err error) string {
+	t.Helper()
+	var re *ipc.RemoteError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &re):
+		return re.Message
+	}
+	t.Fatal(err)
+	return ""
 }
 
 var errNoSpace = fmt.Errorf("write journal.db: %w", syscall.ENOSPC)
@@ -101,8 +118,8 @@ func TestFailedCommitDegradesAndRecovers(t *testing.T) {
 	var acked, refused []string
 	for i := range 5 {
 		name := fmt.Sprintf("a%d.p.local", i)
-		if r, err := register(c, name); err != nil || isErr(r) {
-			t.Fatalf("%s: %v %v", name, r, err)
+		if e := register(t, c, name); e != "" {
+			t.Fatalf("%s: %s", name, e)
 		}
 		acked = append(acked, name)
 	}
@@ -117,18 +134,14 @@ func TestFailedCommitDegradesAndRecovers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			name := fmt.Sprintf("b%d.p.local", i)
-			r, err := register(c, name)
-			if err != nil {
-				t.Error(err)
+			_, err := c.Call(context.Background(), ipc.RegisterDNS{Name: name, IP: ipc.AddrOf(netipMust("10.0.0.1"))})
+			var re *ipc.RemoteError
+			if !errors.As(err, &re) {
+				t.Errorf("%s was not refused on a full disk: %v", name, err)
 				return
 			}
-			e, ok := r.(ipc.Err)
-			if !ok {
-				t.Errorf("%s was acknowledged on a full disk: %#v", name, r)
-				return
-			}
-			if !strings.Contains(e.Message, "no space left on device") {
-				t.Errorf("%s: the refusal does not name the cause: %s", name, e.Message)
+			if !strings.Contains(re.Message, "no space left on device") {
+				t.Errorf("%s: the refusal does not name the cause: %s", name, re.Message)
 			}
 			mu.Lock()
 			refused = append(refused, name)
@@ -153,17 +166,13 @@ func TestFailedCommitDegradesAndRecovers(t *testing.T) {
 	}
 	waitUntil(t, "the effects to forget the refused names", func() bool { return slices.Equal(obs.list(), acked) })
 	// Still full: writes refused, saying why.
-	r, err := register(c, "c.p.local")
-	if err != nil || !isErr(r) || !strings.Contains(r.(ipc.Err).Message, "read-only") {
-		t.Fatalf("a write while read-only answered %#v, %v", r, err)
+	if e := register(t, c, "c.p.local"); !strings.Contains(e, "read-only") {
+		t.Fatalf("a write while read-only answered %q", e)
 	}
 	// Space returns.
 	store.Heal()
 	start := time.Now()
-	waitUntil(t, "writes to be accepted again", func() bool {
-		r, err := register(c, "c.p.local")
-		return err == nil && !isErr(r)
-	})
+	waitUntil(t, "writes to be accepted again", func() bool { return register(t, c, "c.p.local") == "" })
 	t.Logf("writes accepted %v after the store healed", time.Since(start).Round(time.Millisecond))
 	acked = append(acked, "c.p.local")
 	if st := call(t, c, ipc.Status{}).(ipc.StatusResult); st.Degraded || len(st.Problems) != 0 {
@@ -192,14 +201,10 @@ func TestFailedCommitDegradesAndRecovers(t *testing.T) {
 func TestTransientWriteFailure(t *testing.T) {
 	store, _, c := openFaulty(t)
 	store.FailNext(1, errors.New("fsync journal.db: input/output error"))
-	r, err := register(c, "x.p.local")
-	if err != nil || !isErr(r) || !strings.Contains(r.(ipc.Err).Message, "input/output error") {
-		t.Fatalf("the failed write answered %#v, %v", r, err)
+	if e := register(t, c, "x.p.local"); !strings.Contains(e, "input/output error") {
+		t.Fatalf("the failed write answered %q", e)
 	}
-	waitUntil(t, "writes to be accepted again", func() bool {
-		r, err := register(c, "y.p.local")
-		return err == nil && !isErr(r)
-	})
+	waitUntil(t, "writes to be accepted again", func() bool { return register(t, c, "y.p.local") == "" })
 }
 
 // A read pipelined behind a write whose commit fails is answered from the
@@ -207,8 +212,8 @@ func TestTransientWriteFailure(t *testing.T) {
 func TestReadBehindAFailedWriteIsAnswered(t *testing.T) {
 	dir := t.TempDir()
 	store, _, c, sock := openFaultyAt(t, dir)
-	if r, err := c.Call(context.Background(), ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}); err != nil || isErr(r) {
-		t.Fatalf("%v %v", r, err)
+	if _, err := c.Call(context.Background(), ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}); err != nil {
+		t.Fatal(err)
 	}
 	store.SetDelay(50 * time.Millisecond)
 	store.Break(errNoSpace)

@@ -85,8 +85,8 @@ func TestNAT(t *testing.T) {
 	}
 	setupServices(t, l, infos, ipc.ModeShared, "web")
 	c0, c1 := client(t, l.Nodes[0], nil), client(t, l.Nodes[1], nil)
-	a, _ := l.NewContainer()
-	b, _ := l.NewContainer()
+	a := newContainer(t, l)
+	b := newContainer(t, l)
 	// Service addresses only (no join_global): cross-node traffic leaves
 	// through eth0, the bridge and the node, where masquerade could act.
 	attach1 := func(c *ipc.Client, ctr *Container) netip.Addr {
@@ -119,7 +119,7 @@ func TestNAT(t *testing.T) {
 	}
 	// On one bridge (bridged traffic passes the ip hooks here): never
 	// masqueraded either.
-	a2, _ := l.NewContainer()
+	a2 := newContainer(t, l)
 	a2IP := attach1(c0, a2)
 	if src := udpSource(t, a.NetnsPath(), a2.NetnsPath(), a2IP); src != aIP {
 		t.Fatalf("a container on the same bridge saw %s, want %s", src, aIP)

@@ -46,16 +46,8 @@ func TestAttachStormWithKills(t *testing.T) {
 	const poolSize = 24 // 8 per service: within a /28's 13 addresses
 	pool := make([]*Container, poolSize)
 	var poolMu sync.Mutex
-	newContainer := func() *Container {
-		t.Helper()
-		ctr, err := l.NewContainer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ctr
-	}
 	for i := range pool {
-		pool[i] = newContainer()
+		pool[i] = newContainer(t, l)
 	}
 	// The seed replays the choices (containers, commands, when to kill);
 	// how the clients' commands interleave is the scheduler's.
@@ -70,7 +62,7 @@ func TestAttachStormWithKills(t *testing.T) {
 		for k := 0; k < 2; k++ {
 			i := r.Intn(poolSize)
 			pool[i].Kill()
-			pool[i] = newContainer()
+			pool[i] = newContainer(t, l)
 		}
 		poolMu.Unlock()
 		// 200 attaches and detaches from 8 clients; the daemon is killed

@@ -167,6 +167,16 @@ func (n *node) logs() string {
 	return string(b)
 }
 
+// fullLog returns the daemon's whole log, of every start.
+func (n *node) fullLog() string {
+	n.t.Helper()
+	b, err := os.ReadFile(n.logFile())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return string(b)
+}
+
 // logSinceStart returns what the daemon logged since it last started: what
 // a check of one boot must look at, since every start appends to the file.
 func (n *node) logSinceStart() string {

@@ -74,7 +74,7 @@ func TestNodeIdentity(t *testing.T) {
 	ls := n.mustCtl("journal", "ls")
 	state := n.mustCtl("state", "-o", "json")
 	for _, secret := range []string{priv.String(), imported.String()} {
-		for what, text := range map[string]string{"journal": ls, "state": state, "log": n.logs()} {
+		for what, text := range map[string]string{"journal": ls, "state": state, "log": n.fullLog()} { // the whole log, not its tail
 			if strings.Contains(text, secret) {
 				t.Fatalf("a private key appears in the %s", what)
 			}

@@ -192,10 +192,10 @@ func TestConcurrentClientsRace(t *testing.T) {
 	held := map[netip.Addr]bool{}
 	var wg sync.WaitGroup
 	for w := 0; w < 8; w++ {
+		c := dial() // here: dial fails the test with t.Fatal
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			c := dial()
 			defer c.Close()
 			for i := 0; i < 150; i++ {
 				var err error
@@ -230,6 +230,9 @@ func TestConcurrentClientsRace(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 	r, err := c0.Call(ctx, ipc.JournalVerify{})
 	if err != nil || !r.(ipc.JournalReport).OK {
 		t.Fatalf("verify: %v %+v", err, r)

@@ -100,7 +100,9 @@ func TestServerHonoursDecodeVectors(t *testing.T) {
 					t.Fatalf("want err with id %d, got %+v", de.ID, f)
 				}
 				// Still open and serving.
-				WriteFrame(c, []byte(`{"frame":"request","id":77,"request":{"op":"status"}}`))
+				if err := WriteFrame(c, []byte(`{"frame":"request","id":77,"request":{"op":"status"}}`)); err != nil {
+					t.Fatalf("connection unusable after err: %v", err)
+				}
 				if f := readResp(t, c); f.ID != 77 {
 					t.Fatalf("connection unusable after err: %+v", f)
 				}
@@ -115,14 +117,18 @@ func TestHugeLengthPrefixClosesWithoutAllocating(t *testing.T) {
 	path, _ := startServer(t)
 	c := rawConn(t, path)
 	// Warm up so that the server's goroutines exist before measuring.
-	WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"status"}}`))
+	if err := WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"status"}}`)); err != nil {
+		t.Fatal(err)
+	}
 	readResp(t, c)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	var hdr [4]byte
 	binary.LittleEndian.PutUint32(hdr[:], 0xFFFFFFFF)
-	c.Write(hdr[:])
+	if _, err := c.Write(hdr[:]); err != nil {
+		t.Fatal(err)
+	}
 	expectClosed(t, c)
 	runtime.ReadMemStats(&after)
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
@@ -131,7 +137,9 @@ func TestHugeLengthPrefixClosesWithoutAllocating(t *testing.T) {
 	// Exactly MaxFrame is allowed; MaxFrame+1 is not.
 	c2 := rawConn(t, path)
 	binary.LittleEndian.PutUint32(hdr[:], MaxFrame+1)
-	c2.Write(hdr[:])
+	if _, err := c2.Write(hdr[:]); err != nil {
+		t.Fatal(err)
+	}
 	expectClosed(t, c2)
 }
 
@@ -179,9 +187,13 @@ func TestResponsesInRequestOrderPerConnection(t *testing.T) {
 	path, _ := startServer(t)
 	c := rawConn(t, path)
 	// A slow request followed by fast ones: answers come back in order.
-	WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"nat_tick"}}`))
+	if err := WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"nat_tick"}}`)); err != nil {
+		t.Fatal(err)
+	}
 	for id := 2; id <= 20; id++ {
-		WriteFrame(c, []byte(`{"frame":"request","id":`+strconv.Itoa(id)+`,"request":{"op":"status"}}`))
+		if err := WriteFrame(c, []byte(`{"frame":"request","id":`+strconv.Itoa(id)+`,"request":{"op":"status"}}`)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for id := uint64(1); id <= 20; id++ {
 		if f := readResp(t, c); f.ID != id {
@@ -225,18 +237,28 @@ func TestClientConcurrentCallsAndEvents(t *testing.T) {
 
 func TestDialRetriesUntilTheServerAppears(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "late.sock")
+	// The server appears 300 ms after the first attempt (the delay is the
+	// point of the test); the test goroutine owns its cleanup.
+	served := make(chan *Server, 1)
+	listenErr := make(chan error, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
 		l, err := Listen(path)
 		if err != nil {
-			t.Error(err)
+			listenErr <- err
 			return
 		}
 		s := &Server{Handler: func(Meta, Request) <-chan Response { return Reply(OK{}) }}
-		t.Cleanup(func() { s.Close() })
+		served <- s
 		s.Serve(l)
 	}()
 	cl, err := Dial(context.Background(), path, DialOptions{Attempts: 10, Backoff: 50 * time.Millisecond})
+	select {
+	case s := <-served:
+		t.Cleanup(func() { s.Close() })
+	case err := <-listenErr:
+		t.Fatalf("listen: %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

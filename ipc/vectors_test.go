@@ -11,7 +11,7 @@ import (
 )
 
 // readTSV returns the rows of a vector file (header skipped).
-func readTSV(t *testing.T, path string) [][]string {
+func readTSV(t testing.TB, path string) [][]string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -150,7 +150,9 @@ func TestEncodeNeverNull(t *testing.T) {
 		t.Fatalf("invalid address encoded: %s", b)
 	}
 	var m map[string]any
-	b, _ = EncodeResponse(2, GuestConfig{OverlayIP: AddrOf(mustAddr("10.0.0.2")), PrivateKey: "p"})
+	if b, err = EncodeResponse(2, GuestConfig{OverlayIP: AddrOf(mustAddr("10.0.0.2")), PrivateKey: "p"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}

@@ -121,8 +121,8 @@ func TestConcurrentAppendersGroupCommit(t *testing.T) {
 	if st.Commits >= st.Records {
 		t.Fatalf("no group commit: %d commits for %d records", st.Commits, st.Records)
 	}
-	if rep, _ := s.Verify(); !rep.OK() {
-		t.Fatal(rep.Err())
+	if rep, err := s.Verify(); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %+v", err, rep)
 	}
 }
 
@@ -132,8 +132,13 @@ func TestReopenKeepsHeadAndOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	envs, _ := s.Append([]Record{rec(1), rec(2)}).Wait()
-	s.Close()
+	envs, err := s.Append([]Record{rec(1), rec(2)}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	s, err = Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -149,8 +154,8 @@ func TestReopenKeepsHeadAndOrder(t *testing.T) {
 	if more[0].Seq != 3 || more[0].PrevHash != envs[1].Hash || more[0].ID.Compare(envs[1].ID) <= 0 {
 		t.Fatalf("continuation: %+v", more[0])
 	}
-	if rep, _ := s.Verify(); !rep.OK() {
-		t.Fatal(rep.Err())
+	if rep, err := s.Verify(); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %+v", err, rep)
 	}
 }
 
@@ -169,8 +174,10 @@ func TestVerifyNamesTamperedEvent(t *testing.T) {
 	if _, err := s.Append(recs).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	r := rand.New(rand.NewSource(1))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(testSeed(t)))
 	for target := uint64(1); target <= 40; target++ {
 		offset := -1
 		if err := RawUpdate(dir+"/"+FileName, func(seq uint64, raw []byte) []byte {
@@ -185,23 +192,32 @@ func TestVerifyNamesTamperedEvent(t *testing.T) {
 			t.Fatal(err)
 		}
 		ro, err := Open(dir, Options{ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
+		switch {
+		case err != nil && target == 40:
+			// Open decodes the head event: one made unreadable (a length
+			// changed) may refuse the open, which must then name it.
+			if !strings.Contains(err.Error(), fmt.Sprintf("event %d", target)) {
+				t.Fatalf("byte %d of the head event %d changed: open fails without naming it: %v", offset, target, err)
+			}
+			t.Logf("byte %d of the head event changed: open refused: %v", offset, err)
+		case err != nil:
+			t.Fatalf("byte %d of event %d changed: open: %v", offset, target, err)
+		default:
+			rep, err := ro.Verify()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.OK() || rep.Problems[0].Seq != target {
+				t.Fatalf("byte %d of event %d changed: report %+v", offset, target, rep)
+			}
+			if !strings.Contains(rep.Err().Error(), fmt.Sprintf("event %d ", target)) {
+				t.Fatalf("error does not name event %d: %v", target, rep.Err())
+			}
+			if err := ro.Iterate(0, true, func(*Envelope) error { return nil }); err == nil {
+				t.Fatalf("verified iteration accepted tampered event %d", target)
+			}
+			ro.Close()
 		}
-		rep, err := ro.Verify()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rep.OK() || rep.Problems[0].Seq != target {
-			t.Fatalf("byte %d of event %d changed: report %+v", offset, target, rep)
-		}
-		if !strings.Contains(rep.Err().Error(), fmt.Sprintf("event %d ", target)) {
-			t.Fatalf("error does not name event %d: %v", target, rep.Err())
-		}
-		if err := ro.Iterate(0, true, func(*Envelope) error { return nil }); err == nil {
-			t.Fatalf("verified iteration accepted tampered event %d", target)
-		}
-		ro.Close()
 		// Restore the byte for the next round.
 		if err := RawUpdate(dir+"/"+FileName, func(seq uint64, raw []byte) []byte {
 			if seq != target {
@@ -228,7 +244,10 @@ func TestSnapshotRoundTripAndCorruption(t *testing.T) {
 			if sn, err := s.LoadSnapshot(); err != nil || sn != nil {
 				t.Fatalf("empty store snapshot: %v %v", sn, err)
 			}
-			envs, _ := s.Append([]Record{rec(1)}).Wait()
+			envs, err := s.Append([]Record{rec(1)}).Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
 			want := &Snapshot{Schema: 7, Seq: 1, Hash: envs[0].Hash, Body: []byte(`{"x":1}`)}
 			if err := s.SaveSnapshot(want); err != nil {
 				t.Fatal(err)

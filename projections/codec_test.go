@@ -8,11 +8,16 @@ import (
 // Corrupt snapshots are refused, never half-loaded, and never panic.
 func TestDecodeSnapshotRejectsCorruption(t *testing.T) {
 	cfg := DefaultConfig()
-	g := &gen{r: rand.New(rand.NewSource(7))}
+	g := &gen{r: rand.New(rand.NewSource(testSeed(t)))}
 	s := New()
-	d, _ := Decide(s, cfg, SetNodeIdentity{PublicKey: genKey(9)})
+	d, err := Decide(s, cfg, SetNodeIdentity{PublicKey: genKey(9)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, ev := range d.Events {
-		s.Apply(ev)
+		if err := s.Apply(ev); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := 0; i < 400; i++ {
 		if d, err := Decide(s, cfg, g.command(s)); err == nil {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // genKey returns a deterministic valid WireGuard key for n.
@@ -146,87 +147,116 @@ func replay(t *testing.T, evs []Event) *State {
 	return s
 }
 
+// Random command sequences: every Decide, accepted or refused, leaves the
+// state it was given unchanged (its canonical JSON is compared before and
+// after); a refusal names a field; applied events keep the invariants; a
+// repeatable command repeated is a no-op with the same reply; a replay, a
+// snapshot plus the tail, a Clone and a canonical JSON round trip all give
+// the live state. Sequence k runs on seed base+k, base fresh unless
+// OVERLAYD_TEST_SEED gives one, and then only that sequence runs.
 func TestPropertyRandomSequences(t *testing.T) {
 	seqs, steps := 3000, 120
 	if testing.Short() {
 		seqs = 300
 	}
+	base, replaying := envSeed(t)
+	if replaying {
+		seqs = 1
+	} else {
+		base = time.Now().UnixNano()
+	}
+	t.Logf("seeds %d to %d (a failure names its seed; replay one with %s=<seed>)", base, base+int64(seqs)-1, seedEnv)
 	cfg := DefaultConfig()
 	cfg.SlicePrefix4 = 26
 	var applied, refused int
-	for seed := 0; seed < seqs; seed++ {
-		g := &gen{r: rand.New(rand.NewSource(int64(seed)))}
+	for k := 0; k < seqs; k++ {
+		seed := base + int64(k)
+		fatalf := func(format string, args ...any) {
+			t.Helper()
+			t.Fatalf("seed %d: "+format+"\n%s", append(append([]any{seed}, args...), replayHint(t, seed))...)
+		}
+		g := &gen{r: rand.New(rand.NewSource(seed))}
 		s := New()
+		cur := mustJSON(t, s) // s's canonical JSON, kept up to date
 		var evs []Event
+		// decide runs Decide and checks that it left s as it was, whether
+		// it accepted the command or refused it.
+		decide := func(step int, cmd Command) (Decision, error) {
+			t.Helper()
+			d, err := Decide(s, cfg, cmd)
+			if after := mustJSON(t, s); !bytes.Equal(after, cur) {
+				fatalf("step %d: Decide(%T %+v) changed the state it was given (refused: %v)\nbefore: %s\nafter:  %s", step, cmd, cmd, err, cur, after)
+			}
+			return d, err
+		}
 		apply := func(d Decision) {
 			for _, ev := range d.Events {
 				if err := s.Apply(ev); err != nil {
-					t.Fatalf("seed %d: apply %s: %v", seed, ev.EventType(), err)
+					fatalf("apply %s: %v", ev.EventType(), err)
 				}
 				evs = append(evs, ev)
 				s.Seq = uint64(len(evs))
 			}
+			cur = mustJSON(t, s)
 		}
-		d, err := Decide(s, cfg, SetNodeIdentity{PublicKey: genKey(999), Source: "generated"})
+		d, err := decide(-1, SetNodeIdentity{PublicKey: genKey(999), Source: "generated"})
 		if err != nil {
-			t.Fatal(err)
+			fatalf("set_node_identity: %v", err)
 		}
 		apply(d)
 		for i := 0; i < steps; i++ {
 			cmd := g.command(s)
-			d, err := Decide(s, cfg, cmd)
+			d, err := decide(i, cmd)
 			if err != nil {
 				var pe *Error
 				if !asError(err, &pe) || pe.Msg == "" {
-					t.Fatalf("seed %d step %d: %T refused without a field error: %v", seed, i, cmd, err)
+					fatalf("step %d: %T refused without a field error: %v", i, cmd, err)
 				}
 				refused++
 				continue
 			}
-			before := mustJSON(t, s)
 			apply(d)
 			applied++
 			if err := s.CheckInvariants(); err != nil {
-				t.Fatalf("seed %d step %d after %T %+v: %v", seed, i, cmd, cmd, err)
+				fatalf("step %d after %T %+v: %v", i, cmd, cmd, err)
 			}
 			if repeatable(cmd) {
-				d2, err := Decide(s, cfg, cmd)
+				d2, err := decide(i, cmd)
 				if err != nil {
-					t.Fatalf("seed %d step %d: repeating %T failed: %v", seed, i, cmd, err)
+					fatalf("step %d: repeating %T failed: %v", i, cmd, err)
 				}
 				if len(d2.Events) != 0 {
-					t.Fatalf("seed %d step %d: repeating %T %+v decided %d more events (first %s)", seed, i, cmd, cmd, len(d2.Events), d2.Events[0].EventType())
+					fatalf("step %d: repeating %T %+v decided %d more events (first %s)", i, cmd, cmd, len(d2.Events), d2.Events[0].EventType())
 				}
 				if !reflect.DeepEqual(d.Reply, d2.Reply) {
-					t.Fatalf("seed %d step %d: repeating %T answered %+v, first %+v", seed, i, cmd, d2.Reply, d.Reply)
+					fatalf("step %d: repeating %T answered %+v, first %+v", i, cmd, d2.Reply, d.Reply)
 				}
 			}
-			_ = before
 		}
-		live := mustJSON(t, s)
+		live := cur
 		if full := mustJSON(t, replay(t, evs)); !bytes.Equal(full, live) {
-			t.Fatalf("seed %d: replay differs from live state\nlive:   %s\nreplay: %s", seed, live, full)
+			fatalf("replay differs from live state\nlive:   %s\nreplay: %s", live, full)
 		}
 		// Snapshot at a random point, then the tail.
 		cut := g.r.Intn(len(evs) + 1)
 		snap, err := DecodeSnapshot(replay(t, evs[:cut]).EncodeSnapshot())
 		if err != nil {
-			t.Fatal(err)
+			fatalf("snapshot at %d: %v", cut, err)
 		}
 		for i, ev := range evs[cut:] {
 			if err := snap.Apply(ev); err != nil {
-				t.Fatalf("seed %d: tail event %d: %v", seed, cut+i, err)
+				fatalf("tail event %d: %v", cut+i, err)
 			}
 			snap.Seq = uint64(cut + i + 1)
 		}
 		if got := mustJSON(t, snap); !bytes.Equal(got, live) {
-			t.Fatalf("seed %d: snapshot at %d + tail differs from live state", seed, cut)
+			fatalf("snapshot at %d + tail differs from live state", cut)
 		}
 		if got := mustJSON(t, s.Clone()); !bytes.Equal(got, live) {
-			t.Fatalf("seed %d: Clone differs", seed)
+			fatalf("Clone differs")
 		}
 		if back, err := ParseCanonicalJSON(live); err != nil || !bytes.Equal(mustJSON(t, back), live) {
-			t.Fatalf("seed %d: canonical JSON does not round-trip: %v", seed, err)
+			fatalf("canonical JSON does not round-trip: %v", err)
 		}
 	}
 	t.Logf("%d sequences: %d commands applied, %d refused", seqs, applied, refused)

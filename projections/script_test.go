@@ -31,7 +31,10 @@ func init() {
 // {json}" allowed first. The golden file records every reply or error and
 // every event, then the final state.
 func TestScripts(t *testing.T) {
-	scripts, _ := filepath.Glob("testdata/*.script")
+	scripts, err := filepath.Glob("testdata/*.script")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(scripts) == 0 {
 		t.Fatal("no scripts")
 	}
@@ -100,10 +103,16 @@ func runScript(t *testing.T, path string) []byte {
 					t.Fatalf("%s:%d: apply %s: %v", path, line, ev.EventType(), err)
 				}
 				s.Seq++
-				b, _ := json.Marshal(ev)
+				b, err := json.Marshal(ev)
+				if err != nil {
+					t.Fatalf("%s:%d: encode %s: %v", path, line, ev.EventType(), err)
+				}
 				fmt.Fprintf(&out, "+ %s %s\n", ev.EventType(), b)
 			}
-			b, _ := json.Marshal(d.Reply)
+			b, err := json.Marshal(d.Reply)
+			if err != nil {
+				t.Fatalf("%s:%d: encode the reply: %v", path, line, err)
+			}
 			fmt.Fprintf(&out, "= %s %s\n", reflect.TypeOf(d.Reply).Name(), b)
 			if err := s.CheckInvariants(); err != nil {
 				t.Fatalf("%s:%d: %v", path, line, err)
@@ -112,9 +121,17 @@ func runScript(t *testing.T, path string) []byte {
 			t.Fatalf("%s:%d: cannot parse %q", path, line, text)
 		}
 	}
-	b, _ := s.CanonicalJSON()
+	if err := sc.Err(); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	b, err := s.CanonicalJSON()
+	if err != nil {
+		t.Fatalf("%s: final state: %v", path, err)
+	}
 	var pretty bytes.Buffer
-	json.Indent(&pretty, b, "", "  ")
+	if err := json.Indent(&pretty, b, "", "  "); err != nil {
+		t.Fatalf("%s: final state: %v", path, err)
+	}
 	out.WriteString("\nfinal state:\n")
 	out.Write(pretty.Bytes())
 	out.WriteString("\n")

@@ -1,9 +1,9 @@
 package projections
 
 import (
-	"crypto/rand"
 	"encoding/base64"
 	"math"
+	"math/rand"
 	"net/netip"
 	"testing"
 )
@@ -22,6 +22,7 @@ func birthday(n, s int) float64 {
 // uniform choice, so n nodes collide with the birthday probability.
 func TestDerivedSliceCollisionOdds(t *testing.T) {
 	cluster := netip.MustParsePrefix("10.200.0.0/16")
+	r := rand.New(rand.NewSource(testSeed(t)))
 	const trials = 4000
 	for _, n := range []int{5, 10, 20} {
 		collisions := 0
@@ -30,8 +31,11 @@ func TestDerivedSliceCollisionOdds(t *testing.T) {
 			hit := false
 			for j := 0; j < n; j++ {
 				var b [32]byte
-				rand.Read(b[:])
-				p, _ := probeSlot(cluster, 24, SliceHash(base64.StdEncoding.EncodeToString(b[:])), func(netip.Prefix) bool { return true })
+				r.Read(b[:])
+				p, ok := probeSlot(cluster, 24, SliceHash(base64.StdEncoding.EncodeToString(b[:])), func(netip.Prefix) bool { return true })
+				if !ok {
+					t.Fatalf("no /24 slot in an empty %s", cluster)
+				}
 				hit = hit || seen[p]
 				seen[p] = true
 			}

@@ -20,10 +20,10 @@ func TestLargeStateReadInParts(t *testing.T) {
 	n.start()
 	var wg sync.WaitGroup
 	for w := 0; w < 16; w++ {
+		c := n.client() // here: it fails the test with t.Fatal
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			c := n.client()
 			defer c.Close()
 			for i := 0; i < 3000; i++ {
 				name := fmt.Sprintf("a-rather-long-task-name-%02d-%05d.some-service.prod.overlay.local", w, i)
@@ -35,6 +35,9 @@ func TestLargeStateReadInParts(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 	c := n.client()
 	defer c.Close()
 	first, err := c.Call(context.Background(), ipc.StateDump{})

@@ -50,6 +50,8 @@ type node struct {
 	socket  string
 	cmd     *exec.Cmd
 	log     *os.File
+	logPath string // default: daemon.log in the data dir
+	logFrom int64  // the log's size when the daemon last started
 	exited  chan error
 	args    []string
 	ns      *netlab.Node // nil when not root
@@ -83,26 +85,67 @@ func (n *node) start() {
 	}
 }
 
+// startNoWait launches the daemon. One goroutine waits for the process and
+// reports its exit on n.exited; nothing else touches the exec.Cmd's
+// ProcessState, which that wait writes. At cleanup a daemon still running
+// is killed and reaped.
 func (n *node) startNoWait() error {
-	n.cmd = n.command(append([]string{"--log-level", "debug"}, n.args...)...)
-	f, err := os.OpenFile(filepath.Join(n.dataDir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	cmd := n.command(append([]string{"--log-level", "debug"}, n.args...)...)
+	f, err := os.OpenFile(n.logFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	n.log = f
-	n.cmd.Stdout, n.cmd.Stderr = f, f
-	if err := n.cmd.Start(); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
 		return err
 	}
-	n.exited = make(chan error, 1)
-	cmd := n.cmd
-	go func() { n.exited <- cmd.Wait() }()
-	n.t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return err
+	}
+	n.cmd, n.log, n.logFrom = cmd, f, fi.Size()
+	exited, done := make(chan error, 1), make(chan struct{})
+	n.exited = exited
+	go func() {
+		exited <- cmd.Wait()
+		close(done)
+	}()
+	t := n.t
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
 			cmd.Process.Kill()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Errorf("daemon %d did not exit after SIGKILL", cmd.Process.Pid)
+			}
 		}
+		f.Close()
 	})
 	return nil
+}
+
+// wait waits for the daemon to exit by itself and returns its exit error.
+func (n *node) wait(timeout time.Duration) error {
+	n.t.Helper()
+	select {
+	case err := <-n.exited:
+		return err
+	case <-time.After(timeout):
+		n.t.Fatalf("daemon still runs after %v\n%s", timeout, n.logs())
+		return nil
+	}
+}
+
+func (n *node) logFile() string {
+	if n.logPath != "" {
+		return n.logPath
+	}
+	return filepath.Join(n.dataDir, "daemon.log")
 }
 
 // command is the daemon command for this node: in its namespace as root.
@@ -114,12 +157,38 @@ func (n *node) command(args ...string) *exec.Cmd {
 	return exec.Command(daemonBin, args...)
 }
 
+// logs returns the end of the daemon's log (of every start), for failure
+// messages.
 func (n *node) logs() string {
-	b, _ := os.ReadFile(filepath.Join(n.dataDir, "daemon.log"))
+	b, _ := os.ReadFile(n.logFile())
 	if len(b) > 4000 {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
+}
+
+// fullLog returns the daemon's whole log, of every start.
+func (n *node) fullLog() string {
+	n.t.Helper()
+	b, err := os.ReadFile(n.logFile())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// logSinceStart returns what the daemon logged since it last started: what
+// a check of one boot must look at, since every start appends to the file.
+func (n *node) logSinceStart() string {
+	n.t.Helper()
+	b, err := os.ReadFile(n.logFile())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if int64(len(b)) < n.logFrom {
+		n.t.Fatalf("%s shrank below %d bytes", n.logFile(), n.logFrom)
+	}
+	return string(b[n.logFrom:])
 }
 
 func (n *node) client() *ipc.Client {
@@ -134,15 +203,23 @@ func (n *node) client() *ipc.Client {
 // kill9 kills the daemon with SIGKILL and waits for it.
 func (n *node) kill9() {
 	n.t.Helper()
-	n.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.exited
+	if err := n.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		n.t.Fatalf("kill -9: %v", err)
+	}
+	select {
+	case <-n.exited:
+	case <-time.After(20 * time.Second):
+		n.t.Fatalf("daemon did not exit after SIGKILL")
+	}
 	n.log.Close()
 }
 
 // stop sends SIGTERM and expects a clean exit.
 func (n *node) stop() {
 	n.t.Helper()
-	n.cmd.Process.Signal(syscall.SIGTERM)
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		n.t.Fatalf("SIGTERM: %v", err)
+	}
 	select {
 	case err := <-n.exited:
 		if err != nil {

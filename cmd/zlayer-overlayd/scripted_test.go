@@ -2,8 +2,10 @@ package main
 
 import (
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/zlayer/overlayd/ipc"
 )
@@ -119,7 +121,7 @@ func TestScriptedRunSurvivesKill9(t *testing.T) {
 		t.Fatalf("online verify:\n%s", out)
 	}
 	call(t, c, ipc.Shutdown{})
-	if err := <-n.exited; err != nil {
+	if err := n.wait(20 * time.Second); err != nil {
 		t.Fatalf("shutdown op: exit %v\n%s", err, n.logs())
 	}
 	out := n.mustCtl("journal", "verify")
@@ -202,11 +204,12 @@ func TestRejectedRequestsNameTheField(t *testing.T) {
 func TestSecondDaemonRefusesToStart(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	second := &node{t: t, dataDir: n.dataDir, socket: n.socket, ns: n.ns}
+	// Its own log: the first daemon's must not answer for it.
+	second := &node{t: t, dataDir: n.dataDir, socket: n.socket, ns: n.ns, logPath: filepath.Join(t.TempDir(), "second.log")}
 	if err := second.startNoWait(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-second.exited; err == nil {
+	if err := second.wait(20 * time.Second); err == nil {
 		t.Fatal("a second daemon on the same data dir started")
 	}
 	if l := second.logs(); !strings.Contains(l, "another") {
@@ -217,7 +220,7 @@ func TestSecondDaemonRefusesToStart(t *testing.T) {
 	if err := third.startNoWait(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-third.exited; err == nil {
+	if err := third.wait(20 * time.Second); err == nil {
 		t.Fatal("a second daemon on the same socket started")
 	}
 	if l := third.logs(); !strings.Contains(l, "socket in use") {

@@ -61,11 +61,15 @@ func TestDaemonHonoursDecodeVectors(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			ipc.WriteFrame(conn, []byte(frame))
+			if err := ipc.WriteFrame(conn, []byte(frame)); err != nil {
+				t.Fatal(err)
+			}
 			f, err := rawFrame(t, conn)
 			_, derr := ipc.DecodeFrame([]byte(frame))
 			var de *ipc.DecodeError
-			errors.As(derr, &de)
+			if verdict != "accept" && !errors.As(derr, &de) {
+				t.Fatalf("the %s vector decodes without a DecodeError: %v", verdict, derr)
+			}
 			switch {
 			case verdict == "accept":
 				if err != nil {
@@ -79,7 +83,9 @@ func TestDaemonHonoursDecodeVectors(t *testing.T) {
 				if err != nil || !isErr || f.ID != de.ID {
 					t.Fatalf("want err with id %d, got %+v %v", de.ID, f, err)
 				}
-				ipc.WriteFrame(conn, []byte(`{"frame":"request","id":9,"request":{"op":"status"}}`))
+				if err := ipc.WriteFrame(conn, []byte(`{"frame":"request","id":9,"request":{"op":"status"}}`)); err != nil {
+					t.Fatalf("connection unusable after err (%s): %v", e.Message, err)
+				}
 				if f, err := rawFrame(t, conn); err != nil || f.ID != 9 {
 					t.Fatalf("connection unusable after err (%s): %+v %v", e.Message, f, err)
 				}
@@ -103,7 +109,9 @@ func TestDaemonSurvivesGarbage(t *testing.T) {
 	}
 	var hdr [4]byte
 	binary.LittleEndian.PutUint32(hdr[:], 0xFFFFFFFF)
-	conn.Write(hdr[:])
+	if _, err := conn.Write(hdr[:]); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := rawFrame(t, conn); !errors.Is(err, io.EOF) {
 		t.Fatalf("huge length prefix: %v", err)
 	}
@@ -132,7 +140,11 @@ func TestDaemonSurvivesGarbage(t *testing.T) {
 	c := n.client()
 	defer c.Close()
 	call(t, c, ipc.Status{})
-	if fi, err := os.Stat(n.socket); err != nil || fi.Mode().Perm() != 0o660 {
-		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
+	fi, err := os.Stat(n.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode: %v", fi.Mode())
 	}
 }

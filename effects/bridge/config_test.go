@@ -1,12 +1,15 @@
 package bridge
 
-import "testing"
+import (
+	"strconv"
+	"testing"
+)
 
 // Every name HostName gives is recognised by isHostName (the boot pass
 // relies on it to find unmarked leftovers), and nothing else of that shape.
 func TestHostNamePattern(t *testing.T) {
 	for i := 0; i < 2000; i++ {
-		a := &Attachment{Key: "linux_pid:" + string(rune('a'+i%26)), NetnsInode: uint64(4026531840 + i)}
+		a := &Attachment{Key: "linux_pid:" + strconv.Itoa(1+i), NetnsInode: uint64(4026531840 + i)}
 		for _, leg := range []Leg{LegService, LegGlobal} {
 			if n := a.HostName(leg); !isHostName(n) {
 				t.Fatalf("HostName gave %q, which isHostName refuses", n)

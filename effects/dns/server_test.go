@@ -351,7 +351,7 @@ func listenFree(t *testing.T, s *Server) string {
 func TestUDPLoop(t *testing.T) {
 	s := testServer(t)
 	up := serveOn(t, staticUpstream{"example.com.": "192.0.2.80"})
-	hole := blackHole(t)
+	hole, asked := listeningBlackHole(t)
 	s.SetUpstreams([]string{hole, up})
 	addr := listenFree(t, s)
 	// A forwarded query that waits on a dead upstream does not hold back
@@ -366,7 +366,13 @@ func TestUDPLoop(t *testing.T) {
 		}
 		slow <- m
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// The forward is waiting once the dead upstream has its query; it
+	// waits there for forwardTry (1 s) before it asks the live one.
+	select {
+	case <-asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the forwarded query never reached the dead upstream")
+	}
 	for i := 0; i < 50; i++ {
 		q := new(mdns.Msg)
 		q.SetQuestion("db.lab.local.", mdns.TypeA)
@@ -374,6 +380,13 @@ func TestUDPLoop(t *testing.T) {
 		if err != nil || len(m.Answer) != 1 || rtt > 500*time.Millisecond { // not held behind the 1 s forward
 			t.Fatalf("overlay answer while a forward waits: %v %v %v", m, rtt, err)
 		}
+	}
+	// Those answers came while the forward still waited: otherwise they
+	// show nothing about being held back.
+	select {
+	case m := <-slow:
+		t.Fatalf("the forward was answered (%v) before the overlay queries were done: they did not overlap it", m)
+	default:
 	}
 	if m := <-slow; m == nil || len(m.Answer) != 1 {
 		t.Fatalf("forwarded answer: %v", m)
@@ -413,17 +426,32 @@ func answers(m *mdns.Msg) []string {
 func TestUpstreamsFromResolvConf(t *testing.T) {
 	dir := t.TempDir()
 	etc, systemd := dir+"/resolv.conf", dir+"/systemd-resolv.conf"
-	os.WriteFile(etc, []byte("nameserver 127.0.0.53\noptions edns0\n"), 0o644)
-	os.WriteFile(systemd, []byte("nameserver 192.0.2.53\nnameserver 192.0.2.54\n"), 0o644)
+	write := func(path, text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(etc, "nameserver 127.0.0.53\noptions edns0\n")
+	write(systemd, "nameserver 192.0.2.53\nnameserver 192.0.2.54\n")
 	r := New(slog.New(slog.NewTextHandler(io.Discard, nil)), Options{ResolvConf: etc})
 	r.rcFiles = []string{etc, systemd} // as for the default /etc/resolv.conf
 	r.refreshUpstreams()
 	if got := r.srv.Upstreams(); strings.Join(got, ",") != "192.0.2.53:53,192.0.2.54:53" {
 		t.Fatalf("stub only: %v, want systemd-resolved's upstreams", got)
 	}
-	// The file changes: a real upstream there wins.
-	time.Sleep(10 * time.Millisecond)
-	os.WriteFile(etc, []byte("nameserver 198.51.100.1\n"), 0o644)
+	// The file changes: a real upstream there wins. (The change is seen
+	// by its modification time and size; the time is set a second on
+	// rather than waited for.)
+	fi, err := os.Stat(etc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(etc, "nameserver 198.51.100.1\n")
+	later := fi.ModTime().Add(time.Second)
+	if err := os.Chtimes(etc, later, later); err != nil {
+		t.Fatal(err)
+	}
 	r.refreshUpstreams()
 	if got := r.srv.Upstreams(); strings.Join(got, ",") != "198.51.100.1:53" {
 		t.Fatalf("after the change: %v", got)
@@ -436,6 +464,33 @@ func TestUpstreamsFromResolvConf(t *testing.T) {
 	if got := r2.srv.Upstreams(); strings.Join(got, ",") != "192.0.2.9:53" {
 		t.Fatalf("fixed upstreams: %v", got)
 	}
+}
+
+// listeningBlackHole is an upstream that never answers but tells when a
+// query reaches it: the channel has a value after the first one.
+func listeningBlackHole(t *testing.T) (string, <-chan struct{}) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 512)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return // closed
+			}
+			select {
+			case asked <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return pc.LocalAddr().String(), asked
 }
 
 // blackHole is the address of a UDP socket that reads nothing back: an

@@ -23,8 +23,14 @@ func pfx(s ...string) []netip.Prefix {
 }
 
 func TestPeerDiffUpdatesInPlace(t *testing.T) {
-	hA, _ := hexKey(kA)
-	hB, _ := hexKey(kB)
+	hA, err := hexKey(kA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hB, err := hexKey(kB)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ep := netip.MustParseAddrPort("192.0.2.1:51820")
 	// New peers: full specification.
 	text, added, err := peerDiff(map[string]*applied{}, []Peer{{PublicKey: kA, Endpoint: ep, AllowedIPs: pfx("10.1.0.0/24", "10.2.0.1/32"), Keepalive: 25}})
@@ -37,13 +43,16 @@ func TestPeerDiffUpdatesInPlace(t *testing.T) {
 	}
 	have := appliedOf([]Peer{{PublicKey: kA, Endpoint: ep, AllowedIPs: pfx("10.1.0.0/24", "10.2.0.1/32"), Keepalive: 25}}, nil)
 	// Same config: nothing to do.
-	if text, _, _ := peerDiff(have, []Peer{{PublicKey: kA, Endpoint: ep, AllowedIPs: pfx("10.1.0.0/24", "10.2.0.1/32"), Keepalive: 25}}); text != "" {
-		t.Fatalf("no-op diff produced %q", text)
+	if text, _, err := peerDiff(have, []Peer{{PublicKey: kA, Endpoint: ep, AllowedIPs: pfx("10.1.0.0/24", "10.2.0.1/32"), Keepalive: 25}}); err != nil || text != "" {
+		t.Fatalf("no-op diff produced %q, %v", text, err)
 	}
 	// One AllowedIP added, one removed, peer B removed: in place, never
 	// replace_allowed_ips, never remove A.
 	have[kB] = &applied{AllowedIPs: map[netip.Prefix]bool{}}
-	text, added, _ = peerDiff(have, []Peer{{PublicKey: kA, Endpoint: ep, AllowedIPs: pfx("10.1.0.0/24", "10.3.0.0/28"), Keepalive: 25}})
+	text, added, err = peerDiff(have, []Peer{{PublicKey: kA, Endpoint: ep, AllowedIPs: pfx("10.1.0.0/24", "10.3.0.0/28"), Keepalive: 25}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	want = "public_key=" + hA + "\nupdate_only=true\nallowed_ip=10.3.0.0/28\nallowed_ip=-10.2.0.1/32\npublic_key=" + hB + "\nremove=true\n"
 	if text != want || len(added) != 0 {
 		t.Fatalf("got\n%s\nwant\n%s", text, want)
@@ -54,7 +63,10 @@ func TestPeerDiffUpdatesInPlace(t *testing.T) {
 }
 
 func TestParseGet(t *testing.T) {
-	hA, _ := hexKey(kA)
+	hA, err := hexKey(kA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	text := "private_key=abcd\nlisten_port=51820\npublic_key=" + hA + "\nendpoint=192.0.2.1:51820\nlast_handshake_time_sec=1764100000\nlast_handshake_time_nsec=5\ntx_bytes=10\nrx_bytes=20\npersistent_keepalive_interval=25\nallowed_ip=10.1.0.0/24\nprotocol_version=1\nerrno=0\n\n"
 	ds, err := parseGet(text)
 	if err != nil || ds.ListenPort != 51820 || len(ds.Peers) != 1 {
@@ -83,7 +95,9 @@ func TestDesiredAndRoutes(t *testing.T) {
 			}
 		}
 		for _, ev := range d.Events {
-			st.Apply(ev)
+			if err := st.Apply(ev); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	cfgs := Desired(st)

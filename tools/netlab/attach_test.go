@@ -158,7 +158,7 @@ func TestAttachFailuresLeaveNothing(t *testing.T) {
 	l, nd, c := setUpNode(t)
 	ctx := context.Background()
 	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
-	ctr, _ := l.NewContainer()
+	ctr := newContainer(t, l)
 	for _, tc := range []struct {
 		req  ipc.Request
 		want string
@@ -189,7 +189,9 @@ func TestAttachFailuresLeaveNothing(t *testing.T) {
 		t.Fatalf("the failed attachment is still in the state:\n%s", st)
 	}
 	// Once the obstacle is gone, the same attach works.
-	ctr.Run(ctx, "ip", "link", "del", "eth0")
+	if _, err := ctr.Run(ctx, "ip", "link", "del", "eth0"); err != nil {
+		t.Fatal(err)
+	}
 	call(t, c, ipc.AttachContainer{Handle: ipc.AttachHandle{Platform: ipc.PlatformLinuxPID, PID: uint32(ctr.PID)}, Service: "web", JoinGlobal: true})
 	if veths, _ := ownedLinks(t, nd); len(veths) != 2 {
 		t.Fatalf("links after a good attach: %v", veths)
@@ -214,7 +216,7 @@ func TestPIDReuse(t *testing.T) {
 	l, nd, c := setUpNode(t, "--reconcile-interval", "300ms")
 	ctx := context.Background()
 	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
-	old, _ := l.NewContainer()
+	old := newContainer(t, l)
 	oldIP := attach(t, c, old, "web")
 	pid := old.PID
 	old.Kill()
@@ -225,15 +227,15 @@ func TestPIDReuse(t *testing.T) {
 	waitFor(t, 5*time.Second, "the old attachment to be detached", func() bool {
 		return !strings.Contains(ctlState(t, nd), fmt.Sprintf(`"linux_pid:%d"`, pid))
 	})
-	if out, _ := reborn.Run(ctx, "ip", "-o", "link"); strings.Contains(out, "eth0") || strings.Contains(out, "eth1") {
-		t.Fatalf("the new process was wired by mistake:\n%s", out)
+	if out, err := reborn.Run(ctx, "ip", "-o", "link"); err != nil || strings.Contains(out, "eth0") || strings.Contains(out, "eth1") {
+		t.Fatalf("the new process was wired by mistake (or its links cannot be listed: %v):\n%s", err, out)
 	}
 	if veths, _ := ownedLinks(t, nd); len(veths) != 0 {
 		t.Fatalf("links left: %v", veths)
 	}
 	// Attaching the new process is a new attachment.
 	newIP := attach(t, c, reborn, "web")
-	if out, _ := reborn.Run(ctx, "ip", "-o", "addr"); !strings.Contains(out, newIP) {
+	if out, err := reborn.Run(ctx, "ip", "-o", "addr"); err != nil || !strings.Contains(out, newIP) {
 		t.Fatalf("new container not wired:\n%s", out)
 	}
 	t.Logf("pid %d: old attachment %s detached, new one %s", pid, oldIP, newIP)
@@ -245,33 +247,54 @@ func TestBridgeDriftRepair(t *testing.T) {
 	l, nd, c := setUpNode(t, "--reconcile-interval", "500ms")
 	ctx := context.Background()
 	web := call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
-	ctr, _ := l.NewContainer()
+	ctr := newContainer(t, l)
 	attach(t, c, ctr, "web")
 	gw := web.OverlayIP.String()
+	// Through eth0, the service leg: with eth0 gone the gateway still
+	// answers ARP on eth1, the global leg, as every node address does.
 	reach := func() bool {
-		_, err := ctr.Run(ctx, "ping", "-c", "1", "-W", "0.3", gw)
+		_, err := ctr.Run(ctx, "ping", "-c", "1", "-W", "0.3", "-I", "eth0", gw)
 		return err == nil
 	}
 	if !reach() {
 		t.Fatal("container does not reach its gateway")
 	}
+	// The repair can be quicker than a ping, so "reachable again" alone
+	// does not show that anything was deleted: the link must also come
+	// back as a new one (another ifindex).
+	ifindex := func(name string) string {
+		t.Helper()
+		out, err := nd.Run(ctx, "ip", "-o", "link", "show", name)
+		if err != nil {
+			if strings.Contains(out, "does not exist") {
+				return ""
+			}
+			t.Fatal(err)
+		}
+		return strings.SplitN(out, ":", 2)[0]
+	}
 	veths, _ := ownedLinks(t, nd)
+	var leg string
 	for _, v := range veths {
 		if strings.HasSuffix(v, "s") {
-			if _, err := nd.Run(ctx, "ip", "link", "del", v); err != nil {
-				t.Fatal(err)
-			}
+			leg = v
 		}
 	}
-	start := time.Now()
-	waitFor(t, 5*time.Second, "the deleted veth to be restored", reach)
-	t.Logf("veth restored in %v", time.Since(start).Round(time.Millisecond))
-	if _, err := nd.Run(ctx, "ip", "link", "del", web.Name); err != nil {
-		t.Fatal(err)
+	if leg == "" {
+		t.Fatalf("no service leg among %v", veths)
 	}
-	start = time.Now()
-	waitFor(t, 5*time.Second, "the deleted bridge to be restored", reach)
-	t.Logf("bridge restored in %v", time.Since(start).Round(time.Millisecond))
+	for _, name := range []string{leg, web.Name} {
+		old := ifindex(name)
+		if _, err := nd.Run(ctx, "ip", "link", "del", name); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		waitFor(t, 5*time.Second, "the deleted "+name+" to be restored", func() bool {
+			now := ifindex(name)
+			return now != "" && now != old && reach()
+		})
+		t.Logf("%s restored in %v", name, time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // A veth with the daemon's name pattern and no mark is what a crash between
@@ -281,7 +304,7 @@ func TestUnmarkedLegRemoved(t *testing.T) {
 	l, nd, c := setUpNode(t, "--reconcile-interval", "300ms")
 	ctx := context.Background()
 	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
-	ctr, _ := l.NewContainer()
+	ctr := newContainer(t, l)
 	attach(t, c, ctr, "web")
 	mk := func(name, peer string) {
 		if _, err := nd.Run(ctx, "ip", "link", "add", name, "type", "veth", "peer", "name", peer); err != nil {
@@ -295,11 +318,22 @@ func TestUnmarkedLegRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	exists := func(name string) bool {
-		_, err := nd.Run(ctx, "ip", "link", "show", name)
+		t.Helper()
+		out, err := nd.Run(ctx, "ip", "link", "show", name)
+		if err != nil && !strings.Contains(out, "does not exist") {
+			t.Fatal(err)
+		}
 		return err == nil
 	}
 	waitFor(t, 5*time.Second, "the unmarked leftover to be removed", func() bool { return !exists("zv0badc0des") })
-	time.Sleep(700 * time.Millisecond) // two more passes
+	// Two more passes, each known to have run because it removed a
+	// leftover made after the previous one: a pass that removes a
+	// leftover listed the links after it was made, the other two among
+	// them, and left those alone.
+	for _, sentinel := range []string{"zv0badc0d1s", "zv0badc0d2g"} {
+		mk(sentinel, "zt-sentinel-p")
+		waitFor(t, 5*time.Second, "the leftover "+sentinel+" to be removed", func() bool { return !exists(sentinel) })
+	}
 	for _, name := range []string{"zv0badc0dex", "zt-foreign"} {
 		if !exists(name) {
 			t.Errorf("%s was deleted but is not the daemon's", name)
@@ -323,9 +357,9 @@ func TestTeardownServiceRemovesEverything(t *testing.T) {
 	if web.Subnet == nil || web.OverlayIP == nil {
 		t.Fatalf("shared service answer without subnet or gateway: %+v", web)
 	}
-	w1, _ := l.NewContainer()
-	w2, _ := l.NewContainer()
-	d1, _ := l.NewContainer()
+	w1 := newContainer(t, l)
+	w2 := newContainer(t, l)
+	d1 := newContainer(t, l)
 	attach(t, c, w1, "web")
 	call(t, c, ipc.AttachContainer{Handle: ipc.AttachHandle{Platform: ipc.PlatformLinuxPID, PID: uint32(w2.PID)}, Service: "web"})
 	dbIP := attach(t, c, d1, "db")
@@ -357,7 +391,7 @@ func TestTeardownServiceRemovesEverything(t *testing.T) {
 	}
 	// Set up again: a bridge again, and a container wired on it.
 	again := call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}).(ipc.ServiceOverlay)
-	w3, _ := l.NewContainer()
+	w3 := newContainer(t, l)
 	attach(t, c, w3, "web")
 	if out, err := w3.Run(ctx, "ping", "-c", "1", "-W", "1", again.OverlayIP.String()); err != nil {
 		t.Fatalf("a container of the re-created service does not reach its gateway: %v\n%s", err, out)

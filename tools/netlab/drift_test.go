@@ -32,7 +32,10 @@ func TestWireGuardDriftRepair(t *testing.T) {
 		return strings.Contains(out, infos[1].PublicKey) && hasLine(routesProto79(t, a), infos[1].Slice)
 	})
 	mustPing(t, a, infos[1].NodeIP, 2)
-	before, _ := a.WG(ctx, "show", dev, "dump")
+	before, err := a.WG(ctx, "show", dev, "dump")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.Run(ctx, "ip", "link", "del", dev); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +47,10 @@ func TestWireGuardDriftRepair(t *testing.T) {
 		_, recv, _ := ping(t, a, "-c", "1", "-W", "0.3", infos[1].NodeIP)
 		return recv == 1
 	})
-	after, _ := a.WG(ctx, "show", dev, "dump")
+	after, err := a.WG(ctx, "show", dev, "dump")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.SplitN(before, "\n", 2)[0] != strings.SplitN(after, "\n", 2)[0] {
 		t.Fatalf("recreated device differs:\n%s\n%s", before, after)
 	}

@@ -39,15 +39,25 @@ func TestGuestFromGuestConfig(t *testing.T) {
 	if gc.Peers[0].Endpoint != fmt.Sprintf("%s:%d", nd.Underlay, Port) || gc.Peers[0].PublicKey != info.PublicKey {
 		t.Fatalf("guest config does not point at the node: %+v", gc.Peers)
 	}
-	b, _ := ipc.EncodeResponse(1, gc)
+	b, err := ipc.EncodeResponse(1, gc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var env struct {
 		Response json.RawMessage `json:"response"`
 	}
-	json.Unmarshal(b, &env)
+	if err := json.Unmarshal(b, &env); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(t.TempDir(), "guest.json")
-	os.WriteFile(cfgPath, env.Response, 0o600)
+	if err := os.WriteFile(cfgPath, env.Response, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	guest := guestNS.Command(ctx, guestBin, "-config", cfgPath)
-	stdout, _ := guest.StdoutPipe()
+	stdout, err := guest.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	guest.Stderr = os.Stderr
 	if err := guest.Start(); err != nil {
 		t.Fatal(err)
@@ -59,13 +69,16 @@ func TestGuestFromGuestConfig(t *testing.T) {
 	mustPing(t, guestNS, info.NodeIP, 3)
 	mustPing(t, nd, gc.OverlayIP.String(), 3)
 	// Its key is a global peer of the node; detach removes it.
-	wgOut, _ := nd.WG(ctx, "show", info.Device, "allowed-ips")
+	wgOut, err := nd.WG(ctx, "show", info.Device, "allowed-ips")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(wgOut, gc.PublicKey+"\t"+gc.OverlayIP.String()+"/32") {
 		t.Fatalf("guest peer missing:\n%s", wgOut)
 	}
 	call(t, c, ipc.DetachContainer{Handle: ipc.AttachHandle{Platform: ipc.PlatformGuest, ID: "vm-1"}})
-	if wgOut, _ := nd.WG(ctx, "show", info.Device, "peers"); strings.Contains(wgOut, gc.PublicKey) {
-		t.Fatalf("guest peer survived detach:\n%s", wgOut)
+	if wgOut, err := nd.WG(ctx, "show", info.Device, "peers"); err != nil || strings.Contains(wgOut, gc.PublicKey) {
+		t.Fatalf("guest peer survived detach (or wg failed: %v):\n%s", err, wgOut)
 	}
 	if _, recv, _ := ping(t, guestNS, "-c", "2", "-i", "0.2", "-W", "1", info.NodeIP); recv != 0 {
 		t.Fatal("a detached guest still reaches the node")

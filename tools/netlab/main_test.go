@@ -89,6 +89,16 @@ func setUpNode(t *testing.T, daemonArgs ...string) (*Lab, *Node, *ipc.Client) {
 	return l, nd, c
 }
 
+// newContainer starts a container process in the lab or fails the test.
+func newContainer(t *testing.T, l *Lab) *Container {
+	t.Helper()
+	ctr, err := l.NewContainer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctr
+}
+
 func client(t *testing.T, nd *Node, events chan<- ipc.Event) *ipc.Client {
 	t.Helper()
 	c, err := nd.Client(events)

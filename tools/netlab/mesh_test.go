@@ -81,7 +81,10 @@ func TestRestartAfterKill9(t *testing.T) {
 	victim := l.Nodes[1]
 	mustPing(t, l.Nodes[0], infos[1].NodeIP, 2)
 	before := status(t, client(t, victim, nil))
-	wgBefore, _ := victim.WG(ctx, "show", infos[1].Device, "dump")
+	wgBefore, err := victim.WG(ctx, "show", infos[1].Device, "dump")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	victim.Kill9()
 	started := time.Now()
@@ -112,7 +115,10 @@ func TestRestartAfterKill9(t *testing.T) {
 	if *after.PublicKey != *before.PublicKey || *after.NodeIP != *before.NodeIP || *after.Interface != *before.Interface || after.PeerCount != 2 {
 		t.Fatalf("identity changed across kill -9:\nbefore %+v\nafter  %+v", before, after)
 	}
-	wgAfter, _ := victim.WG(ctx, "show", infos[1].Device, "dump")
+	wgAfter, err := victim.WG(ctx, "show", infos[1].Device, "dump")
+	if err != nil {
+		t.Fatal(err)
+	}
 	first := func(s string) string { return strings.SplitN(s, "\n", 2)[0] }
 	if first(wgAfter) != first(wgBefore) { // private key, public key, port, fwmark
 		t.Fatalf("device changed:\n%s\n%s", first(wgBefore), first(wgAfter))
@@ -133,23 +139,41 @@ func TestAllowedIPChangesLoseNoPacket(t *testing.T) {
 	ca, cb := client(t, a, nil), client(t, b, nil)
 	done := make(chan struct{})
 	changes := 0
+	// The changes run beside the ping, spread over its 5 s; a failed call
+	// is reported with t.Error (t.Fatal belongs to the test's goroutine).
 	go func() {
 		defer close(done)
 		for i := 0; i < 40; i++ {
 			cidr := fmt.Sprintf("10.%d.%d.0/24", 100+i%50, i)
-			call(t, ca, ipc.AddAllowedIP{Pubkey: infos[1].PublicKey, CIDR: cidr})
-			call(t, cb, ipc.AddAllowedIP{Pubkey: infos[0].PublicKey, CIDR: cidr})
-			call(t, ca, ipc.RemoveAllowedIP{Pubkey: infos[1].PublicKey, CIDR: cidr})
-			call(t, cb, ipc.RemoveAllowedIP{Pubkey: infos[0].PublicKey, CIDR: cidr})
-			// add_peer with the same key updates the peer in place.
-			call(t, ca, ipc.AddPeer{PeerSpec: ipc.PeerSpec{PublicKey: infos[1].PublicKey,
-				Endpoint: fmt.Sprintf("%s:%d", b.Underlay, Port), AllowedIPs: infos[1].Slice, PersistentKeepaliveSecs: uint64(20 + i%10)}})
-			changes += 5
-			time.Sleep(50 * time.Millisecond)
+			for _, step := range []struct {
+				c   *ipc.Client
+				req ipc.Request
+			}{
+				{ca, ipc.AddAllowedIP{Pubkey: infos[1].PublicKey, CIDR: cidr}},
+				{cb, ipc.AddAllowedIP{Pubkey: infos[0].PublicKey, CIDR: cidr}},
+				{ca, ipc.RemoveAllowedIP{Pubkey: infos[1].PublicKey, CIDR: cidr}},
+				{cb, ipc.RemoveAllowedIP{Pubkey: infos[0].PublicKey, CIDR: cidr}},
+				// add_peer with the same key updates the peer in place.
+				{ca, ipc.AddPeer{PeerSpec: ipc.PeerSpec{PublicKey: infos[1].PublicKey,
+					Endpoint: fmt.Sprintf("%s:%d", b.Underlay, Port), AllowedIPs: infos[1].Slice, PersistentKeepaliveSecs: uint64(20 + i%10)}}},
+			} {
+				if _, err := step.c.Call(ctx, step.req); err != nil {
+					t.Errorf("change %d: %s: %v", i, step.req.Op(), err)
+					return
+				}
+				changes++
+			}
+			time.Sleep(50 * time.Millisecond) // pacing, not synchronisation
 		}
 	}()
 	sent, recv, out := ping(t, a, "-c", "500", "-i", "0.01", "-W", "1", infos[1].NodeIP)
 	<-done
+	if t.Failed() {
+		t.FailNow()
+	}
+	if changes != 200 {
+		t.Fatalf("%d of 200 changes made during the ping", changes)
+	}
 	t.Logf("%d AllowedIP and peer updates during %d pings, %d answered", changes, sent, recv)
 	if recv != sent {
 		t.Fatalf("lost %d of %d packets while AllowedIPs changed:\n%s", sent-recv, sent, out)
@@ -164,8 +188,8 @@ func TestAllowedIPChangesLoseNoPacket(t *testing.T) {
 	if r := routesProto79(t, a); hasLine(r, extra) || hasLine(r, infos[1].Slice) {
 		t.Fatalf("remove_peer left routes behind:\n%s", r)
 	}
-	if out, _ := a.WG(ctx, "show", infos[0].Device, "peers"); strings.Contains(out, infos[1].PublicKey) {
-		t.Fatalf("peer still on the device:\n%s", out)
+	if out, err := a.WG(ctx, "show", infos[0].Device, "peers"); err != nil || strings.Contains(out, infos[1].PublicKey) {
+		t.Fatalf("peer still on the device (or wg failed: %v):\n%s", err, out)
 	}
 }
 

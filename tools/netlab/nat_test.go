@@ -21,6 +21,17 @@ func setNAT(t *testing.T, c *ipc.Client, on bool) {
 	call(t, c, ipc.SetupGlobalOverlay{Deployment: "lab", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: Port, NatEnabled: on})
 }
 
+// nftList runs nft list args in the node and returns its output; a table
+// that is gone fails the test, with nft's words.
+func nftList(t *testing.T, nd *Node, args ...string) string {
+	t.Helper()
+	out, err := nd.Run(context.Background(), append([]string{"nft", "list"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func nftRuleset(t *testing.T, nd *Node) string {
 	t.Helper()
 	out, err := nd.Run(context.Background(), "nft", "list", "ruleset")
@@ -85,8 +96,8 @@ func TestNAT(t *testing.T) {
 	}
 	setupServices(t, l, infos, ipc.ModeShared, "web")
 	c0, c1 := client(t, l.Nodes[0], nil), client(t, l.Nodes[1], nil)
-	a, _ := l.NewContainer()
-	b, _ := l.NewContainer()
+	a := newContainer(t, l)
+	b := newContainer(t, l)
 	// Service addresses only (no join_global): cross-node traffic leaves
 	// through eth0, the bridge and the node, where masquerade could act.
 	attach1 := func(c *ipc.Client, ctr *Container) netip.Addr {
@@ -119,7 +130,7 @@ func TestNAT(t *testing.T) {
 	}
 	// On one bridge (bridged traffic passes the ip hooks here): never
 	// masqueraded either.
-	a2, _ := l.NewContainer()
+	a2 := newContainer(t, l)
 	a2IP := attach1(c0, a2)
 	if src := udpSource(t, a.NetnsPath(), a2.NetnsPath(), a2IP); src != aIP {
 		t.Fatalf("a container on the same bridge saw %s, want %s", src, aIP)
@@ -176,12 +187,12 @@ func TestNAT(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	theirs, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "ip", "theirs")
+	theirs := nftList(t, l.Nodes[0], "table", "ip", "theirs")
 	back("nft delete table", "nft", "delete", "table", "inet", "zlayer_overlayd")
-	if got, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "ip", "theirs"); stripCounters(got) != stripCounters(theirs) {
+	if got := nftList(t, l.Nodes[0], "table", "ip", "theirs"); stripCounters(got) != stripCounters(theirs) {
 		t.Fatalf("their table changed:\n%s\nwas\n%s", got, theirs)
 	}
-	if again, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "inet", "zlayer_overlayd"); stripCounters(again) != stripCounters(table) {
+	if again := nftList(t, l.Nodes[0], "table", "inet", "zlayer_overlayd"); stripCounters(again) != stripCounters(table) {
 		t.Fatalf("restored table differs:\n%s\nwant\n%s", again, table)
 	}
 	if err := ping(); err != nil {
@@ -198,7 +209,7 @@ func TestNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	c0 = client(t, l.Nodes[0], nil)
-	if again, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "inet", "zlayer_overlayd"); stripCounters(again) != stripCounters(table) {
+	if again := nftList(t, l.Nodes[0], "table", "inet", "zlayer_overlayd"); stripCounters(again) != stripCounters(table) {
 		t.Fatalf("table after restart differs:\n%s\nwant\n%s", again, table)
 	}
 
@@ -261,7 +272,7 @@ func TestNAT(t *testing.T) {
 	if rs := nftRuleset(t, l.Nodes[0]); strings.Contains(rs, "zlayer") {
 		t.Fatalf("after teardown something of the daemon's remains:\n%s", rs)
 	}
-	if got, _ := l.Nodes[0].Run(ctx, "nft", "list", "table", "ip", "theirs"); stripCounters(got) != stripCounters(theirs) {
+	if got := nftList(t, l.Nodes[0], "table", "ip", "theirs"); stripCounters(got) != stripCounters(theirs) {
 		t.Fatalf("their table changed:\n%s\nwas\n%s", got, theirs)
 	}
 }

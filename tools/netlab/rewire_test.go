@@ -31,9 +31,21 @@ func TestReattachInOneFullPass(t *testing.T) {
 		// may be decided first (a no-op) or second (a new address).
 		var wg sync.WaitGroup
 		wg.Add(2)
-		go func() { defer wg.Done(); c.Call(context.Background(), ipc.DetachContainer{Handle: h}) }()
-		go func() { defer wg.Done(); c2.Call(context.Background(), ipc.AttachContainer{Handle: h, Service: "web"}) }()
+		for _, x := range []struct {
+			c   *ipc.Client
+			req ipc.Request
+		}{{c, ipc.DetachContainer{Handle: h}}, {c2, ipc.AttachContainer{Handle: h, Service: "web"}}} {
+			go func() {
+				defer wg.Done()
+				if _, err := x.c.Call(context.Background(), x.req); err != nil {
+					t.Errorf("iteration %d: %s: %v", i, x.req.Op(), err)
+				}
+			}()
+		}
 		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
 		// Make sure it ends attached, then compare state and kernel.
 		r := call(t, c, ipc.AttachContainer{Handle: h, Service: "web"}).(ipc.Attached)
 		out, err := ctr.Run(context.Background(), "ip", "-o", "-4", "addr", "show", "eth0")

@@ -4,6 +4,7 @@ package netlab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -46,25 +47,29 @@ func TestAttachStormWithKills(t *testing.T) {
 	pool := make([]*Container, poolSize)
 	var poolMu sync.Mutex
 	for i := range pool {
-		pool[i], _ = l.NewContainer()
+		pool[i] = newContainer(t, l)
 	}
-	r := rand.New(rand.NewSource(time.Now().UnixNano()))
+	// The seed replays the choices (containers, commands, when to kill);
+	// how the clients' commands interleave is the scheduler's.
+	r := rand.New(rand.NewSource(testSeed(t)))
 	const perRound = 200
 	var ops atomic.Int64
+	// Commands in flight now, and summed over the moments of the kills.
+	var inFlight, killedDuring atomic.Int64
 	for round := 0; round < rounds; round++ {
 		// Some containers die on their own (no detach); new ones replace them.
 		poolMu.Lock()
 		for k := 0; k < 2; k++ {
 			i := r.Intn(poolSize)
 			pool[i].Kill()
-			pool[i], _ = l.NewContainer()
+			pool[i] = newContainer(t, l)
 		}
 		poolMu.Unlock()
 		// 200 attaches and detaches from 8 clients; the daemon is killed
-		// with SIGKILL at two random points of the storm and restarted.
+		// with SIGKILL at two random points of the storm, while the other
+		// clients' commands are in flight, and restarted.
 		var done atomic.Int64
 		kills := []int64{int64(20 + r.Intn(80)), int64(100 + r.Intn(80))}
-		var daemonMu sync.RWMutex // held for writing while the daemon restarts
 		var wg sync.WaitGroup
 		for w := 0; w < 8; w++ {
 			wg.Add(1)
@@ -78,11 +83,9 @@ func TestAttachStormWithKills(t *testing.T) {
 					}
 				}()
 				for done.Load() < perRound {
-					daemonMu.RLock()
 					if cl == nil {
 						var err error
 						if cl, err = nd.Client(nil); err != nil {
-							daemonMu.RUnlock()
 							t.Error(err)
 							return
 						}
@@ -96,11 +99,12 @@ func TestAttachStormWithKills(t *testing.T) {
 					if rr.Intn(3) == 0 {
 						req = ipc.DetachContainer{Handle: h}
 					}
+					inFlight.Add(1)
 					_, err := cl.Call(ctx, req)
-					daemonMu.RUnlock()
+					inFlight.Add(-1)
 					if err != nil {
-						re, remote := err.(*ipc.RemoteError)
-						if !remote || strings.Contains(re.Message, "stopping") || strings.Contains(re.Message, "shutting down") {
+						var re *ipc.RemoteError
+						if remote := errors.As(err, &re); !remote || strings.Contains(re.Message, "stopping") || strings.Contains(re.Message, "shutting down") {
 							cl.Close() // the daemon died under us: reconnect
 							cl = nil
 							continue
@@ -114,14 +118,12 @@ func TestAttachStormWithKills(t *testing.T) {
 					ops.Add(1)
 					for _, k := range kills {
 						if n == k {
-							daemonMu.Lock()
+							killedDuring.Add(inFlight.Load())
 							nd.Kill9()
 							if err := nd.Start(); err != nil {
-								daemonMu.Unlock()
 								t.Error(err)
 								return
 							}
-							daemonMu.Unlock()
 						}
 					}
 				}
@@ -181,7 +183,10 @@ func TestAttachStormWithKills(t *testing.T) {
 		if !rep.OK {
 			t.Fatalf("round %d: journal verify: %v", round, rep.Problems)
 		}
-		t.Logf("round %d: %d commands so far, %d attachments live, journal at %d", round, ops.Load(), len(st.Attachments), st.Seq)
+		t.Logf("round %d: %d commands so far, %d attachments live, journal at %d; %d commands were in flight at the kills so far", round, ops.Load(), len(st.Attachments), st.Seq, killedDuring.Load())
+	}
+	if killedDuring.Load() == 0 {
+		t.Fatal("no kill landed while a command was in flight: the storm did not test a crash in the middle of an attach or detach")
 	}
 }
 

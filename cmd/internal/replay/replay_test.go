@@ -29,12 +29,12 @@ func appendEvents(t *testing.T, st journal.Store, evs ...projections.Event) {
 func TestUnknownEvents(t *testing.T) {
 	st := journal.NewMem()
 	appendEvents(t, st, &projections.NodeIDSet{NodeID: 3})
-	st.Append([]journal.Record{{Type: "future_thing", Version: 1, Ignorable: true, Payload: []byte(`{}`)}}).Wait()
+	appendRecords(t, st, journal.Record{Type: "future_thing", Version: 1, Ignorable: true, Payload: []byte(`{}`)})
 	s, stats, err := Load(st, Options{Verify: true})
 	if err != nil || s.Node.ID != 3 || stats.Skipped != 1 || s.Seq != 2 {
 		t.Fatalf("ignorable unknown event: %v %+v seq %d", err, stats, s.Seq)
 	}
-	st.Append([]journal.Record{{Type: "future_thing", Version: 1, Payload: []byte(`{}`)}}).Wait()
+	appendRecords(t, st, journal.Record{Type: "future_thing", Version: 1, Payload: []byte(`{}`)})
 	_, _, err = Load(st, Options{})
 	if err == nil || !strings.Contains(err.Error(), "event 3 (future_thing") || !strings.Contains(err.Error(), "newer daemon") {
 		t.Fatalf("unknown event: %v", err)
@@ -52,7 +52,10 @@ func TestSnapshotPlusTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := st.HashAt(s.Seq)
+	h, err := st.HashAt(s.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := st.SaveSnapshot(Snapshot(s, h)); err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +68,22 @@ func TestSnapshotPlusTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, _ := withSnap.CanonicalJSON()
-	b, _ := full.CanonicalJSON()
+	a, err := withSnap.CanonicalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := full.CanonicalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if string(a) != string(b) {
 		t.Fatalf("snapshot+tail:\n%s\nfull replay:\n%s", a, b)
 	}
 	// A snapshot that claims another hash for its event is not used.
 	bad := Snapshot(s, [32]byte{1})
-	st.SaveSnapshot(bad)
+	if err := st.SaveSnapshot(bad); err != nil {
+		t.Fatal(err)
+	}
 	_, stats, err = Load(st, Options{})
 	if err != nil || stats.SnapshotSeq != 0 || !strings.Contains(stats.SnapshotReason, "does not match") {
 		t.Fatalf("mismatched snapshot used: %v %+v", err, stats)
@@ -82,8 +93,15 @@ func TestSnapshotPlusTail(t *testing.T) {
 		t.Fatalf("verify: %v %+v", err, rep)
 	}
 	st.Tamper(2, 40)
-	if rep, _ := Verify(st, nil, 0); rep.OK() || !strings.Contains(rep.Problems[0], "event 2 ") {
-		t.Fatalf("tampered event not named: %+v", rep)
+	if rep, err := Verify(st, nil, 0); err != nil || rep.OK() || !strings.Contains(rep.Problems[0], "event 2 ") {
+		t.Fatalf("tampered event not named: %v %+v", err, rep)
+	}
+}
+
+func appendRecords(t *testing.T, st journal.Store, recs ...journal.Record) {
+	t.Helper()
+	if _, err := st.Append(recs).Wait(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -230,22 +230,3 @@ func maxGap(replies []float64, start, end float64) float64 {
 	}
 	return max(gap, end-prev)
 }
-
-// testSeed is the seed of a random test: OVERLAYD_TEST_SEED replays one.
-func testSeed(t *testing.T) int64 {
-	t.Helper()
-	seed := time.Now().UnixNano()
-	if v := os.Getenv("OVERLAYD_TEST_SEED"); v != "" {
-		s, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			t.Fatalf("OVERLAYD_TEST_SEED: %v", err)
-		}
-		seed = s
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("replay with OVERLAYD_TEST_SEED=%d", seed)
-		}
-	})
-	return seed
-}

@@ -90,11 +90,11 @@ func openFaultyAt(t *testing.T, dir string) (*journal.Faulty, *names, *ipc.Clien
 func register(t *testing.T, c *ipc.Client, name string) string {
 	t.Helper()
 	_, err := c.Call(context.Background(), ipc.RegisterDNS{Name: name, IP: ipc.AddrOf(netipMust("10.0.0.1"))})
-	return refusal(t, err)
+	return refusalOf(t, err)
 }
 
-// refusal is the daemon's err answer ("" for none); any other error fails.
-func refusal(t *testing.T, err error) string {
+// refusalOf is the daemon's err answer ("" for none); any other error fails.
+func refusalOf(t *testing.T, err error) string {
 	t.Helper()
 	var re *ipc.RemoteError
 	switch {

@@ -90,7 +90,7 @@ type BoltStore struct {
 	epoch    uint64 // bumped by each failure: items appended before it fail
 	closing  bool
 	stats    Stats
-	warnings []string // found at open (a meta page that fails its checks)
+	warnings []string      // found at open (a meta page that fails its checks)
 	discard  []discardMark // failed commits, recorded in the file by Recover
 
 	ids idSource // writer goroutine only

@@ -228,11 +228,11 @@ func (f *Faulty) Head() (uint64, [32]byte) { return f.inner.Head() }
 func (f *Faulty) Iterate(after uint64, verify bool, fn func(*Envelope) error) error {
 	return f.inner.Iterate(after, verify, fn)
 }
-func (f *Faulty) HashAt(seq uint64) ([32]byte, error)  { return f.inner.HashAt(seq) }
-func (f *Faulty) SaveSnapshot(sn *Snapshot) error      { return f.inner.SaveSnapshot(sn) }
-func (f *Faulty) LoadSnapshot() (*Snapshot, error)     { return f.inner.LoadSnapshot() }
-func (f *Faulty) Verify() (*Report, error)             { return f.inner.Verify() }
-func (f *Faulty) Identity() Identity                   { return f.inner.Identity() }
+func (f *Faulty) HashAt(seq uint64) ([32]byte, error) { return f.inner.HashAt(seq) }
+func (f *Faulty) SaveSnapshot(sn *Snapshot) error     { return f.inner.SaveSnapshot(sn) }
+func (f *Faulty) LoadSnapshot() (*Snapshot, error)    { return f.inner.LoadSnapshot() }
+func (f *Faulty) Verify() (*Report, error)            { return f.inner.Verify() }
+func (f *Faulty) Identity() Identity                  { return f.inner.Identity() }
 
 // Close waits for queued commits, then closes the inner store.
 func (f *Faulty) Close() error {

@@ -74,6 +74,9 @@ type BoltStore struct {
 	h          *handle
 	herr       error // why there is no handle
 	recovering bool
+	// inherit is the descriptor of a stuck handle: its mapping keeps the
+	// file's lock, so the next open goes through a duplicate of it.
+	inherit *os.File
 
 	wmu   sync.Mutex // held by the writer while it commits; Check and Recover take it for a quiet file
 	recMu sync.Mutex // one Recover at a time
@@ -95,9 +98,12 @@ type BoltStore struct {
 
 	ids idSource // writer goroutine only
 
-	// commitHook, when set (tests), runs inside each commit's transaction
-	// after the puts; an error fails the commit.
-	commitHook func() error
+	// faultHook, when set (tests), is asked at each write: "commit"
+	// (inside the transaction, after the puts; an error fails the
+	// commit), "synced" (after the commit: an error fails it although it
+	// reached the file, as a failed fsync does) and "recover" (Recover's
+	// probe of the medium).
+	faultHook func(op string) error
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -205,7 +211,13 @@ func (s *BoltStore) openHandle() (*handle, error) {
 		FreelistType:   bolt.FreelistMapType,
 		NoSync:         s.opt.NoSync,
 		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
-			f, err := os.OpenFile(name, flag, mode)
+			var f *os.File
+			var err error
+			if s.inherit != nil {
+				f, err = dupFile(s.inherit)
+			} else {
+				f, err = os.OpenFile(name, flag, mode)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -256,6 +268,10 @@ func (s *BoltStore) openHandle() (*handle, error) {
 			return nil, &DamageError{Path: s.path, Op: "open", Page: -1, Msg: err.Error()}
 		}
 		return nil, fmt.Errorf("journal: open %s: %w", s.path, err)
+	}
+	if s.inherit != nil {
+		s.inherit.Close() // the new handle holds the description now
+		s.inherit = nil
 	}
 	return h, nil
 }
@@ -545,9 +561,11 @@ func (s *BoltStore) closeHandle(h *handle) error {
 	stuck := h.stuck
 	s.hmu.Unlock()
 	if stuck {
+		// Its mapping, which cannot be released without bbolt, keeps the
+		// file's lock: the next open reuses its descriptor (dupFile).
 		slog.Warn("journal: abandoning a bbolt handle left unusable by a panic; its mapping stays until exit", "file", s.path)
-		if h.file != nil {
-			return h.file.Close()
+		if h.file != nil && s.inherit == nil {
+			s.inherit = h.file
 		}
 		return nil
 	}
@@ -576,7 +594,12 @@ func (s *BoltStore) Close() error {
 	h := s.h
 	s.h, s.herr = nil, ErrClosed
 	s.hmu.Unlock()
-	return s.closeHandle(h)
+	err := s.closeHandle(h)
+	if s.inherit != nil {
+		s.inherit.Close()
+		s.inherit = nil
+	}
+	return err
 }
 
 // RawUpdate runs fn on the events bucket in a write transaction: for tests

@@ -43,7 +43,7 @@ func (s *BoltStore) Iterate(after uint64, verify bool, fn func(*Envelope) error)
 			}
 			seq := binary.BigEndian.Uint64(k)
 			if seq > head {
-				return nil
+				break
 			}
 			if err := decodeInto(&e, v, verify); err != nil {
 				return fmt.Errorf("event %d: %w", seq, err)

@@ -165,8 +165,8 @@ func (s *BoltStore) commitBatch(batch []item) {
 		if err := tx.Bucket(bucketMeta).Put(keyHead, encodeHead(seq, prev)); err != nil {
 			return err
 		}
-		if s.commitHook != nil {
-			if err := s.commitHook(); err != nil {
+		if s.faultHook != nil {
+			if err := s.faultHook("commit"); err != nil {
 				return err
 			}
 		}
@@ -174,6 +174,12 @@ func (s *BoltStore) commitBatch(batch []item) {
 		return nil
 	})
 	s.release(h)
+	if err == nil && s.faultHook != nil {
+		// Tests: a commit that reached the file but whose sync failed.
+		if herr := s.faultHook("synced"); herr != nil {
+			err = herr
+		}
+	}
 	if err != nil {
 		cause := fmt.Errorf("commit of events %d..%d to %s: %w", first, first+uint64(nLive)-1, s.path, err)
 		if IsDamage(err) {

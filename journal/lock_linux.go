@@ -32,3 +32,15 @@ func lockFile(f *os.File, exclusive bool, timeout time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// dupFile returns a new descriptor for f's open file description, which
+// holds f's lock: a store whose bbolt handle is stuck (its mapping still
+// references the description, so the lock cannot be released) reopens
+// the file through it.
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}

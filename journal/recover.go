@@ -51,7 +51,11 @@ func (s *BoltStore) Recover() error {
 	case failed == nil:
 		return nil
 	}
-	if err := probeWrite(s.path + ".probe"); err != nil {
+	err := probeWrite(s.path + ".probe")
+	if err == nil && s.faultHook != nil {
+		err = s.faultHook("recover")
+	}
+	if err != nil {
 		return fmt.Errorf("journal: recover %s: the medium still fails writes: %w (read-only since: %w)", s.path, err, failed)
 	}
 	s.wmu.Lock()
@@ -92,7 +96,7 @@ func (s *BoltStore) Recover() error {
 	// The descriptor is gone either way; a close error is the same
 	// trouble that made the store read-only.
 	_ = s.closeHandle(old)
-	h, err := s.openHandle()
+	h, err = s.openHandle()
 	if err != nil {
 		err = fmt.Errorf("journal: recover: reopen %s: %w", s.path, err)
 		s.fail(err, false)

@@ -198,17 +198,20 @@ func (sv *salvager) event(k, v []byte, fromTree bool) bool {
 	if len(k) != 8 {
 		return false
 	}
-	seq := binary.BigEndian.Uint64(k)
-	if seq == 0 {
-		return false
-	}
 	var e Envelope
-	if err := decodeInto(&e, v, false); err != nil || e.Seq != seq {
+	if err := decodeInto(&e, v, false); err != nil || e.Seq == 0 {
 		return false
 	}
-	c := &candidate{seq: seq, hash: e.Hash, prev: e.PrevHash, id: e.ID, typ: e.Type, fromTree: fromTree}
 	_, err := decodeEnvelope(v, true)
-	c.hashOK = err == nil
+	hashOK := err == nil
+	// An envelope whose own hash checks out says which event it is (its
+	// sequence is hashed), whatever key it is stored under; one that does
+	// not counts only where the key agrees with it.
+	if !hashOK && e.Seq != binary.BigEndian.Uint64(k) {
+		return false
+	}
+	seq := e.Seq
+	c := &candidate{seq: seq, hash: e.Hash, prev: e.PrevHash, id: e.ID, typ: e.Type, fromTree: fromTree, hashOK: hashOK}
 	for _, o := range sv.cands[seq] {
 		if o.hash == c.hash && o.hashOK == c.hashOK && bytes.Equal(o.raw, v) {
 			o.fromTree = o.fromTree || fromTree

@@ -35,9 +35,20 @@ func EncodeSnapshot(sn *Snapshot) []byte {
 	b = binary.BigEndian.AppendUint32(b, sn.Schema)
 	b = binary.BigEndian.AppendUint64(b, sn.Seq)
 	b = append(b, sn.Hash[:]...)
-	sum := sha256.Sum256(sn.Body)
+	sum := snapshotSum(b[4:], sn.Body)
 	b = append(b, sum[:]...)
 	return append(b, sn.Body...)
+}
+
+// snapshotSum is the OVS2 checksum: SHA-256 of the header fields after
+// the magic (id, schema, sequence, hash), then the body.
+func snapshotSum(header, body []byte) [32]byte {
+	h := sha256.New()
+	h.Write(header)
+	h.Write(body)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // DecodeSnapshot parses a snapshot file's bytes: the current encoding, or
@@ -45,8 +56,9 @@ func EncodeSnapshot(sn *Snapshot) []byte {
 func DecodeSnapshot(b []byte) (*Snapshot, error) {
 	var sn Snapshot
 	var rest []byte
+	v2 := len(b) >= 4 && bytes.Equal(b[:4], snapshotMagic)
 	switch {
-	case len(b) >= 4 && bytes.Equal(b[:4], snapshotMagic):
+	case v2:
 		if len(b) < 4+16+4+8+32+32 {
 			return nil, fmt.Errorf("%w: %d bytes is too short for its header", ErrSnapshotCorrupt, len(b))
 		}
@@ -64,8 +76,14 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 	sn.Seq = binary.BigEndian.Uint64(rest[4:])
 	copy(sn.Hash[:], rest[12:44])
 	body := rest[76:]
-	if sum := sha256.Sum256(body); !bytes.Equal(sum[:], rest[44:76]) {
-		return nil, fmt.Errorf("%w: body checksum mismatch", ErrSnapshotCorrupt)
+	var sum [32]byte
+	if v2 {
+		sum = snapshotSum(b[4:4+16+4+8+32], body)
+	} else {
+		sum = sha256.Sum256(body)
+	}
+	if !bytes.Equal(sum[:], rest[44:76]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrSnapshotCorrupt)
 	}
 	sn.Body = append([]byte(nil), body...)
 	return &sn, nil

@@ -177,13 +177,13 @@ func readLayout(f io.ReaderAt, size int64) (*layout, error) {
 
 // pageReader reads pages of a file with bounds checks.
 type pageReader struct {
-	f    io.ReaderAt
-	l    *layout
-	bufs map[int][]byte
+	f   io.ReaderAt
+	l   *layout
+	buf []byte
 }
 
 // read returns page id with its overflow pages. The slice is valid until
-// the next read of a page of the same span.
+// the next read.
 func (r *pageReader) read(id uint64) ([]byte, pageHeader, error) {
 	ps := uint64(r.l.pageSize)
 	if id >= r.l.meta.hwm {
@@ -192,27 +192,28 @@ func (r *pageReader) read(id uint64) ([]byte, pageHeader, error) {
 	if (id+1)*ps > uint64(r.l.size) {
 		return nil, pageHeader{}, fmt.Errorf("page %d: beyond the end of the file (%d bytes): truncated", id, r.l.size)
 	}
-	var hb [pageHeaderSize]byte
-	if _, err := r.f.ReadAt(hb[:], int64(id*ps)); err != nil {
+	if cap(r.buf) < int(ps) {
+		r.buf = make([]byte, ps)
+	}
+	buf := r.buf[:ps]
+	if _, err := r.f.ReadAt(buf, int64(id*ps)); err != nil {
 		return nil, pageHeader{}, fmt.Errorf("page %d: %w", id, err)
 	}
-	h := readPageHeader(hb[:])
+	h := readPageHeader(buf)
+	if h.overflow == 0 {
+		return buf, h, nil
+	}
 	span := (uint64(h.overflow) + 1) * ps
 	if id+uint64(h.overflow) >= r.l.meta.hwm || id*ps+span > uint64(r.l.size) {
 		return nil, h, fmt.Errorf("page %d: its %d overflow pages reach beyond the file", id, h.overflow)
 	}
-	if r.bufs == nil {
-		r.bufs = map[int][]byte{}
+	if cap(r.buf) < int(span) {
+		nb := make([]byte, span)
+		copy(nb, buf)
+		r.buf = nb
 	}
-	n := int(h.overflow) + 1
-	buf := r.bufs[n]
-	if buf == nil {
-		buf = make([]byte, span)
-		if n <= 4 {
-			r.bufs[n] = buf
-		}
-	}
-	if _, err := r.f.ReadAt(buf, int64(id*ps)); err != nil {
+	buf = r.buf[:span]
+	if _, err := r.f.ReadAt(buf[ps:], int64(id*ps+ps)); err != nil {
 		return nil, h, fmt.Errorf("page %d: %w", id, err)
 	}
 	return buf, h, nil
@@ -244,6 +245,25 @@ func leafElems(b []byte, h pageHeader) ([]leafElem, error) {
 		out = append(out, leafElem{flags: flags, key: b[start : start+ks], value: b[start+ks : start+ks+vs]})
 	}
 	return out, nil
+}
+
+// checkLeaf is leafElems without the elements: it reports whether the
+// page holds bucket elements.
+func checkLeaf(b []byte, h pageHeader) (buckets bool, err error) {
+	n := int(h.count)
+	if pageHeaderSize+n*elemSize > len(b) {
+		return false, fmt.Errorf("%d elements do not fit in %d bytes", n, len(b))
+	}
+	for i := 0; i < n; i++ {
+		off := pageHeaderSize + i*elemSize
+		flags, pos := ne.Uint32(b[off:]), uint64(ne.Uint32(b[off+4:]))
+		ks, vs := uint64(ne.Uint32(b[off+8:])), uint64(ne.Uint32(b[off+12:]))
+		if uint64(off)+pos+ks+vs > uint64(len(b)) {
+			return buckets, fmt.Errorf("element %d: key and value (%d+%d bytes at %d) lie outside the page", i, ks, vs, uint64(off)+pos)
+		}
+		buckets = buckets || flags&leafBucket != 0
+	}
+	return buckets, nil
 }
 
 type branchElem struct {
@@ -440,15 +460,16 @@ func (w *walker) tree(bucket string, id uint64, readLeaves bool, depth int, path
 		if !readLeaves && !w.full {
 			return
 		}
-		elems, err := leafElems(b, h)
+		buckets, err := checkLeaf(b, h)
 		if err != nil {
 			w.problem("page %d: %s leaf page: %v", id, bucket, err)
 		}
-		if hasBucket(elems) {
-			// The walk below reuses the read buffer: keep this page.
-			b = append([]byte(nil), b...)
-			elems, _ = leafElems(b, h)
+		if !buckets {
+			return
 		}
+		// The walk below reuses the read buffer: keep this page.
+		b = append([]byte(nil), b...)
+		elems, _ := leafElems(b, h)
 		for _, e := range elems {
 			if e.flags&leafBucket != 0 {
 				w.bucket(string(e.key), e.value, id, depth, path)

@@ -77,10 +77,11 @@ func (s *BoltStore) Recover() error {
 	}
 	t.Stop()
 	if old != nil && old.readers > 0 {
+		n := old.readers
 		s.recovering = false
 		s.hcond.Broadcast()
 		s.hmu.Unlock()
-		return fmt.Errorf("journal: recover %s: %d read(s) still in flight after %v; try again", s.path, old.readers, s.opt.RecoverDrain)
+		return fmt.Errorf("journal: recover %s: %d read(s) still in flight after %v; try again", s.path, n, s.opt.RecoverDrain)
 	}
 	s.h = nil
 	s.hmu.Unlock()

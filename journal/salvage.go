@@ -40,6 +40,9 @@ type Salvage struct {
 	// TreeEvents counts the events read through bbolt's own tree (0 when
 	// bbolt could not read the file); the others came from the page scan.
 	TreeEvents uint64
+	// TreeIntact: bbolt's tree holds exactly Chain, every event verifying
+	// (nothing needs repair).
+	TreeIntact bool
 	// Discarded counts envelopes left out because they belong to commits
 	// that failed (they were answered as failed).
 	Discarded int
@@ -51,6 +54,7 @@ type Found struct {
 	Seq    uint64
 	Type   string
 	ID     string
+	Hash   [32]byte
 	HashOK bool
 }
 
@@ -380,6 +384,19 @@ func (sv *salvager) build() {
 	}
 	out.HeadHash = prev
 	last := uint64(len(out.Chain))
+	out.TreeIntact = out.TreeEvents == last
+	for seq := uint64(1); seq <= last && out.TreeIntact; seq++ {
+		for _, c := range sv.cands[seq] {
+			if c.fromTree && c.raw != nil && !bytes.Equal(c.raw, out.Chain[seq-1]) {
+				out.TreeIntact = false
+				why := "does not verify"
+				if c.hashOK {
+					why = "is not the one that links"
+				}
+				out.Damage = append(out.Damage, fmt.Sprintf("event %d in bbolt's tree %s; an intact copy was found in another page", seq, why))
+			}
+		}
+	}
 	if next := sv.cands[last+1]; len(next) > 0 && last < out.Highest {
 		why := "its own hash does not match its content"
 		for _, c := range next {
@@ -400,7 +417,7 @@ func (sv *salvager) build() {
 			}
 		}
 		if pick != nil {
-			out.Beyond = append(out.Beyond, Found{Seq: seq, Type: pick.typ, ID: pick.id.String(), HashOK: pick.hashOK})
+			out.Beyond = append(out.Beyond, Found{Seq: seq, Type: pick.typ, ID: pick.id.String(), Hash: pick.hash, HashOK: pick.hashOK})
 		}
 	}
 }

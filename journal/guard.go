@@ -27,7 +27,7 @@ func (e *DamageError) Error() string {
 	if e.Page >= 0 {
 		where = fmt.Sprintf(" (page %d)", e.Page)
 	}
-	return fmt.Sprintf("%v: %s: %s%s: %s; run `overlayctl journal verify`, then `overlayctl journal repair`",
+	return fmt.Sprintf("%v: %s: %s%s: %s (`overlayctl journal repair` salvages what can be read)",
 		ErrDamaged, e.Path, e.Op, where, e.Msg)
 }
 
@@ -36,7 +36,7 @@ func (e *DamageError) Unwrap() error { return ErrDamaged }
 // IsDamage reports whether err says the file's structure is damaged.
 func IsDamage(err error) bool { return errors.Is(err, ErrDamaged) }
 
-var pageInMessage = regexp.MustCompile(`(?i)\bpage(?: id)?[ :(]*(\d+)`)
+var pageInMessage = regexp.MustCompile(`(?i)\bpage\b[^0-9]{0,20}?(\d+)`)
 
 // pageOf finds a page number in a bbolt message ("page 12: ...",
 // "Page expected to be: 512, ...").

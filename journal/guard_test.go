@@ -312,8 +312,8 @@ func TestRecoverGivesUpOnANestedReader(t *testing.T) {
 
 func TestPageOf(t *testing.T) {
 	for msg, want := range map[string]int64{
-		"assertion failed: Page expected to be: 128, but self identifies as 127": 128,
-		"page 12: unreachable unfreed":                                            12,
+		"assertion failed: Page expected to be: 128, but self identifies as 127":                         128,
+		"page 12: unreachable unfreed":                                                                   12,
 		"the file is 8192 bytes but its pages reach byte 720896 (high-water mark page 176, meta page 1)": 176,
 		"invalid freelist page: 0, page type is leaf":                                                    0,
 		"no number here": -1,

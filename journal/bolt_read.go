@@ -160,15 +160,16 @@ func (s *BoltStore) Verify() (*Report, error) {
 // While it runs, commits wait (bbolt's check must not race a writer). Its
 // cost grows with the file: see the note in doc.go.
 func (s *BoltStore) Check() error {
+	// The writer's lock first, as the writer and Recover take them.
+	if !s.readOnly {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+	}
 	h, err := s.acquire()
 	if err != nil {
 		return err
 	}
 	defer s.release(h)
-	if !s.readOnly {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-	}
 	warnings, problems, err := s.checkOn(h)
 	if err != nil {
 		return err

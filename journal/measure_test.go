@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,6 +83,17 @@ func TestMeasureLargeJournal(t *testing.T) {
 			}
 			return err
 		})
+		s.faultHook = func(op string) error {
+			if op == "commit" {
+				return errors.New("injected")
+			}
+			return nil
+		}
+		if _, err := s.Append([]Record{rec(0)}).Wait(); err == nil {
+			t.Fatal("the injected failure did not fail the commit")
+		}
+		s.faultHook = nil
+		timeIt("Recover (probe, reopen, Check, head, cut back)", s.Recover)
 		s.Close()
 	}
 }

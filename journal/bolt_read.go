@@ -17,6 +17,7 @@ func (s *BoltStore) Iterate(after uint64, verify bool, fn func(*Envelope) error)
 	if after >= head {
 		return nil
 	}
+	var userErr error // fn's own error, returned as it is
 	err := s.view("read events", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		if b == nil {
@@ -39,7 +40,7 @@ func (s *BoltStore) Iterate(after uint64, verify bool, fn func(*Envelope) error)
 		var e Envelope
 		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
 			if len(k) != 8 {
-				return fmt.Errorf("key %x: %w: not a sequence number", k, ErrMalformed)
+				return fmt.Errorf("event %d: %w: stored under a key of %d bytes (%x…), not a sequence number", want, ErrMalformed, len(k), k[:min(len(k), 12)])
 			}
 			seq := binary.BigEndian.Uint64(k)
 			if seq > head {
@@ -59,6 +60,7 @@ func (s *BoltStore) Iterate(after uint64, verify bool, fn func(*Envelope) error)
 			prev = e.Hash
 			want++
 			if err := callUser(fn, &e); err != nil {
+				userErr = err
 				return err
 			}
 		}
@@ -67,7 +69,10 @@ func (s *BoltStore) Iterate(after uint64, verify bool, fn func(*Envelope) error)
 		}
 		return nil
 	})
-	return err
+	if err == nil || err == userErr || IsDamage(err) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("journal %s: %w", s.path, err)
 }
 
 // HashAt returns the hash of acknowledged event seq.

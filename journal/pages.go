@@ -395,7 +395,11 @@ func (w *walker) tree(bucket string, id uint64, readLeaves bool, depth int, path
 		return
 	}
 	if id < 2 || id >= w.r.l.meta.hwm {
-		w.problem("page %d: %s page outside [2, %d) (referenced by page %v)", id, bucket, w.r.l.meta.hwm, path)
+		if len(path) > 0 {
+			w.problem("page %d: refers to page %d of %s, outside [2, %d) (path %v)", path[len(path)-1], id, bucket, w.r.l.meta.hwm, path)
+		} else {
+			w.problem("meta page %d: %s root page %d is outside [2, %d)", w.r.l.meta.page, bucket, id, w.r.l.meta.hwm)
+		}
 		return
 	}
 	if w.full {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/zlayer/overlayd/journal"
 	"github.com/zlayer/overlayd/projections"
@@ -57,7 +58,11 @@ func canonical(t *testing.T, s *projections.State) []byte {
 func genJournal(t *testing.T, dataDir string, n int, r *rand.Rand) history {
 	t.Helper()
 	dir := filepath.Join(dataDir, "overlayd")
-	st, err := journal.Open(dir, journal.Options{NoSync: true})
+	// A file that is a function of r: fixed id, clock and entropy.
+	id := journal.ID{0x0f, 0xee}
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	st, err := journal.Open(dir, journal.Options{NoSync: true, CreateWithID: &id, Entropy: rand.New(rand.NewSource(r.Int63())),
+		Clock: func() time.Time { now = now.Add(time.Millisecond); return now }})
 	if err != nil {
 		t.Fatal(err)
 	}

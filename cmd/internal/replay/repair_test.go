@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -88,7 +89,7 @@ func TestDamagedJournalsAreReadSafelyAndRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := uint64(len(h.envs))
-	t.Logf("%d events, %d bytes", total, len(raw))
+	t.Logf("%d events, %d bytes, sha256 %x", total, len(raw), sha256.Sum256(raw))
 	outcomes := map[string]int{}
 	for _, d := range damages(len(raw), r) {
 		t.Run(d.name, func(t *testing.T) {

@@ -162,3 +162,14 @@ func decodeInto(e *Envelope, b []byte, checkHash bool) error {
 // ErrHashMismatch is returned when an envelope's content does not match its
 // hash, or its link does not match the previous envelope.
 var ErrHashMismatch = errors.New("journal: hash mismatch")
+
+// DecodeEnvelope parses an encoded envelope (as stored, or as Salvage
+// returns it) and checks its own hash. The payload aliases b.
+func DecodeEnvelope(b []byte) (*Envelope, error) { return decodeEnvelope(b, true) }
+
+// Encode returns the envelope's stored form; its hash is recomputed from
+// its content, so a changed envelope encodes with a hash of its own.
+func (e *Envelope) Encode() []byte {
+	c := *e
+	return c.encode(nil)
+}

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"crypto/rand"
+	"io"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -13,13 +14,24 @@ type idSource struct {
 	entropy *ulid.MonotonicEntropy
 	last    ulid.ULID
 	lastMS  uint64
+	clock   func() time.Time // nil: time.Now
+	random  io.Reader        // nil: crypto/rand
 }
 
-func (s *idSource) now() time.Time { return time.Now() }
+func (s *idSource) now() time.Time {
+	if s.clock != nil {
+		return s.clock()
+	}
+	return time.Now()
+}
 
 func (s *idSource) next(t time.Time) ulid.ULID {
 	if s.entropy == nil {
-		s.entropy = ulid.Monotonic(rand.Reader, 0)
+		r := s.random
+		if r == nil {
+			r = rand.Reader
+		}
+		s.entropy = ulid.Monotonic(r, 0)
 	}
 	ms := ulid.Timestamp(t)
 	if ms < s.lastMS {

@@ -6,32 +6,45 @@ import (
 	"sync"
 )
 
-// Store is the journal. Implementations: BoltStore (durable) and MemStore
-// (tests).
+// Store is the journal. Implementations: BoltStore (durable), MemStore
+// (tests) and Faulty (a wrapper that injects write failures, for tests).
+//
+// The failure contract, the same for all of them: a commit that fails
+// fails its batch and every Append queued behind it, with an error that
+// wraps ErrReadOnly and the cause; the store is then read-only (Health)
+// and later Appends fail at once, until Recover succeeds. Nothing of a
+// failed batch is ever read back: Head stays at the last acknowledged
+// event, and Iterate, HashAt and Verify never return an event past it. An
+// Append queued before a failure fails even when Recover has succeeded by
+// the time its turn comes: it was decided against a state that included
+// the failed batch.
 type Store interface {
 	// Append queues recs to be committed atomically after everything
 	// appended before. It does not block on the disk; the Commit resolves
 	// once the records are durable (or failed).
 	Append(recs []Record) *Commit
-	// Head is the last committed sequence number and hash (0 when empty).
+	// Head is the last acknowledged sequence number and hash (0 when empty).
 	Head() (uint64, [32]byte)
-	// Iterate calls fn for each committed event with Seq > after, in order.
-	// With verify set, each envelope's hash and link are checked first.
+	// Iterate calls fn for each acknowledged event with Seq > after, in
+	// order. With verify set, each envelope's hash and link are checked
+	// first, and events missing up to Head are an error.
 	Iterate(after uint64, verify bool, fn func(*Envelope) error) error
-	// HashAt returns the hash of the event with sequence seq.
+	// HashAt returns the hash of acknowledged event seq (ErrNotFound past
+	// Head).
 	HashAt(seq uint64) ([32]byte, error)
-	// SaveSnapshot stores snap as the latest snapshot.
+	// SaveSnapshot stores snap as the latest snapshot, stamped with the
+	// journal's id (Snapshot.Journal). A snapshot past Head is refused
+	// with ErrSnapshotAhead.
 	SaveSnapshot(snap *Snapshot) error
 	// LoadSnapshot returns the latest snapshot, or nil when there is none.
 	LoadSnapshot() (*Snapshot, error)
-	// Verify checks the whole chain and reports every problem found.
+	// Verify checks the whole chain up to Head (and, for BoltStore, the
+	// file's pages) and reports every problem found.
 	Verify() (*Report, error)
 	// Identity is the journal's id and how it was opened.
 	Identity() Identity
-	// Health says whether writes are accepted. After a failed commit the
-	// store is read-only: every later Append fails with ErrReadOnly, Head
-	// stays at the last acknowledged event and readers never see an event
-	// past it, until Recover succeeds.
+	// Health says whether writes are accepted, and if not, why and since
+	// when.
 	Health() Health
 	// Recover makes a read-only store writable again: it reopens the file,
 	// checks it, and removes any event past the last acknowledged one (a
@@ -40,6 +53,8 @@ type Store interface {
 	// read-only, when the check fails or the cause persists. A no-op on a
 	// healthy store.
 	Recover() error
+	// Close waits for queued commits and releases the store; later calls
+	// fail with ErrClosed.
 	Close() error
 }
 
@@ -69,7 +84,6 @@ func (c *Commit) Wait() ([]Envelope, error) {
 // Errors.
 var (
 	ErrClosed   = errors.New("journal: closed")
-	ErrFailed   = errors.New("journal: an earlier commit failed; the journal accepts no more writes")
 	ErrLocked   = errors.New("journal: locked by another process")
 	ErrNotFound = errors.New("journal: event not found")
 )
@@ -188,10 +202,19 @@ func (m *MemStore) HashAt(seq uint64) ([32]byte, error) {
 	return e.Hash, nil
 }
 
+// SaveSnapshot keeps a copy of s, stamped with the store's id; one past
+// Head is refused (ErrSnapshotAhead).
 func (m *MemStore) SaveSnapshot(s *Snapshot) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if s.Seq > uint64(len(m.envs)) {
+		return fmt.Errorf("%w: snapshot at %d, head %d", ErrSnapshotAhead, s.Seq, len(m.envs))
+	}
 	c := *s
+	c.Journal = m.id
 	c.Body = append([]byte(nil), s.Body...)
 	m.snap = &c
 	return nil
@@ -204,6 +227,7 @@ func (m *MemStore) LoadSnapshot() (*Snapshot, error) {
 		return nil, nil
 	}
 	c := *m.snap
+	c.Body = append([]byte(nil), m.snap.Body...)
 	return &c, nil
 }
 

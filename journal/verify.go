@@ -3,6 +3,8 @@ package journal
 import (
 	"errors"
 	"fmt"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // Problem is one event that does not check out.
@@ -37,8 +39,9 @@ type verifier struct {
 	r        Report
 	prevHash [32]byte
 	prevSeq  uint64
-	prevID   string
+	prevID   ulid.ULID
 	haveLast bool
+	e        Envelope
 }
 
 func newVerifier() *verifier { return &verifier{} }
@@ -50,8 +53,8 @@ func (v *verifier) check(seq uint64, raw []byte) {
 		v.r.FirstSeq = seq
 	}
 	v.r.LastSeq = seq
-	var e Envelope
-	err := decodeInto(&e, raw, true)
+	e := &v.e
+	err := decodeInto(e, raw, true)
 	id := ""
 	if err == nil || errors.Is(err, ErrHashMismatch) {
 		id = e.ID.String()
@@ -66,7 +69,7 @@ func (v *verifier) check(seq uint64, raw []byte) {
 		bad(fmt.Sprintf("stored under sequence %d but says %d", seq, e.Seq))
 	case e.PrevHash != v.prevHash:
 		bad(fmt.Sprintf("%v: its link (%x…) does not match the hash of event %d (%x…)", ErrHashMismatch, e.PrevHash[:6], v.prevSeq, v.prevHash[:6]))
-	case v.haveLast && e.ID.String() <= v.prevID:
+	case v.haveLast && e.ID.Compare(v.prevID) <= 0:
 		bad(fmt.Sprintf("id %s does not sort after the previous event's %s", e.ID, v.prevID))
 	}
 	if v.haveLast && seq != v.prevSeq+1 {
@@ -79,9 +82,13 @@ func (v *verifier) check(seq uint64, raw []byte) {
 	// once rather than breaking every later link too.
 	v.prevHash = e.Hash
 	v.prevSeq = seq
-	v.prevID = e.ID.String()
+	v.prevID = e.ID
 	v.haveLast = true
-	v.r.HeadHash = fmt.Sprintf("%x", e.Hash)
 }
 
-func (v *verifier) report() *Report { return &v.r }
+func (v *verifier) report() *Report {
+	if v.haveLast {
+		v.r.HeadHash = fmt.Sprintf("%x", v.prevHash)
+	}
+	return &v.r
+}

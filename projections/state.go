@@ -107,6 +107,8 @@ func (s *State) Apply(ev Event) error {
 		s.applyDNSRegistered(e)
 	case *DNSUnregistered:
 		delete(s.DNS, e.Name)
+	case *JournalRepaired:
+		return s.applyJournalRepaired(e)
 	default:
 		return fmt.Errorf("%w: %T", ErrUnknownEvent, ev)
 	}

@@ -14,7 +14,7 @@ import (
 
 func (a *app) journalLs(args []string) error {
 	var after, limit uint64
-	o, err := outputFlag("journal ls", args, func(fs *flag.FlagSet) {
+	o, err := a.outputFlag("journal ls", args, func(fs *flag.FlagSet) {
 		fs.Uint64Var(&after, "after", 0, "list events after this sequence number")
 		fs.Uint64Var(&limit, "limit", 0, "list at most this many events (0 = all)")
 	})
@@ -94,7 +94,7 @@ func (a *app) journalLs(args []string) error {
 }
 
 func (a *app) journalVerify(args []string) (bool, error) {
-	o, err := outputFlag("journal verify", args, nil)
+	o, err := a.outputFlag("journal verify", args, nil)
 	if err != nil {
 		return false, err
 	}

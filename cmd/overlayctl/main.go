@@ -5,8 +5,13 @@
 //
 //	overlayctl --data-dir D journal ls [-o json] [--after N] [--limit N]
 //	overlayctl --data-dir D journal verify [-o json]
+//	overlayctl --data-dir D journal repair [-o json] [--force]
 //	overlayctl --data-dir D state [-o json]
 //	overlayctl --data-dir D call '{"op":"status"}'
+//
+// Exit codes: 0 success; 1 a failure, or problems found (verify); 2 a
+// usage error. A damaged, empty or truncated journal file gives an error
+// naming the file and the page or event at fault, never a panic.
 package main
 
 import (
@@ -27,8 +32,12 @@ const usage = `usage: overlayctl [--data-dir D] [--socket S] <command>
 
 commands:
   journal ls [-o json] [--after N] [--limit N]   list journaled events (oldest first)
-  journal verify [-o json]                       check the hash chain, a full replay,
-                                                 the state's invariants and the snapshot
+  journal verify [-o json]                       check the file's pages, the hash chain,
+                                                 a full replay, the state's invariants
+                                                 and the snapshot
+  journal repair [-o json] [--force]             offline (daemon stopped): keep a copy of the
+                                                 journal, salvage every event whose hash chain
+                                                 verifies, rewrite it and report what was lost
   state [-o json]                                the projected state
   call '<request json>'                          send one request, e.g. '{"op":"status"}'
 
@@ -73,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err == nil && !ok {
 			return 1
 		}
+	case rest[0] == "journal" && len(rest) > 1 && rest[1] == "repair":
+		err = a.journalRepair(rest[2:])
 	case rest[0] == "state":
 		err = a.state(rest[1:])
 	case rest[0] == "call":
@@ -81,6 +92,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "overlayctl: unknown command %q\n\n", rest)
 		fs.Usage()
 		return 2
+	}
+	if errors.Is(err, errHelpShown) {
+		return 0
 	}
 	if err != nil {
 		var ue usageError
@@ -132,8 +146,11 @@ func (a *app) open() (*source, error) {
 	return &source{client: c}, nil
 }
 
+// errHelpShown: a subcommand's -h printed its flags (exit 0).
+var errHelpShown = errors.New("help shown")
+
 // outputFlag parses the -o flag of a subcommand.
-func outputFlag(name string, args []string, extra func(fs *flag.FlagSet)) (string, error) {
+func (a *app) outputFlag(name string, args []string, extra func(fs *flag.FlagSet)) (string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	o := fs.String("o", "text", "output: text or json")
@@ -141,6 +158,12 @@ func outputFlag(name string, args []string, extra func(fs *flag.FlagSet)) (strin
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(a.out, "usage: overlayctl %s [flags]\n", name)
+			fs.SetOutput(a.out)
+			fs.PrintDefaults()
+			return "", errHelpShown
+		}
 		return "", usageError{fmt.Errorf("%s: %v", name, err)}
 	}
 	if fs.NArg() > 0 {

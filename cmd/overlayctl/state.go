@@ -14,7 +14,7 @@ import (
 )
 
 func (a *app) state(args []string) error {
-	o, err := outputFlag("state", args, nil)
+	o, err := a.outputFlag("state", args, nil)
 	if err != nil {
 		return err
 	}

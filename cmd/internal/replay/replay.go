@@ -37,7 +37,8 @@ type Options struct {
 	ProgressEvery uint64
 }
 
-// Load rebuilds the state. A snapshot is used only when its schema is the
+// Load rebuilds the state. A snapshot is used only when it belongs to this
+// journal (its id, or none for one written before ids), its schema is the
 // current one, its checksum holds and the event it ends at still has the
 // hash it recorded; otherwise the whole journal is replayed.
 func Load(store journal.Store, opt Options) (*projections.State, Stats, error) {
@@ -196,6 +197,8 @@ func usableSnapshot(store journal.Store, upTo uint64) (*projections.State, strin
 		return nil, err.Error()
 	case sn == nil:
 		return nil, "no snapshot"
+	case !sn.Journal.IsZero() && sn.Journal != store.Identity().ID:
+		return nil, fmt.Sprintf("snapshot belongs to journal %s, this journal is %s", sn.Journal, store.Identity().ID)
 	case sn.Schema != projections.SnapshotSchema:
 		return nil, fmt.Sprintf("snapshot schema %d, this build uses %d", sn.Schema, projections.SnapshotSchema)
 	case upTo != 0 && sn.Seq > upTo:

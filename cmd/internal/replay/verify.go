@@ -62,6 +62,9 @@ func Verify(store journal.Store, live []byte, liveSeq uint64) (*Report, error) {
 	} else if sn != nil {
 		r.SnapshotSeq = sn.Seq
 		switch {
+		case !sn.Journal.IsZero() && sn.Journal != store.Identity().ID:
+			r.Snapshot = fmt.Sprintf("at %d belongs to journal %s, not this one (%s): ignored at boot", sn.Seq, sn.Journal, store.Identity().ID)
+			r.Problems = append(r.Problems, "snapshot: "+r.Snapshot)
 		case sn.Schema != projections.SnapshotSchema:
 			r.Snapshot = fmt.Sprintf("schema %d is not this build's %d (ignored at boot)", sn.Schema, projections.SnapshotSchema)
 		default:
@@ -76,7 +79,11 @@ func Verify(store journal.Store, live []byte, liveSeq uint64) (*Report, error) {
 				got, _ = decoded.CanonicalJSON()
 			}
 			h, herr := store.HashAt(sn.Seq)
+			head, _ := store.Head()
 			switch {
+			case sn.Seq > head:
+				r.Snapshot = fmt.Sprintf("at %d is past the journal's head %d: events %d..%d are missing from the journal (run `overlayctl journal repair`)", sn.Seq, head, head+1, sn.Seq)
+				r.Problems = append(r.Problems, "snapshot: "+r.Snapshot)
 			case sn.Seq > 0 && (herr != nil || h != sn.Hash):
 				r.Snapshot = fmt.Sprintf("at %d does not match the journal's event hash (ignored at boot)", sn.Seq)
 			case derr != nil:

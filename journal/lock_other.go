@@ -1,0 +1,19 @@
+//go:build !linux
+
+package journal
+
+import (
+	"errors"
+	"os"
+	"time"
+)
+
+// lockFile is a no-op here: bbolt takes its own lock right after, and the
+// file is checked before bbolt maps it either way.
+func lockFile(f *os.File, exclusive bool, timeout time.Duration) error { return nil }
+
+// dupFile is not supported here: a store whose bbolt handle is stuck
+// cannot be reopened in the same process.
+func dupFile(f *os.File) (*os.File, error) {
+	return nil, errors.New("reopening a file whose bbolt handle is stuck is not supported on this system; restart the process")
+}

@@ -64,15 +64,6 @@ func (l *lockedListener) Close() error {
 	return err
 }
 
-// Restorer is implemented by the listener Listen returns.
-type Restorer interface {
-	// Restore binds the socket path again when its file was removed or
-	// replaced by hand (connections already open are not affected); it
-	// reports whether it did. It never takes a path that a live daemon
-	// answers on.
-	Restore() (bool, error)
-}
-
 func (l *lockedListener) Restore() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

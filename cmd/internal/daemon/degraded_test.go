@@ -212,9 +212,8 @@ func TestTransientWriteFailure(t *testing.T) {
 func TestReadBehindAFailedWriteIsAnswered(t *testing.T) {
 	dir := t.TempDir()
 	store, _, c, sock := openFaultyAt(t, dir)
-	if _, err := c.Call(context.Background(), ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared}); err != nil {
-		t.Fatal(err)
-	}
+	call(t, c, ipc.SetupGlobalOverlay{Deployment: "p", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: 51820})
+	call(t, c, ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared})
 	store.SetDelay(50 * time.Millisecond)
 	store.Break(errNoSpace)
 	// One connection, two frames sent at once: the read is decided after
@@ -257,6 +256,15 @@ func TestReadBehindAFailedWriteIsAnswered(t *testing.T) {
 // lenPrefixed is b with its frame length prefix.
 func lenPrefixed(b []byte) []byte {
 	return append(binary.LittleEndian.AppendUint32(nil, uint32(len(b))), b...)
+}
+
+func call(t *testing.T, c *ipc.Client, req ipc.Request) ipc.Response {
+	t.Helper()
+	r, err := c.Call(context.Background(), req)
+	if err != nil {
+		t.Fatalf("%s: %v", req.Op(), err)
+	}
+	return r
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {

@@ -375,14 +375,15 @@ func (d *Daemon) shutdown(graceful bool) {
 
 // submit hands a job to the pipeline; the channel yields its response.
 func (d *Daemon) submit(j *job) <-chan ipc.Response {
-	j.out = make(chan ipc.Response, 1)
+	out := make(chan ipc.Response, 1)
+	j.out = out
 	d.submitMu.RLock()
 	defer d.submitMu.RUnlock()
 	if d.pipeClosed {
 		return ipc.Reply(ipc.Err{Message: "the daemon is shutting down"})
 	}
 	d.pipe.jobs <- j
-	return j.out
+	return out
 }
 
 // waitEffects waits until the decided state holds event seq and every

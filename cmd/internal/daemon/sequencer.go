@@ -302,10 +302,11 @@ func (p *pipeline) reply() {
 				// A read or a repeat answered from a state that held the
 				// failed decisions: decide it again once rolled back.
 				waiting.Add(1)
+				again := *r.job // the first decision's goroutines may still read the old one
 				go func(j *job, out chan ipc.Response) {
 					defer waiting.Done()
 					out <- <-p.d.submit(j)
-				}(r.job, r.out)
+				}(&again, r.out)
 				continue
 			}
 			if r.own {

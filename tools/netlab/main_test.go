@@ -17,7 +17,7 @@ import (
 	"github.com/zlayer/overlayd/ipc"
 )
 
-var daemonBin, daemonFPBin, guestBin, stormBin string
+var daemonBin, daemonFPBin, ctlBin, guestBin, stormBin string
 
 func TestMain(m *testing.M) {
 	if !Root() {
@@ -31,7 +31,8 @@ func TestMain(m *testing.M) {
 	daemonBin = filepath.Join(dir, "zlayer-overlayd")
 	guestBin = filepath.Join(dir, "wgguest")
 	stormBin = filepath.Join(dir, "stormclient")
-	for bin, pkg := range map[string]string{daemonBin: "../../cmd/zlayer-overlayd", guestBin: "./cmd/wgguest", stormBin: "./cmd/stormclient"} {
+	ctlBin = filepath.Join(dir, "overlayctl")
+	for bin, pkg := range map[string]string{daemonBin: "../../cmd/zlayer-overlayd", guestBin: "./cmd/wgguest", stormBin: "./cmd/stormclient", ctlBin: "../../cmd/overlayctl"} {
 		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
 			os.Exit(1)

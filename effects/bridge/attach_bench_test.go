@@ -3,8 +3,11 @@
 package bridge
 
 import (
+	"log/slog"
 	"net/netip"
 	"testing"
+
+	"github.com/zlayer/overlayd/effects"
 )
 
 // The reconciler's whole attach of a container through the real kernel
@@ -16,10 +19,12 @@ import (
 func BenchmarkAttach(b *testing.B) {
 	requireNetns(b)
 	br := &Bridge{Service: "bench", Name: "ovbench-b", Gateway: netip.MustParsePrefix("10.200.7.1/28"), MAC: bridgeMAC("ovbench-b")}
-	if err := ensureBridge(br); err != nil {
+	r := benchReconciler()
+	defer r.Close()
+	if err := r.ensureBridge(br); err != nil {
 		b.Fatal(err)
 	}
-	defer deleteLink(br.Name)
+	defer r.k.DelLink(Link{Name: br.Name})
 	for _, tc := range []struct {
 		name   string
 		global bool
@@ -31,15 +36,14 @@ func BenchmarkAttach(b *testing.B) {
 			if tc.global {
 				a.GlobalIP, a.Cluster, a.NodeIP = netip.MustParseAddr("10.200.128.2"), netip.MustParsePrefix("10.200.0.0/16"), netip.MustParseAddr("10.200.0.1")
 			}
-			k := benchKernel()
 			b.ResetTimer()
 			for range b.N {
-				if err := benchAttach(k, a); err != nil {
+				if err := benchAttach(r, a, br); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
 				for _, leg := range []Leg{LegService, LegGlobal} {
-					if err := deleteLink(a.HostName(leg)); err != nil {
+					if err := r.k.DelLink(Link{Name: a.HostName(leg)}); err != nil && !notFound(err) {
 						b.Fatal(err)
 					}
 				}
@@ -49,5 +53,7 @@ func BenchmarkAttach(b *testing.B) {
 	}
 }
 
-func benchKernel() *nodeSocket                        { return newNodeSocket() }
-func benchAttach(ns *nodeSocket, a *Attachment) error { return ensureAttachment(a, ns) }
+func benchReconciler() *Reconciler {
+	return NewWithKernel(slog.New(slog.DiscardHandler), nil, effects.Owner{Journal: "0123456789ab", Home: "bench"}, NewKernel())
+}
+func benchAttach(r *Reconciler, a *Attachment, br *Bridge) error { return r.ensureAttachment(a, br) }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -56,24 +57,30 @@ func requireNetns(tb testing.TB) {
 type testContainer struct {
 	pid   uint32
 	inode uint64
+	stop  func() // kills it (at the end of the test if not before)
 }
 
 func newTestContainer(tb testing.TB) *testContainer {
 	tb.Helper()
+	requireNetns(tb)
 	cmd := exec.Command("sleep", "infinity")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start a container process: %v", err)
 	}
-	tb.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+	}
+	tb.Cleanup(stop)
 	var st syscall.Stat_t
 	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), &st); err != nil {
 		tb.Fatalf("container namespace: %v", err)
 	}
-	return &testContainer{pid: uint32(cmd.Process.Pid), inode: st.Ino}
+	return &testContainer{pid: uint32(cmd.Process.Pid), inode: st.Ino, stop: stop}
 }
 
 // run runs a command in the container's network namespace.

@@ -3,9 +3,13 @@
 package bridge
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os/exec"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/zlayer/overlayd/effects"
 )
@@ -57,3 +61,120 @@ func benchReconciler() *Reconciler {
 	return NewWithKernel(slog.New(slog.DiscardHandler), nil, effects.Owner{Journal: "0123456789ab", Home: "bench"}, NewKernel())
 }
 func benchAttach(r *Reconciler, a *Attachment, br *Bridge) error { return r.ensureAttachment(a, br) }
+
+// A periodic full pass over n wired containers (each with eth0 and eth1)
+// that finds nothing to repair: the cost of the drift check, which the
+// attaches queued behind it wait for (root):
+//
+//	go test -run x -bench FullPass -benchtime 20x ./effects/bridge
+//
+// The containers are made once per size (the benchmark function runs more
+// than once), and those of a size are gone, with their namespaces, before
+// the next size is made: the kernel's teardown of namespaces and the work
+// after a burst of new links hold the RTNL lock for seconds, and would be
+// measured instead.
+func BenchmarkFullPass(b *testing.B) {
+	requireNetns(b)
+	var cur *benchSetup
+	defer func() { cur.teardown(b) }()
+	for _, n := range []int{10, 50} {
+		b.Run(fmt.Sprintf("containers=%d", n), func(b *testing.B) {
+			if cur == nil || cur.n != n {
+				cur.teardown(b)
+				cur = newBenchSetup(b, n)
+			}
+			b.ResetTimer()
+			for range b.N {
+				if err := cur.h.full(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+type benchSetup struct {
+	n    int
+	h    *harness
+	ctrs []*exec.Cmd
+}
+
+func newBenchSetup(b *testing.B, n int) *benchSetup {
+	s := &benchSetup{n: n, h: newView(b)}
+	s.h.r = benchReconciler()
+	s.h.service("web", "10.201.0.0/24")
+	for i := range n {
+		cmd := exec.Command("sleep", "infinity")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		s.ctrs = append(s.ctrs, cmd)
+		var st syscall.Stat_t
+		if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), &st); err != nil {
+			b.Fatal(err)
+		}
+		s.h.attachIno(uint32(cmd.Process.Pid), st.Ino, "web", fmt.Sprintf("10.201.0.%d", 2+i), fmt.Sprintf("10.200.128.%d", 2+i))
+	}
+	for range 2 {
+		if err := s.h.full(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(2 * time.Second) // the kernel's work after the burst
+	return s
+}
+
+// teardown kills the containers and waits until their links are gone.
+func (s *benchSetup) teardown(b *testing.B) {
+	if s == nil {
+		return
+	}
+	for _, c := range s.ctrs {
+		c.Process.Kill()
+		c.Wait()
+	}
+	s.h.r.Close()
+	cleanLinksB(b)
+	settle(b)
+}
+
+// settle waits until the namespace holds no veth (the containers'
+// namespaces torn down), then lets the kernel's work after it finish.
+func settle(b *testing.B) {
+	k := NewKernel()
+	defer k.Close()
+	for deadline := time.Now().Add(time.Minute); ; {
+		links, err := k.Links()
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for _, l := range links {
+			if l.Kind == "veth" {
+				n++
+			}
+		}
+		if n == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+}
+
+// cleanLinksB deletes every link of the benchmark's namespace but lo.
+func cleanLinksB(b *testing.B) {
+	k := NewKernel()
+	defer k.Close()
+	links, err := k.Links()
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	for _, l := range links {
+		if l.Name != "lo" {
+			k.DelLink(l)
+		}
+	}
+}

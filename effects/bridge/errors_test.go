@@ -62,16 +62,15 @@ func TestFakeLinkDumpEMFILE(t *testing.T) {
 // EMFILE (or any error but "no such process") on the /proc check of a
 // container: it is not taken as gone (no detach, its links stay, nothing in
 // it changes), the pass returns an error for that attachment and the retry
-// finds it alive. The same for the namespace open of the periodic look
-// into the containers.
+// finds it alive. The same for the periodic look at the containers' ends.
 func TestFakeProcCheckEMFILE(t *testing.T) {
-	for _, op := range []string{"netnsinode", "opennetns"} {
-		t.Run(op, func(t *testing.T) {
+	for _, tc := range []struct{ op, target string }{{"netnsinode", "100"}, {"peer", "zvcfa3a244s"}} {
+		t.Run(tc.op, func(t *testing.T) {
 			h := strayHarness(t)
 			h.k.kill(102) // really gone: still detached in the same pass
 			h.k.mutations()
 			before := h.k.render()
-			h.k.fail(op, "100", syscall.EMFILE, 1)
+			h.k.fail(tc.op, tc.target, syscall.EMFILE, 1)
 			err := h.full()
 			var ke effects.KeyErrors
 			if !errors.As(err, &ke) || !errors.Is(ke["attachment/linux_pid:100"], syscall.EMFILE) {

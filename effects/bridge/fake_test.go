@@ -29,6 +29,7 @@ type fakeKernel struct {
 	log    []string // mutating operations, in order
 	arps   []string // announcements
 	closed bool
+	counts map[string]int // operations by name, since calls read them
 	// crashed makes every operation fail (a daemon killed: what it had
 	// not done yet never happens).
 	crashed bool
@@ -141,6 +142,10 @@ func (k *fakeKernel) clear() {
 // hit returns the injected error for op on target, if any. Called with
 // k.mu held.
 func (k *fakeKernel) hit(op, target string) error {
+	if k.counts == nil {
+		k.counts = map[string]int{}
+	}
+	k.counts[op]++
 	if k.closed {
 		return fmt.Errorf("fake %s: kernel used after Close", op)
 	}
@@ -160,6 +165,15 @@ func (k *fakeKernel) hit(op, target string) error {
 
 func (k *fakeKernel) record(format string, args ...any) {
 	k.log = append(k.log, fmt.Sprintf(format, args...))
+}
+
+// calls returns how often op was called since the last calls(op).
+func (k *fakeKernel) calls(op string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := k.counts[op]
+	delete(k.counts, op)
+	return n
 }
 
 // mutations returns the mutating operations since the last call.
@@ -470,6 +484,19 @@ func (ns *fakeNS) addrList(k *fakeKernel, op string, index int) ([]netip.Prefix,
 		return nil, err
 	}
 	return slices.Clone(l.addrs), nil
+}
+
+func (k *fakeKernel) Peer(host Link) (Link, []netip.Prefix, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.hit("peer", host.Name); err != nil {
+		return Link{}, nil, err
+	}
+	l := k.node.links[host.Index]
+	if l == nil || l.peer == nil {
+		return Link{}, nil, noLink(host.Name + "'s peer")
+	}
+	return l.peer.snapshot(), slices.Clone(l.peer.addrs), nil
 }
 
 func replaceAddr(l *fakeLink, p netip.Prefix) (bool, error) {

@@ -27,7 +27,7 @@ var (
 // (the View). Every test through it checks, at its end, that every
 // namespace the reconciler opened was closed.
 type harness struct {
-	t *testing.T
+	t testing.TB
 	k *fakeKernel
 	r *Reconciler
 
@@ -63,17 +63,17 @@ func newHarnessOn(t *testing.T, k *fakeKernel, owner effects.Owner) *harness {
 
 // newView is a harness without a reconciler or kernel yet: the state (a
 // global overlay with the node at 10.200.0.1) and the detaches.
-func newView(t *testing.T) *harness {
+func newView(t testing.TB) *harness {
 	h := &harness{t: t, st: projections.New()}
 	h.st.Global = &projections.Global{ClusterCIDR: netip.MustParsePrefix("10.200.0.0/16"), NodeIP: netip.MustParseAddr("10.200.0.1")}
 	return h
 }
 
-func testLog(t *testing.T) *slog.Logger {
+func testLog(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))

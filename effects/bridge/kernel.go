@@ -46,6 +46,10 @@ type Kernel interface {
 	SetMaster(index, master int) error
 	// Addrs lists the addresses of a link.
 	Addrs(index int) ([]netip.Prefix, error)
+	// Peer returns the other end of the veth host (a Link from Links or
+	// LinkByName), in whatever namespace it is, and that end's addresses:
+	// a look into a container from the node, without entering it.
+	Peer(host Link) (Link, []netip.Prefix, error)
 	// ReplaceAddr adds an address to a link, or updates it; noDAD skips
 	// IPv6 duplicate address detection.
 	ReplaceAddr(index int, p netip.Prefix, noDAD bool) error
@@ -95,6 +99,9 @@ type Link struct {
 	Master int  // index of the bridge it is a port of; 0: none
 	// Peer is, for a veth, its peer's index (in the peer's namespace).
 	Peer int
+	// PeerNS names, for a veth whose peer is in another namespace, that
+	// namespace to this kernel (the real one: its netnsid here; -1 none).
+	PeerNS int
 }
 
 // Route is a route the reconciler installs.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/zlayer/overlayd/effects"
 )
@@ -273,5 +274,57 @@ func TestRealAttach(t *testing.T) {
 	h.must(h.change(attachmentKey(a.Key)))
 	if out := ctr.run(t, "ip", "-o", "link"); strings.Contains(out, "eth0") || strings.Contains(out, "eth1") {
 		t.Fatalf("the container kept links after the detach:\n%s", out)
+	}
+}
+
+// Kernel.Peer sees a container's end from the node: its name, state, mark
+// and exactly its addresses (IPv4 and IPv6; not another link's), also
+// after they change by hand.
+func TestRealPeer(t *testing.T) {
+	ctr := newTestContainer(t)
+	h := realHarness(t, ownerA)
+	h.service("web", "10.200.1.0/28")
+	h.attachIno(ctr.pid, ctr.inode, "web", "10.200.1.2", "")
+	h.converge()
+	a := &Attachment{Key: fmt.Sprintf("linux_pid:%d", ctr.pid), NetnsInode: ctr.inode}
+	k := h.r.k
+	host, err := k.LinkByName(a.HostName(LegService))
+	h.must(err)
+	peer := func() (Link, []string) {
+		c, addrs, err := k.Peer(host)
+		h.must(err)
+		var out []string
+		for _, p := range addrs {
+			if !p.Addr().IsLinkLocalUnicast() {
+				out = append(out, p.String())
+			}
+		}
+		sort.Strings(out)
+		return c, out
+	}
+	c, addrs := peer()
+	if c.Name != "eth0" || !c.Up || c.Alias != newMarks(ownerA).ctr(a, LegService) || strings.Join(addrs, " ") != "10.200.1.2/28" {
+		t.Fatalf("peer %+v %v", c, addrs)
+	}
+	ctr.run(t, "ip", "addr", "add", "10.200.1.9/28", "dev", "eth0")
+	ctr.run(t, "ip", "addr", "add", "fd00::9/64", "dev", "eth0", "nodad")
+	ctr.run(t, "ip", "link", "add", "other", "type", "bridge")
+	ctr.run(t, "ip", "addr", "add", "10.9.9.9/24", "dev", "other")
+	if _, addrs := peer(); strings.Join(addrs, " ") != "10.200.1.2/28 10.200.1.9/28 fd00::9/64" {
+		t.Fatalf("peer's addresses after adding some: %v", addrs)
+	}
+	// The container gone (its namespace, and the pair, with it), a look
+	// through the old link is an error (its namespace id is no longer
+	// valid), not an answer.
+	ctr.stop()
+	for i := 0; ; i++ {
+		if _, _, err := k.Peer(host); err != nil {
+			t.Logf("peer of a dead container: %v", err)
+			break
+		}
+		if i == 100 {
+			t.Fatal("the peer of a dead container still answers")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -33,6 +33,9 @@ type Reconciler struct {
 	// container side included); later ones re-apply only those whose
 	// wiring is off.
 	adopted bool
+	// peerNext is where the next periodic pass starts looking at the
+	// containers' ends (in handle order).
+	peerNext int
 	// bridgeMu serialises making a missing bridge again during an attach
 	// (attaches run in parallel).
 	bridgeMu sync.Mutex
@@ -64,8 +67,11 @@ func (r *Reconciler) Name() string             { return "bridge" }
 func (r *Reconciler) Relevant(key string) bool { return Relevant(key) }
 func attachmentKey(handleKey string) string    { return "attachment/" + handleKey }
 
-// parallel bounds the containers wired (or checked) at the same time.
+// parallel bounds the containers wired at the same time.
 const parallel = 16
+
+// peerChecks bounds the containers whose ends a periodic pass looks at.
+const peerChecks = 64
 
 // Reconcile converges bridges and attachments. A change that names
 // services and attachments touches just those; a full pass also checks
@@ -256,8 +262,8 @@ func (r *Reconciler) full(view effects.View, changed []string) error {
 // drifted picks the live attachments a periodic pass wires again: those
 // named in changed, those not wired as the state says, those whose host
 // side is off (one dump of the links, instead of a dozen requests per
-// container), and those whose container side is (a look into each
-// container, in parallel).
+// container), and those whose container side is (two requests per leg,
+// from the node, for at most peerChecks containers in turn).
 func (r *Reconciler) drifted(live []*Attachment, links []Link, changed []string, keyErrs effects.KeyErrors) []*Attachment {
 	byName := make(map[string]*Link, len(links))
 	for i := range links {
@@ -284,19 +290,26 @@ func (r *Reconciler) drifted(live []*Attachment, links []Link, changed []string,
 			settled = append(settled, a)
 		}
 	}
-	var mu sync.Mutex
-	failed := forEach(settled, func(a *Attachment) error {
-		ok, err := r.containerSideIntact(a)
-		if err == nil && !ok {
-			r.log.Warn("container's end drifted; repairing it", "handle", a.Key)
-			mu.Lock()
-			out = append(out, a)
-			mu.Unlock()
+	// The containers' ends are looked at in turn, at most peerChecks per
+	// pass (about 60 µs per leg): a pass over hundreds of containers stays
+	// a few ms, and each end is still seen every few passes.
+	if len(settled) > peerChecks {
+		start := r.peerNext % len(settled)
+		turn := make([]*Attachment, 0, peerChecks)
+		for i := range peerChecks {
+			turn = append(turn, settled[(start+i)%len(settled)])
 		}
-		return err
-	})
-	for key, err := range failed {
-		keyErrs[attachmentKey(key)] = step("check", err)
+		settled, r.peerNext = turn, start+peerChecks
+	}
+	for _, a := range settled {
+		ok, err := r.containerSideIntact(a, byName)
+		switch {
+		case err != nil:
+			keyErrs[attachmentKey(a.Key)] = step("check", err)
+		case !ok:
+			r.log.Warn("container's end drifted; repairing it", "handle", a.Key)
+			out = append(out, a)
+		}
 	}
 	return out
 }
@@ -350,43 +363,33 @@ func (r *Reconciler) hostSideIntact(a *Attachment, links map[string]*Link) bool 
 	return links[a.HostName(LegGlobal)] == nil
 }
 
-// containerSideIntact looks into the container: its eth0 (and eth1) up,
-// marked as this owner's, with exactly the attachment's address. An error
-// says it could not look.
-func (r *Reconciler) containerSideIntact(a *Attachment) (bool, error) {
-	ns, err := r.k.OpenNetns(a.PID)
-	if err != nil {
-		if processGone(err) {
-			return true, nil // the next pass detaches it
-		}
-		return false, fmt.Errorf("open the network namespace of process %d: %w", a.PID, err)
-	}
-	defer ns.Close()
-	if a.NetnsInode != 0 && ns.Inode() != a.NetnsInode {
-		return true, nil // the next pass detaches it
-	}
+// containerSideIntact looks at the container's ends of an attachment
+// whose host side is intact, from the node (Kernel.Peer): eth0 (and eth1)
+// up, marked as this owner's, with exactly the attachment's address. An
+// error says it could not look.
+func (r *Reconciler) containerSideIntact(a *Attachment, links map[string]*Link) (bool, error) {
 	legs := []Leg{LegService}
 	if a.GlobalIP.IsValid() {
 		legs = append(legs, LegGlobal)
 	}
 	for _, leg := range legs {
-		c, err := ns.LinkByName(ctrName(leg))
+		host := links[a.HostName(leg)]
+		if host == nil {
+			return false, nil
+		}
+		c, have, err := r.k.Peer(*host)
 		if notFound(err) {
 			return false, nil
 		}
 		if err != nil {
 			return false, err
 		}
-		if !c.Up || c.Alias != r.marks.ctr(a, leg) {
+		if c.Name != ctrName(leg) || !c.Up || c.Alias != r.marks.ctr(a, leg) {
 			return false, nil
 		}
 		want := a.IP
 		if leg == LegGlobal {
 			want = netip.PrefixFrom(a.GlobalIP, a.GlobalIP.BitLen())
-		}
-		have, err := ns.Addrs(c.Index)
-		if err != nil {
-			return false, err
 		}
 		n := 0
 		for _, p := range have {

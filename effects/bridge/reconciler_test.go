@@ -398,3 +398,37 @@ func TestFakeRollback(t *testing.T) {
 		})
 	}
 }
+
+// A periodic pass looks at most at peerChecks containers' ends, in turn:
+// with more containers than that, each one is still looked at within a
+// few passes, and a drift in any of them is repaired.
+func TestFakeContainerChecksRotate(t *testing.T) {
+	h := newHarness(t, ownerA)
+	h.service("web", "10.200.4.0/24")
+	n := peerChecks + 6
+	for i := range n {
+		pid := uint32(200 + i)
+		h.container(pid)
+		h.attach(pid, "web", fmt.Sprintf("10.200.4.%d", 2+i), "")
+	}
+	h.converge()
+	for _, victim := range []uint32{200, 200 + uint32(n) - 1, 230} {
+		h.inCtr(victim, func(ns Netns) {
+			c, err := ns.LinkByName("eth0")
+			h.must(err)
+			h.must(ns.ReplaceAddr(c.Index, netip.MustParsePrefix("10.200.4.250/24")))
+		})
+		repaired := false
+		for pass := 0; pass < 2 && !repaired; pass++ {
+			h.k.calls("peer")
+			h.must(h.full())
+			if c := h.k.calls("peer"); c > peerChecks {
+				t.Fatalf("a pass looked at %d containers' ends", c)
+			}
+			repaired = !strings.Contains(section(h.k.render(), fmt.Sprintf("pid %d", victim)), "10.200.4.250")
+		}
+		if !repaired {
+			t.Fatalf("the drift in container %d was not repaired within 2 passes", victim)
+		}
+	}
+}

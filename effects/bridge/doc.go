@@ -7,6 +7,23 @@
 // The reconciler reaches the kernel only through Kernel and Netns (kernel.go):
 // netlink in the daemon (NewKernel), an in-memory fake in the tests.
 //
+// # Passes
+//
+// A change (an attach, a detach, a service set up or torn down) touches
+// what it names. A full pass (boot, the periodic check, a retry) ensures
+// every bridge (mark, MTU, MAC, exactly the gateway address, up), checks
+// every container's process and namespace (a container is gone only when
+// /proc says the process does not exist or its PID names another
+// namespace; then its detach is journaled through the Detacher), and wires
+// again the attachments whose wiring is off: the first pass re-applies all
+// of them (adoption after a restart); later ones compare the host ends in
+// one link dump, and look at the containers' ends from the node (Kernel.Peer:
+// state, mark, exactly the address), at most 32 containers per pass, in
+// turn. Then it removes this owner's links that belong to nothing. An
+// answer that does not say "absent" (EMFILE, ENOBUFS, an interrupted dump)
+// is never taken for one: nothing is detached or deleted on it, and the
+// pass returns the error (the runner tries again).
+//
 // # Ownership marks
 //
 // Every link it creates carries an ownership mark in its alias, so that a

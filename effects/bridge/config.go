@@ -14,8 +14,6 @@ import (
 	"github.com/zlayer/overlayd/projections"
 )
 
-const aliasPrefix = "zlayer-overlayd "
-
 // Bridge is the desired state of one service bridge.
 type Bridge struct {
 	Service string
@@ -69,32 +67,8 @@ func isHostName(name string) bool {
 	return true
 }
 
-// Alias is the ownership mark of a leg's host end.
-func (a *Attachment) Alias(leg Leg) string {
-	return fmt.Sprintf("%sattach %s/%d %s", aliasPrefix, a.Key, a.NetnsInode, leg)
-}
-
 // ID identifies one incarnation of an attachment (handle and namespace).
 func (a *Attachment) ID() string { return fmt.Sprintf("%s/%d", a.Key, a.NetnsInode) }
-
-func bridgeAlias(service string) string { return aliasPrefix + "bridge " + service }
-
-// parseAlias reads an ownership mark: kind "bridge" with the service, or
-// "attach" with the attachment id and leg.
-func parseAlias(alias string) (kind, id string, leg Leg, ok bool) {
-	rest, found := strings.CutPrefix(alias, aliasPrefix)
-	if !found {
-		return "", "", "", false
-	}
-	f := strings.Fields(rest)
-	switch {
-	case len(f) == 2 && f[0] == "bridge":
-		return "bridge", f[1], "", true
-	case len(f) == 3 && f[0] == "attach":
-		return "attach", f[1], Leg(f[2]), true
-	}
-	return "", "", "", false
-}
 
 // bridgeMAC is a fixed, locally administered MAC derived from the name, so
 // the bridge keeps one address whatever ports come and go.
@@ -111,9 +85,7 @@ func bridgeMAC(name string) net.HardwareAddr {
 func Desired(st *projections.State) ([]Bridge, []Attachment) {
 	var bridges []Bridge
 	for _, name := range sortedServices(st) {
-		sv := st.Services[name]
-		bridges = append(bridges, Bridge{Service: name, Name: sv.Bridge,
-			Gateway: netip.PrefixFrom(sv.Gateway, sv.Subnet.Bits()), MAC: bridgeMAC(sv.Bridge)})
+		bridges = append(bridges, *bridgeOf(st, name))
 	}
 	var atts []Attachment
 	for _, a := range st.Attachments {
@@ -123,6 +95,30 @@ func Desired(st *projections.State) ([]Bridge, []Attachment) {
 	}
 	sort.Slice(atts, func(i, j int) bool { return atts[i].Key < atts[j].Key })
 	return bridges, atts
+}
+
+// bridgeOf is the desired bridge of a service; nil when there is no such
+// service.
+func bridgeOf(st *projections.State, service string) *Bridge {
+	sv := st.Services[service]
+	if sv == nil {
+		return nil
+	}
+	return &Bridge{Service: service, Name: sv.Bridge, Gateway: netip.PrefixFrom(sv.Gateway, sv.Subnet.Bits()), MAC: bridgeMAC(sv.Bridge)}
+}
+
+// bridgesOf is the desired bridge of every attachment a change wires, by
+// service (an attach finding its bridge deleted makes it again).
+func bridgesOf(st *projections.State, chs []Change) map[string]*Bridge {
+	out := map[string]*Bridge{}
+	for _, ch := range chs {
+		if ch.Att != nil && out[ch.Att.Service] == nil {
+			if b := bridgeOf(st, ch.Att.Service); b != nil {
+				out[ch.Att.Service] = b
+			}
+		}
+	}
+	return out
 }
 
 func attachmentOf(st *projections.State, a *projections.Attachment) (Attachment, bool) {
@@ -158,10 +154,7 @@ func Changes(st *projections.State, keys []string) (out []Change, ok bool) {
 		switch {
 		case strings.HasPrefix(k, "service/"):
 			name := strings.TrimPrefix(k, "service/")
-			ch := Change{Service: name}
-			if sv := st.Services[name]; sv != nil {
-				ch.Bridge = &Bridge{Service: name, Name: sv.Bridge, Gateway: netip.PrefixFrom(sv.Gateway, sv.Subnet.Bits()), MAC: bridgeMAC(sv.Bridge)}
-			}
+			ch := Change{Service: name, Bridge: bridgeOf(st, name)}
 			out = append(out, ch)
 		case strings.HasPrefix(k, "attachment/"):
 			key := strings.TrimPrefix(k, "attachment/")

@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/zlayer/overlayd/effects"
 )
 
 // The kernel's share of an attach and a detach, without the daemon, for
@@ -78,11 +80,11 @@ func BenchmarkKernel(b *testing.B) {
 	b.Run("veth-create", func(b *testing.B) {
 		inNode(b)
 		for range b.N {
-			if err := createVeth("ovbv", "eth0", br.Attrs().Index, ctr); err != nil {
+			if err := createVeth("ovbv", "eth0", effects.MTU, br.Attrs().Index, ctr); err != nil {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			if err := deleteLink("ovbv"); err != nil {
+			if err := delLink(Link{Name: "ovbv"}); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
@@ -93,11 +95,11 @@ func BenchmarkKernel(b *testing.B) {
 		inNode(b)
 		for range b.N {
 			b.StopTimer()
-			if err := createVeth("ovbv", "eth0", br.Attrs().Index, ctr); err != nil {
+			if err := createVeth("ovbv", "eth0", effects.MTU, br.Attrs().Index, ctr); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
-			if err := deleteLink("ovbv"); err != nil {
+			if err := delLink(Link{Name: "ovbv"}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -29,25 +29,40 @@ import (
 // (packet_release calls synchronize_net), 5-15 ms here, and opening one in
 // the container needs an OS thread switched into its namespace.
 type nodeSocket struct {
-	mu  sync.Mutex
-	fd  int // -1 until first use
-	err error
+	mu sync.Mutex
+	fd int // -1 until first use, and after a failed open or Close
 }
 
 func newNodeSocket() *nodeSocket { return &nodeSocket{fd: -1} }
 
+// socket returns the open socket, opening it on first use. A failed open
+// (EMFILE, say) is tried again at the next use: it is never kept as the
+// answer for good.
 func (an *nodeSocket) socket() (int, error) {
 	an.mu.Lock()
 	defer an.mu.Unlock()
-	if an.fd < 0 && an.err == nil {
+	if an.fd < 0 {
 		// Protocol 0: the socket only sends and is never hooked into the
 		// receive path.
-		an.fd, an.err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if an.err != nil {
-			an.fd = -1
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("the node's packet socket: %w", err)
 		}
+		an.fd = fd
 	}
-	return an.fd, an.err
+	return an.fd, nil
+}
+
+// close closes the socket; a later use opens it again.
+func (an *nodeSocket) close() error {
+	an.mu.Lock()
+	defer an.mu.Unlock()
+	if an.fd < 0 {
+		return nil
+	}
+	err := unix.Close(an.fd)
+	an.fd = -1
+	return err
 }
 
 // ifIndex returns the index of the link called name in the node's
@@ -73,11 +88,9 @@ func (an *nodeSocket) announce(bridgeIndex int, mac net.HardwareAddr, ip netip.A
 		return nil // IPv6 neighbours re-resolve through NUD on their own
 	}
 	n := &netlink.Neigh{LinkIndex: bridgeIndex, IP: ip.AsSlice(), Family: netlink.FAMILY_V4}
-	if err := netlink.NeighDel(n); err != nil && !notFound(err) {
-		// Not found is the common case; anything else must not fail the
-		// attach: the entry ages out on its own.
-		_ = err
-	}
+	// Not found is the common case; any other failure must not fail the
+	// attach either: the entry ages out on its own.
+	_ = netlink.NeighDel(n)
 	if len(mac) != 6 {
 		return fmt.Errorf("gratuitous ARP: the container's MAC %v is not Ethernet", mac)
 	}

@@ -5,15 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
+	"net/netip"
 	"strings"
-
 	"sync"
-	"syscall"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/projections"
@@ -27,23 +21,46 @@ type Detacher func(handleKey, reason string)
 type Reconciler struct {
 	log    *slog.Logger
 	detach Detacher
+	k      Kernel
+	marks  marks
 
 	mu sync.Mutex // one pass at a time (the runner already serialises)
 	// wired maps a handle key to the incarnation (handle and namespace)
 	// whose links exist, so a detach finds them after the state forgot.
 	wired map[string]*Attachment
-	// adopted is set after the first full pass, which re-applies every
-	// attachment (adopting what survived a restart, container side
-	// included); later ones re-apply only those whose host side is off.
+	// adopted is set after the first full pass that could list the links,
+	// which re-applies every attachment (adopting what survived a restart,
+	// container side included); later ones re-apply only those whose
+	// wiring is off.
 	adopted bool
-	ns      *nodeSocket
+	// peerNext is where the next periodic pass starts looking at the
+	// containers' ends (in handle order).
+	peerNext int
+	// bridgeMu serialises making a missing bridge again during an attach
+	// (attaches run in parallel).
+	bridgeMu sync.Mutex
+	// ours holds the bridges ensureBridge found (or made) and marked as
+	// this owner's, by name, with their index: an attach puts a container
+	// only on such a bridge, found by an index lookup of a few µs.
+	oursMu sync.Mutex
+	ours   map[string]int
 }
 
 var _ effects.Reconciler = (*Reconciler)(nil)
 
-// New returns the reconciler; detach is called for containers found gone.
-func New(log *slog.Logger, detach Detacher) *Reconciler {
-	return &Reconciler{log: log, detach: detach, wired: map[string]*Attachment{}, ns: newNodeSocket()}
+// New returns the reconciler of the daemon's network namespace, through
+// netlink. owner is whose marks it writes, and the only owner whose links
+// it adopts, repairs or deletes (doc.go). detach is called for containers
+// found gone.
+func New(log *slog.Logger, detach Detacher, owner effects.Owner) *Reconciler {
+	return NewWithKernel(log, detach, owner, NewKernel())
+}
+
+// NewWithKernel is New over another Kernel (a fake, in tests). The
+// reconciler owns k: Close closes it.
+func NewWithKernel(log *slog.Logger, detach Detacher, owner effects.Owner, k Kernel) *Reconciler {
+	return &Reconciler{log: log, detach: detach, k: k, marks: newMarks(owner),
+		wired: map[string]*Attachment{}, ours: map[string]int{}}
 }
 
 func (r *Reconciler) Name() string             { return "bridge" }
@@ -53,33 +70,41 @@ func attachmentKey(handleKey string) string    { return "attachment/" + handleKe
 // parallel bounds the containers wired at the same time.
 const parallel = 16
 
+// peerChecks bounds the containers whose ends a periodic pass looks at.
+const peerChecks = 32
+
 // Reconcile converges bridges and attachments. A change that names
 // services and attachments touches just those; a full pass also checks
 // every container's process and namespace, adopts what exists, and removes
-// marked links that belong to nothing. Per-attachment failures come back as
-// effects.KeyErrors.
+// the links marked as this owner's that belong to nothing. Per-object
+// failures come back as effects.KeyErrors.
 func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed []string, all bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !all {
 		var chs []Change
 		var ok bool
-		view.Read(func(st *projections.State) { chs, ok = Changes(st, changed) })
+		var specs map[string]*Bridge
+		view.Read(func(st *projections.State) {
+			if chs, ok = Changes(st, changed); ok {
+				specs = bridgesOf(st, chs)
+			}
+		})
 		if ok {
-			return r.apply(chs)
+			return r.apply(chs, specs)
 		}
 	}
 	return r.full(view, changed)
 }
 
-func (r *Reconciler) apply(chs []Change) error {
+func (r *Reconciler) apply(chs []Change, specs map[string]*Bridge) error {
 	keyErrs := effects.KeyErrors{}
 	var errs []error
 	var atts []*Attachment
 	for _, ch := range chs {
 		switch {
 		case ch.Service != "" && ch.Bridge != nil:
-			if err := ensureBridge(ch.Bridge); err != nil {
+			if err := r.ensureBridge(ch.Bridge); err != nil {
 				errs = append(errs, err)
 				keyErrs["service/"+ch.Service] = err
 			}
@@ -93,7 +118,7 @@ func (r *Reconciler) apply(chs []Change) error {
 			r.unwire(ch.Key)
 		}
 	}
-	for key, err := range r.wireAll(atts) {
+	for key, err := range r.wireAll(atts, specs) {
 		keyErrs[attachmentKey(key)] = err
 	}
 	if len(keyErrs) > 0 {
@@ -103,31 +128,14 @@ func (r *Reconciler) apply(chs []Change) error {
 }
 
 // wireAll wires attachments in parallel and returns the failures by key.
-func (r *Reconciler) wireAll(atts []*Attachment) map[string]error {
-	failed := map[string]error{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, parallel)
+func (r *Reconciler) wireAll(atts []*Attachment, specs map[string]*Bridge) map[string]error {
 	for _, a := range atts {
 		// A new incarnation of a handle (PID reuse): the old links go.
 		if old := r.wired[a.Key]; old != nil && old.ID() != a.ID() {
 			r.unwire(a.Key)
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(a *Attachment) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			err := ensureAttachment(a, r.ns)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed[a.Key] = err
-				return
-			}
-		}(a)
 	}
-	wg.Wait()
+	failed := forEach(atts, func(a *Attachment) error { return r.ensureAttachment(a, specs[a.Service]) })
 	for _, a := range atts {
 		if failed[a.Key] == nil {
 			r.wired[a.Key] = a
@@ -136,11 +144,36 @@ func (r *Reconciler) wireAll(atts []*Attachment) map[string]error {
 	return failed
 }
 
-// unwire deletes a handle's links (both legs), as far as they are known.
+// forEach runs fn for every attachment, parallel at most at once, and
+// returns the errors by handle key.
+func forEach(atts []*Attachment, fn func(*Attachment) error) map[string]error {
+	failed := map[string]error{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	for _, a := range atts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(a); err != nil {
+				mu.Lock()
+				failed[a.Key] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return failed
+}
+
+// unwire deletes a handle's links (both legs), as far as they are known
+// and this owner's.
 func (r *Reconciler) unwire(key string) {
 	if a := r.wired[key]; a != nil {
 		for _, leg := range []Leg{LegService, LegGlobal} {
-			if err := deleteLink(a.HostName(leg)); err != nil {
+			if err := r.deleteOwnLink(a.HostName(leg), a); err != nil {
 				r.log.Warn("delete container link", "handle", key, "link", a.HostName(leg), "err", err)
 			}
 		}
@@ -148,47 +181,42 @@ func (r *Reconciler) unwire(key string) {
 	}
 }
 
-func (r *Reconciler) removeBridge(service string) error {
-	links, err := netlink.LinkList()
-	if err != nil {
-		return err
-	}
-	for _, l := range links {
-		if kind, id, _, ok := parseAlias(l.Attrs().Alias); ok && kind == "bridge" && id == service {
-			if err := netlink.LinkDel(l); err != nil && !notFound(err) {
-				return fmt.Errorf("bridge %s: delete: %w", l.Attrs().Name, err)
-			}
-			r.log.Info("bridge removed", "service", service, "bridge", l.Attrs().Name)
-		}
-	}
-	return nil
-}
-
 // full converges everything: bridges, live containers (adopting their
-// links), dead containers (journaled detach), and marked links that belong
-// to nothing.
+// links), dead containers (journaled detach), and links marked as this
+// owner's that belong to nothing.
 //
 // Attachments named in changed are wired again whatever the kernel shows:
 // a change can reach a full pass (a periodic check, or a retry after an
 // error, coalesced with it), and a detach and re-attach of the same
 // container in one pass leave its links in place with the old address.
+//
+// Nothing is judged from an answer that does not say so: a container is
+// gone only when its process is reported missing or its PID names another
+// namespace, and links are removed only from a complete list. Any other
+// failure leaves things as they are, and the pass returns it (the runner
+// tries again).
 func (r *Reconciler) full(view effects.View, changed []string) error {
 	var bridges []Bridge
 	var atts []Attachment
 	view.Read(func(st *projections.State) { bridges, atts = Desired(st) })
 	var errs []error
+	keyErrs := effects.KeyErrors{}
 	wantBridges := map[string]bool{}
+	specs := map[string]*Bridge{}
 	for i := range bridges {
-		wantBridges[bridges[i].Service] = true
-		if err := ensureBridge(&bridges[i]); err != nil {
+		b := &bridges[i]
+		wantBridges[b.Service], specs[b.Service] = true, b
+		if err := r.ensureBridge(b); err != nil {
 			errs = append(errs, err)
+			keyErrs["service/"+b.Service] = err
 		}
 	}
 	wantAtts, wantNames := map[string]bool{}, map[string]bool{}
 	var live []*Attachment
 	for i := range atts {
 		a := &atts[i]
-		if reason := gone(a); reason != "" {
+		reason, err := r.gone(a)
+		if reason != "" {
 			r.log.Warn("container is gone; detaching it", "handle", a.Key, "reason", reason)
 			if r.detach != nil {
 				r.detach(a.Key, reason)
@@ -197,65 +225,27 @@ func (r *Reconciler) full(view effects.View, changed []string) error {
 		}
 		wantAtts[a.ID()] = true
 		wantNames[a.HostName(LegService)], wantNames[a.HostName(LegGlobal)] = true, true
-		live = append(live, a)
-	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		errs = append(errs, err)
-	}
-	if r.adopted && err == nil {
-		// One dump of the links instead of a dozen requests per container:
-		// a periodic pass over hundreds of containers stays a few ms, and
-		// attaches queued behind it are not held up.
-		byName := make(map[string]netlink.Link, len(links))
-		for _, l := range links {
-			byName[l.Attrs().Name] = l
-		}
-		force := map[string]bool{}
-		for _, k := range changed {
-			if key, ok := strings.CutPrefix(k, "attachment/"); ok {
-				force[key] = true
-			}
-		}
-		drifted := live[:0:0]
-		for _, a := range live {
-			// The whole wiring is compared (address, global address,
-			// bridge, gateway), not only the identity.
-			if old := r.wired[a.Key]; force[a.Key] || old == nil || *old != *a || !hostSideIntact(a, byName) {
-				drifted = append(drifted, a)
-			}
-		}
-		for _, a := range drifted {
-			if old := r.wired[a.Key]; old != nil && *old == *a && !force[a.Key] {
-				r.log.Warn("container link drifted; repairing it", "handle", a.Key, "link", a.HostName(LegService))
-			}
-		}
-		live = drifted
-	}
-	keyErrs := effects.KeyErrors{}
-	for key, err := range r.wireAll(live) {
-		keyErrs[attachmentKey(key)] = err
-	}
-	if len(keyErrs) == 0 && err == nil {
-		r.adopted = true
-	}
-	// Marked links that nothing owns: left by a crash, a detach the daemon
-	// did not see through, or an older daemon.
-	for _, l := range links {
-		kind, id, _, ok := parseAlias(l.Attrs().Alias)
-		// A veth with one of our names and no mark at all: a crash between
-		// its creation and its marking (two requests; the kernel ignores
-		// an alias given at creation).
-		unmarked := l.Attrs().Alias == "" && l.Type() == "veth" && isHostName(l.Attrs().Name) && !wantNames[l.Attrs().Name]
-		if !ok && !unmarked {
+		if err != nil {
+			// Cannot tell: neither detached nor wired; its links stay.
+			keyErrs[attachmentKey(a.Key)] = step("netns", err)
 			continue
 		}
-		if unmarked || (kind == "bridge" && !wantBridges[id]) || (kind == "attach" && !wantAtts[id]) {
-			if err := netlink.LinkDel(l); err != nil && !notFound(err) {
-				errs = append(errs, fmt.Errorf("remove stray %s: %w", l.Attrs().Name, err))
-				continue
-			}
-			r.log.Info("removed a link that belongs to nothing", "link", l.Attrs().Name, "mark", l.Attrs().Alias)
+		live = append(live, a)
+	}
+	links, lerr := r.k.Links()
+	if lerr != nil {
+		errs = append(errs, fmt.Errorf("bridge: %w", lerr))
+	}
+	if r.adopted && lerr == nil {
+		live = r.drifted(live, links, changed, keyErrs)
+	}
+	for key, err := range r.wireAll(live, specs) {
+		keyErrs[attachmentKey(key)] = err
+	}
+	if lerr == nil {
+		r.adopted = true
+		if err := r.removeStrays(links, wantBridges, wantAtts, wantNames); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for key, a := range r.wired {
@@ -269,18 +259,103 @@ func (r *Reconciler) full(view effects.View, changed []string) error {
 	return errors.Join(errs...)
 }
 
+// drifted picks the live attachments a periodic pass wires again: those
+// named in changed, those not wired as the state says, those whose host
+// side is off (one dump of the links, instead of a dozen requests per
+// container), and those whose container side is (two requests per leg,
+// from the node, for at most peerChecks containers in turn).
+func (r *Reconciler) drifted(live []*Attachment, links []Link, changed []string, keyErrs effects.KeyErrors) []*Attachment {
+	byName := make(map[string]*Link, len(links))
+	for i := range links {
+		byName[links[i].Name] = &links[i]
+	}
+	force := map[string]bool{}
+	for _, k := range changed {
+		if key, ok := strings.CutPrefix(k, "attachment/"); ok {
+			force[key] = true
+		}
+	}
+	var out, settled []*Attachment
+	for _, a := range live {
+		// The whole wiring is compared (address, global address, bridge,
+		// gateway), not only the identity.
+		old := r.wired[a.Key]
+		switch {
+		case force[a.Key] || old == nil || *old != *a:
+			out = append(out, a)
+		case !r.hostSideIntact(a, byName):
+			r.log.Warn("container link drifted; repairing it", "handle", a.Key, "link", a.HostName(LegService))
+			out = append(out, a)
+		default:
+			settled = append(settled, a)
+		}
+	}
+	// The containers' ends are looked at in turn, at most peerChecks per
+	// pass (about 60 µs per leg, measured on a busy machine): the look adds
+	// at most a few ms to a pass, whatever the number of containers, and
+	// each end is still seen every few passes.
+	if len(settled) > peerChecks {
+		start := r.peerNext % len(settled)
+		turn := make([]*Attachment, 0, peerChecks)
+		for i := range peerChecks {
+			turn = append(turn, settled[(start+i)%len(settled)])
+		}
+		settled, r.peerNext = turn, start+peerChecks
+	}
+	for _, a := range settled {
+		ok, err := r.containerSideIntact(a, byName)
+		switch {
+		case err != nil:
+			keyErrs[attachmentKey(a.Key)] = step("check", err)
+		case !ok:
+			r.log.Warn("container's end drifted; repairing it", "handle", a.Key)
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// removeStrays deletes the links marked as this owner's that nothing in
+// the state wants (left by a crash, a detach the daemon did not see
+// through, or an older daemon of this journal), and unmarked veths with
+// one of our names that no attachment wants: a crash between creating a
+// pair and marking it (two requests: the kernel ignores an alias given at
+// creation). Links of other owners are never touched.
+func (r *Reconciler) removeStrays(links []Link, wantBridges, wantAtts, wantNames map[string]bool) error {
+	var errs []error
+	for _, l := range links {
+		v, m := r.marks.judge(l.Alias)
+		stray := false
+		switch v {
+		case unmarked:
+			stray = l.Kind == "veth" && isHostName(l.Name) && !wantNames[l.Name]
+		case own:
+			stray = (m.kind == kindBridge && !wantBridges[m.id]) || (m.kind == kindAttach && !wantAtts[m.id])
+		}
+		if !stray {
+			continue
+		}
+		if err := r.k.DelLink(l); err != nil && !notFound(err) {
+			errs = append(errs, fmt.Errorf("remove stray %s: %w", l.Name, err))
+			continue
+		}
+		r.log.Info("removed a link that belongs to nothing", "link", l.Name, "mark", l.Alias)
+	}
+	return errors.Join(errs...)
+}
+
 // hostSideIntact reports whether an attachment's host ends are as wired:
 // present, marked, up, the service leg on its bridge, a global leg exactly
 // when the attachment joins the global overlay. (Deleting a container's end
 // of a pair deletes the host end too, so this also sees a container's eth0
 // or eth1 deleted.)
-func hostSideIntact(a *Attachment, links map[string]netlink.Link) bool {
+func (r *Reconciler) hostSideIntact(a *Attachment, links map[string]*Link) bool {
 	ok := func(leg Leg) bool {
 		l := links[a.HostName(leg)]
-		return l != nil && l.Attrs().Alias == a.Alias(leg) && l.Attrs().Flags&net.FlagUp != 0
+		return l != nil && l.Alias == r.marks.host(a, leg) && l.Up
 	}
 	br := links[a.Bridge]
-	if br == nil || !ok(LegService) || links[a.HostName(LegService)].Attrs().MasterIndex != br.Attrs().Index {
+	if br == nil || !br.Up || !ok(LegService) || links[a.HostName(LegService)].Master != br.Index {
 		return false
 	}
 	if a.GlobalIP.IsValid() {
@@ -289,22 +364,67 @@ func hostSideIntact(a *Attachment, links map[string]netlink.Link) bool {
 	return links[a.HostName(LegGlobal)] == nil
 }
 
-// gone says why an attachment's container no longer exists ("" if it
-// does): its process is gone, or its PID now names another namespace.
-func gone(a *Attachment) string {
-	var st unix.Stat_t
-	err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", a.PID), &st)
-	switch {
-	case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH):
-		return fmt.Sprintf("process %d is gone", a.PID)
-	case err != nil:
-		return "" // cannot tell (permissions): leave it
-	case a.NetnsInode != 0 && st.Ino != a.NetnsInode:
-		return fmt.Sprintf("pid %d now lives in another network namespace (inode %d, attached in %d)", a.PID, st.Ino, a.NetnsInode)
+// containerSideIntact looks at the container's ends of an attachment
+// whose host side is intact, from the node (Kernel.Peer): eth0 (and eth1)
+// up, marked as this owner's, with exactly the attachment's address. An
+// error says it could not look.
+func (r *Reconciler) containerSideIntact(a *Attachment, links map[string]*Link) (bool, error) {
+	legs := []Leg{LegService}
+	if a.GlobalIP.IsValid() {
+		legs = append(legs, LegGlobal)
 	}
-	return ""
+	for _, leg := range legs {
+		host := links[a.HostName(leg)]
+		if host == nil {
+			return false, nil
+		}
+		c, have, err := r.k.Peer(*host)
+		if notFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if c.Name != ctrName(leg) || !c.Up || c.Alias != r.marks.ctr(a, leg) {
+			return false, nil
+		}
+		want := a.IP
+		if leg == LegGlobal {
+			want = netip.PrefixFrom(a.GlobalIP, a.GlobalIP.BitLen())
+		}
+		n := 0
+		for _, p := range have {
+			switch {
+			case p == want:
+				n++
+			case !p.Addr().IsLinkLocalUnicast():
+				return false, nil
+			}
+		}
+		if n != 1 {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
-// Close does nothing: bridges and containers' links outlive the daemon
-// (containers keep working; the next start adopts them).
-func (r *Reconciler) Close() error { return nil }
+// gone says why an attachment's container no longer exists ("" if it
+// does): its process is gone, or its PID now names another namespace. An
+// error says it cannot tell.
+func (r *Reconciler) gone(a *Attachment) (string, error) {
+	ino, err := r.k.NetnsInode(a.PID)
+	switch {
+	case processGone(err):
+		return fmt.Sprintf("process %d is gone", a.PID), nil
+	case err != nil:
+		return "", fmt.Errorf("check process %d: %w", a.PID, err)
+	case a.NetnsInode != 0 && ino != a.NetnsInode:
+		return fmt.Sprintf("pid %d now lives in another network namespace (inode %d, attached in %d)", a.PID, ino, a.NetnsInode), nil
+	}
+	return "", nil
+}
+
+// Close closes the kernel's sockets. Bridges and containers' links outlive
+// the daemon (containers keep working; the next start adopts them).
+// Nothing may be called after Close.
+func (r *Reconciler) Close() error { return r.k.Close() }

@@ -20,7 +20,7 @@ type Reconciler struct {
 }
 
 // New returns the placeholder.
-func New(log *slog.Logger, _ Detacher) *Reconciler { return &Reconciler{log: log} }
+func New(log *slog.Logger, _ Detacher, _ effects.Owner) *Reconciler { return &Reconciler{log: log} }
 
 func (r *Reconciler) Name() string             { return "bridge" }
 func (r *Reconciler) Relevant(key string) bool { return Relevant(key) }

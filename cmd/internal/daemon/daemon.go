@@ -189,7 +189,7 @@ func Open(cfg Config) (*Daemon, error) {
 	var recs []effects.Reconciler
 	if !cfg.NoDataPlane {
 		d.wg = wireguard.New(d, d.log)
-		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone), dns.New(d.log, cfg.DNS), nat.New(d.log, d.owner))
+		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone, d.owner), dns.New(d.log, cfg.DNS), nat.New(d.log, d.owner))
 	}
 	recs = append(recs, cfg.Reconcilers...)
 	d.runner = effects.NewRunner(d.decided, d.log, cfg.ReconcileInterval, recs...)

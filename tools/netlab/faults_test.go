@@ -44,21 +44,23 @@ func kernelView(t *testing.T, nd *Node, ctrs ...*Container) string {
 		keep := []string{name}
 		for i, w := range f {
 			switch w {
-			case "master", "alias", "state", "mtu":
+			case "master", "state", "mtu":
 				if i+1 < len(f) {
 					keep = append(keep, w+"="+f[i+1])
 				}
+			case "alias":
+				keep = append(keep, "alias="+strings.Join(f[i+1:], " "))
 			}
 		}
 		lines = append(lines, strings.Join(keep, " "))
 	}
 	sort.Strings(lines)
 	b.WriteString(strings.Join(lines, "\n"))
-	if out, err := nd.Run(ctx, "ip", "-o", "addr", "show"); err == nil {
+	if out, err := nd.Run(ctx, "ip", "-4", "-o", "addr", "show"); err == nil {
 		b.WriteString("\n" + stripLifetimes(out))
 	}
 	for _, c := range ctrs {
-		for _, args := range [][]string{{"ip", "-o", "addr", "show"}, {"ip", "route", "show"}, {"ip", "-o", "link", "show"}} {
+		for _, args := range [][]string{{"ip", "-4", "-o", "addr", "show"}, {"ip", "route", "show"}, {"ip", "-o", "link", "show"}} {
 			out, err := c.Run(ctx, args...)
 			if err != nil {
 				t.Fatal(err)

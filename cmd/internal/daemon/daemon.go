@@ -247,7 +247,9 @@ func (d *Daemon) Serve() error {
 
 // ServeListener serves on l (tests, Windows named pipes).
 func (d *Daemon) ServeListener(l net.Listener) error {
+	d.mu.Lock()
 	d.listener = l
+	d.mu.Unlock()
 	d.server = &ipc.Server{Handler: d.handle, Log: d.log}
 	if d.wg != nil {
 		d.health = startHealth(d)
@@ -275,7 +277,9 @@ func (d *Daemon) watchSocket() {
 }
 
 func (d *Daemon) checkSocket() {
+	d.mu.Lock()
 	r, ok := d.listener.(ipc.Restorer)
+	d.mu.Unlock()
 	if !ok {
 		return
 	}
@@ -300,9 +304,7 @@ func (d *Daemon) Stop() { d.shutdown(true) }
 // ReconcileNow runs a full pass of every reconciler (drift repair) and
 // waits for it, at most timeout.
 func (d *Daemon) ReconcileNow(timeout time.Duration) error {
-	if d.listener != nil {
-		d.checkSocket()
-	}
+	d.checkSocket()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return d.runner.ReconcileAll(ctx)

@@ -24,9 +24,9 @@ func (v *view) Read(fn func(st *projections.State)) {
 
 // scripted fails the keys it is told to, and can hold a pass.
 type scripted struct {
-	mu     sync.Mutex
-	fail   map[string]error
-	other  error
+	mu      sync.Mutex
+	fail    map[string]error
+	other   error
 	hold    chan struct{} // when set, a pass waits on it
 	started chan struct{} // when set, told of every pass that begins
 	passes  int

@@ -206,3 +206,46 @@ func cp(t *testing.T, from, to string) {
 		t.Fatalf("cp %s %s: %v %s", from, to, err, out)
 	}
 }
+
+// The journal file damaged under a running daemon (a page header flipped
+// in the middle of the file, as in issue 9): journal verify reports the
+// damage instead of panicking the daemon, which stays up, stops writing
+// into the damaged file, and says so in status.
+func TestOnlineVerifyOfDamagedFile(t *testing.T) {
+	_, nd, c := setUpNode(t)
+	for i := range 3000 {
+		call(t, c, ipc.RegisterDNS{Name: fmt.Sprintf("v%d.prod.local", i), IP: ipc.AddrOf(netip.MustParseAddr("10.200.7.8"))})
+	}
+	jfile := filepath.Join(nd.DataDir, "overlayd", "journal.db")
+	fi, err := os.Stat(jfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const page = 4096
+	at := fi.Size() / 2 / page * page // a page header at the midpoint
+	f, err := os.OpenFile(jfile, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{0}
+	f.ReadAt(b, at)
+	b[0] ^= 0xff
+	f.WriteAt(b, at)
+	f.Close()
+	r := call(t, c, ipc.JournalVerify{}).(ipc.JournalReport)
+	if r.OK || len(r.Problems) == 0 {
+		t.Fatalf("journal verify found nothing wrong in a file with page %d's header flipped", at/page)
+	}
+	t.Logf("verify: %s", r.Problems[0])
+	st := status(t, c) // still up
+	if !st.Degraded || !hasProblem(st, "journal", "") {
+		t.Fatalf("status after the damage was found: degraded=%v %+v", st.Degraded, st.Problems)
+	}
+	if _, err := c.Call(context.Background(), ipc.RegisterDNS{Name: "after.prod.local", IP: ipc.AddrOf(netip.MustParseAddr("10.200.7.9"))}); err == nil {
+		t.Fatal("a write into the damaged journal was acknowledged")
+	}
+	if out, err := nd.Run(context.Background(), "ip", "link", "show", "zl-lab-1-g"); err != nil || !strings.Contains(out, ",UP") {
+		t.Fatalf("the data plane went down: %v %s", err, out)
+	}
+	noPanic(t, "the daemon", nd.Logs())
+}

@@ -162,3 +162,13 @@ func TestBootKeepsIntactHistory(t *testing.T) {
 		t.Fatal("the node key changed across a restart")
 	}
 }
+
+// Another node's journal put in this data dir: its snapshot names another
+// journal.
+func TestBootRefusesForeignJournal(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	runCommands(t, a, "a", 5)
+	runCommands(t, b, "b", 5)
+	copyFile(t, filepath.Join(journalDir(b), journal.FileName), filepath.Join(journalDir(a), journal.FileName))
+	refused(t, a, "was taken from journal", "but "+filepath.Join(journalDir(a), journal.FileName)+" is journal")
+}

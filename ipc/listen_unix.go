@@ -22,6 +22,15 @@ type lockedListener struct {
 	lock *os.File
 }
 
+// SetDeadline passes an accept deadline to the unix listener (the server
+// uses it to accept on its reserved descriptor without blocking).
+func (l *lockedListener) SetDeadline(t time.Time) error {
+	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
+		return d.SetDeadline(t)
+	}
+	return errors.ErrUnsupported
+}
+
 func (l *lockedListener) Close() error {
 	err := l.Listener.Close()
 	l.lock.Close()

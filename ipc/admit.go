@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"container/list"
 	"fmt"
 	"net"
 	"time"
@@ -64,28 +65,17 @@ func (s *Server) makeRoom(root bool) (victim *serverConn, refusal string, atLimi
 	if fits() {
 		return nil, "", false
 	}
-	// The first pass looks for a non-root victim, the second (for a root
-	// newcomer) for any.
-	for pass := 0; pass < 2 && victim == nil; pass++ {
-		for e := s.unframed.Front(); e != nil; e = e.Next() {
-			c := e.Value.(*serverConn)
-			if pass == 0 && c.root {
-				continue
-			}
-			victim = c
-			break
-		}
-		if !root {
-			break
-		}
+	// A non-root victim first; a root one only for a root newcomer.
+	if e := s.unframedOther.Front(); e != nil {
+		victim = e.Value.(*serverConn)
+	} else if e := s.unframedRoot.Front(); e != nil && root {
+		victim = e.Value.(*serverConn)
 	}
 	if victim != nil {
+		// Its slot makes room: a root newcomer needed any slot, a non-root
+		// one a non-root slot.
 		s.releaseSlot(victim)
-		if fits() {
-			return victim, "", true
-		}
-		s.holdSlot(victim) // cannot happen: a victim's slot always makes room
-		victim = nil
+		return victim, "", true
 	}
 	if s.open >= limit {
 		return nil, fmt.Sprintf("too many connections: %d open (limit %d); try again later", s.open, limit), true
@@ -105,14 +95,22 @@ func (s *Server) holdSlot(c *serverConn) {
 		s.openOther++
 	}
 	if !c.framed {
-		c.elem = s.unframed.PushBack(c)
+		c.elem = s.unframedOf(c).PushBack(c)
 	}
+}
+
+// unframedOf is the list of unframed connections c belongs in.
+func (s *Server) unframedOf(c *serverConn) *list.List {
+	if c.root {
+		return &s.unframedRoot
+	}
+	return &s.unframedOther
 }
 
 // releaseSlot gives c's slot back (eviction, teardown).
 func (s *Server) releaseSlot(c *serverConn) {
 	if c.elem != nil {
-		s.unframed.Remove(c.elem)
+		s.unframedOf(c).Remove(c.elem)
 		c.elem = nil
 	}
 	if !c.counted {
@@ -130,7 +128,7 @@ func (s *Server) markFramed(c *serverConn) {
 	s.mu.Lock()
 	c.framed = true
 	if c.elem != nil {
-		s.unframed.Remove(c.elem)
+		s.unframedOf(c).Remove(c.elem)
 		c.elem = nil
 	}
 	s.mu.Unlock()

@@ -14,9 +14,12 @@ import (
 )
 
 // serverConn is one client connection: a reader goroutine that splits
-// frames and dispatches requests, a collector goroutine that takes their
-// responses in request order, encodes them and queues them (outbox.go), and
-// a flusher goroutine, started only while there is something to write.
+// frames, dispatches requests, encodes the answers that are there at once
+// and writes them itself before it waits for anything; a collector
+// goroutine that takes the answers that come later, in request order,
+// encodes and queues them (outbox.go); and, while the collector or
+// Broadcast have something to write, a flusher goroutine that writes the
+// queue and lingers a second for more.
 type serverConn struct {
 	s     *Server
 	nc    net.Conn
@@ -28,7 +31,7 @@ type serverConn struct {
 	// Under s.mu.
 	counted bool          // holds a slot of MaxConns
 	framed  bool          // completed a frame
-	elem    *list.Element // in s.unframed
+	elem    *list.Element // in s.unframedRoot or s.unframedOther
 
 	pending     chan *pendingResp // reader → collector, in request order (pointers: the buffer of MaxInFlight stays small)
 	outstanding atomic.Int32      // entries pushed to pending and not yet through the collector
@@ -50,7 +53,7 @@ type serverConn struct {
 	staged   int  // bytes encoded by the reader, on their way to out
 	queued   int  // bytes in out, length prefixes included
 	writing  int  // bytes of the batch being written
-	flushing bool // a flusher goroutine runs
+	flushing bool // someone writes the queue: the reader, or a flusher goroutine
 	closing  bool // the collector is done: flush, then tear down
 	killed   bool
 }

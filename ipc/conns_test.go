@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +194,160 @@ func TestAdmissionKeepsSlotsForRoot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// What an open connection costs the daemon, once it has served a request
+// and gone idle (the figure DefaultMaxConns is argued from): heap and
+// goroutine stacks, both sides of the socket counted (the test's client
+// end is in this process too), under 64 KiB.
+func TestIdleConnectionCost(t *testing.T) {
+	const n = 500
+	s := &Server{}
+	path, _ := serve(t, s)
+	measure := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc + ms.StackInuse
+	}
+	before := measure()
+	cs := make([]net.Conn, 0, n)
+	for i := 0; i < n; i++ {
+		c := rawConn(t, path)
+		roundTrip(t, c, 1)
+		cs = append(cs, c)
+	}
+	waitFor(t, 5*time.Second, "all open", func() bool { return s.Stats().Open == n })
+	time.Sleep(flusherLinger + 200*time.Millisecond) // what is measured: idle, lingering flushers gone
+	each := (int64(measure()) - int64(before)) / n
+	t.Logf("an idle connection costs %d bytes (heap and stacks, both ends)", each)
+	if each > 64<<10 {
+		t.Fatalf("an idle connection costs %d bytes", each)
+	}
+	runtime.KeepAlive(cs)
+}
+
+// A storm of connections that each send two bytes of a length prefix and
+// stop (the descriptor exhaustion, scaled to 3,000 and dialled as
+// fast as one goroutine can): the server never holds more than MaxConns of
+// them, the orchestrator's connection (framed long ago, idle between
+// calls) is never touched and every one of its calls is answered, a new
+// client still gets in during the storm, the evictions are logged once per
+// burst, and when the storm goes the server is back to that one
+// connection.
+func TestStormOfHalfFrames(t *testing.T) {
+	const storm = 3000
+	s := &Server{}
+	path, rec := serve(t, s)
+	orch, err := Dial(context.Background(), path, DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orch.Close()
+	if _, err := orch.Call(context.Background(), Status{}); err != nil {
+		t.Fatal(err)
+	}
+	var peak int
+	done := make(chan []net.Conn)
+	go func() {
+		var cs []net.Conn
+		for i := 0; i < storm; i++ {
+			c, err := net.Dial("unix", path)
+			if err != nil {
+				t.Error(err)
+				break
+			}
+			c.Write([]byte{0x10, 0})
+			cs = append(cs, c)
+		}
+		done <- cs
+	}()
+	var lat []time.Duration
+	var attackers []net.Conn
+	newcomer := false
+	deadline := time.Now().Add(30 * time.Second)
+	for attackers == nil || s.Stats().Evicted < storm-DefaultMaxConns {
+		if time.Now().After(deadline) {
+			t.Fatalf("storm not through after 30 s: %+v", s.Stats())
+		}
+		if attackers == nil {
+			select {
+			case attackers = <-done:
+			default:
+			}
+		}
+		start := time.Now()
+		if _, err := orch.Call(context.Background(), Status{}); err != nil {
+			t.Fatalf("the orchestrator's call during the storm: %v", err)
+		}
+		lat = append(lat, time.Since(start))
+		if o := s.Stats().Open; o > peak {
+			peak = o
+		}
+		if !newcomer && s.Stats().Open >= DefaultMaxConns {
+			cl, err := Dial(context.Background(), path, DialOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cl.Call(context.Background(), Status{}); err != nil {
+				t.Fatalf("a new client during the storm: %v", err)
+			}
+			cl.Close()
+			newcomer = true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	st := s.Stats()
+	t.Logf("%d calls during the storm: p50 %v, p99 %v, max %v; peak %d open; stats %+v",
+		len(lat), lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], peak, st)
+	if peak > DefaultMaxConns || st.Open > DefaultMaxConns {
+		t.Fatalf("%d connections open at the peak (limit %d)", peak, DefaultMaxConns)
+	}
+	if !newcomer {
+		t.Fatal("the storm never reached the limit")
+	}
+	if st.Evicted < storm-DefaultMaxConns || st.Refused != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The storm and its dialler share this process's two cores with the
+	// orchestrator's calls: they wait for a core now and then, never for
+	// the storm to pass.
+	if m := lat[len(lat)-1]; m > 500*time.Millisecond && !raceEnabled {
+		t.Fatalf("an orchestrator's call took %v during the storm", m)
+	}
+	for _, c := range attackers {
+		c.Close()
+	}
+	waitFor(t, 10*time.Second, "back to the orchestrator's connection", func() bool { return s.Stats().Open == 1 })
+	if _, err := orch.Call(context.Background(), Status{}); err != nil {
+		t.Fatal(err)
+	}
+	// One burst, or two when the newcomer's leaving opened a slot and the
+	// storm filled it again.
+	if w := rec.atLeast(slog.LevelWarn); len(w) < 1 || len(w) > 2 {
+		t.Fatalf("%d warnings for %d evictions", len(w), st.Evicted)
+	}
+}
+
+// A client that sends its requests and closes its sending side gets every
+// answer, those answered at once and those answered later, in order, then
+// the end of the stream.
+func TestHalfClosedClientGetsItsAnswers(t *testing.T) {
+	path, _ := startServer(t) // nat_tick answers after 20 ms
+	c := rawConn(t, path)
+	for id := uint64(1); id <= 6; id++ {
+		op := "status"
+		if id%3 == 0 {
+			op = "nat_tick"
+		}
+		WriteFrame(c, requestFrame(id, op))
+	}
+	c.(*net.UnixConn).CloseWrite()
+	for id := uint64(1); id <= 6; id++ {
+		if f := readResp(t, c); f.ID != id {
+			t.Fatalf("answer %d came as %d", id, f.ID)
+		}
+	}
+	expectClosed(t, c)
 }

@@ -19,11 +19,12 @@ type outFrame struct {
 // closed by the server (an eviction).
 const killTimeout = 50 * time.Millisecond
 
-// collect takes the responses in request order, as they arrive, encodes
-// them and queues them for the flusher. It never waits on the client, so
-// what a client does not read is queued, counted and bounded, not held in
-// handlers' channels. It drains every pending response, even once the
-// connection is dead, so that each expensive slot is given back.
+// collect takes the answers that were not there when the reader queued
+// their request (and the reader's own once an earlier one is outstanding),
+// in request order, as they arrive; encodes them and queues them. It never
+// waits on the client, so what a client does not read is queued, counted
+// and bounded, not held in handlers' channels. It drains every entry, even
+// once the connection is dead, so that every expensive slot is given back.
 func (c *serverConn) collect() {
 	defer c.s.wg.Done()
 	for p := range c.pending {
@@ -129,7 +130,7 @@ func (c *serverConn) enqueue(b []byte, expensive, staged, inline bool) {
 		return
 	}
 	c.flushing = true
-	c.s.wg.Add(1) // the caller's count is held: Close cannot be past Wait
+	c.s.wg.Add(1) // not closing: the collector's count is held, so Close is not past Wait
 	c.omu.Unlock()
 	go func() {
 		defer c.s.wg.Done()

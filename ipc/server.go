@@ -45,9 +45,10 @@ func Reply(r Response) <-chan Response {
 const (
 	// DefaultMaxConns: the one real client (the orchestrator) holds one
 	// connection, its supervisor probes with short-lived ones and
-	// overlayctl adds a few; 1024 is a hundred times that. A connection
-	// costs one descriptor, two goroutines and a 4 KiB read buffer (about
-	// 25 KiB), so 1024 of them cost about 25 MiB and a twentieth of a
+	// overlayctl adds a few; 1024 is a hundred times that. An idle
+	// connection costs one descriptor, two goroutines and a 4 KiB read
+	// buffer, about 15 KiB in all (TestIdleConnectionCost), so 1024 of them
+	// cost about 15 MiB of a 256 MiB budget and a twentieth of a
 	// 20,000-descriptor limit, leaving the rest to netlink, TUN and the
 	// journal. Serve lowers it to half of RLIMIT_NOFILE when that is
 	// smaller.
@@ -79,8 +80,11 @@ const readBufSize = 4 << 10
 type Server struct {
 	Handler Handler
 	Log     *slog.Logger
-	// MaxInFlight bounds pipelined requests per connection (default 128):
-	// the reader waits when that many are unanswered.
+	// MaxInFlight bounds pipelined requests per connection whose answers
+	// have not come yet (default 128): the reader waits when that many are
+	// outstanding. An answer that comes later is counted against
+	// MaxQueuedBytes only once it is there, so this also bounds how many
+	// such answers a client that does not read can make the daemon hold.
 	MaxInFlight int
 
 	// MaxConns bounds open connections (default DefaultMaxConns, or half
@@ -120,7 +124,8 @@ type Server struct {
 	Expensive func(Request) bool
 	// MaxExpensive bounds expensive requests in flight server-wide
 	// (default 2): a slot is taken before the handler is called and given
-	// back when its response arrives.
+	// back once its response has arrived and been encoded (encoding a
+	// large response is part of the cost).
 	MaxExpensive int
 
 	setupOnce sync.Once
@@ -131,12 +136,14 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
-	open      int       // connections that hold a slot of MaxConns
-	openOther int       // of them, from peers that are not root
-	unframed  list.List // *serverConn that hold a slot and completed no frame, oldest first
+	open      int // connections that hold a slot of MaxConns
+	openOther int // of them, from peers that are not root
 	closed    bool
 	nextConn  atomic.Uint64
 	wg        sync.WaitGroup
+	// Connections that hold a slot and completed no frame, oldest first,
+	// of peers that are root and of the others (under mu).
+	unframedRoot, unframedOther list.List
 
 	reserveMu sync.Mutex
 	reserve   *os.File // a descriptor kept for accepting-and-refusing when out of them

@@ -37,6 +37,7 @@ type serverConn struct {
 	outstanding atomic.Int32      // entries pushed to pending and not yet through the collector
 	gate        chan struct{}     // holds a token while an expensive response is unwritten
 	kick        chan struct{}     // wakes a lingering flusher
+	drained     chan struct{}     // signalled after each write of the queue
 	dead        chan struct{}     // closed by kill: stop producing
 	once        sync.Once         // of stopReading
 
@@ -82,6 +83,7 @@ func (s *Server) newConn(nc net.Conn, peer Creds, hasPeer, root bool) *serverCon
 	c.pending = make(chan *pendingResp, s.lim.maxInFlight)
 	c.gate = make(chan struct{}, 1)
 	c.kick = make(chan struct{}, 1)
+	c.drained = make(chan struct{}, 1)
 	c.dead = make(chan struct{})
 	return c
 }
@@ -234,7 +236,7 @@ func (c *serverConn) read() {
 		}
 		switch f.Kind {
 		case "request":
-			if !c.dispatch(f.ID, f.Request) {
+			if !c.waitForRoom() || !c.dispatch(f.ID, f.Request) {
 				return
 			}
 		case "response":
@@ -267,6 +269,32 @@ func (c *serverConn) readFailed(err error) {
 			"frame_timeout", c.s.lim.frameTimeout.String())
 	default:
 		c.s.log().Debug("closing connection: unreadable frame", "conn", c.id, "err", err)
+	}
+}
+
+// waitForRoom holds the next request back while the connection's queue
+// is over half its bound, until writes bring it under: a client that reads
+// slowly is served at its pace, and one that does not read stops being
+// read (its last write then fails at the write deadline) instead of
+// making the daemon answer into a full queue. false once the connection is
+// dead.
+func (c *serverConn) waitForRoom() bool {
+	for {
+		c.omu.Lock()
+		held, killed := c.staged+c.queued+c.writing, c.killed
+		c.omu.Unlock()
+		switch {
+		case killed:
+			return false
+		case held < c.s.lim.maxQueued/2:
+			return true
+		}
+		c.flushInline() // unless a flusher goroutine is at it
+		select {
+		case <-c.drained:
+		case <-c.dead:
+			return false
+		}
 	}
 }
 

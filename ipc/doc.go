@@ -52,8 +52,10 @@
 //   - A frame body is read into a buffer that grows as its bytes arrive,
 //     never allocated at its declared length.
 //   - A connection's encoded frames waiting to be written, responses and
-//     events, are bounded by MaxQueuedBytes (16 MiB); one write may block for
-//     WriteTimeout (10 s). A client that does not read is closed at either.
+//     events, are bounded by MaxQueuedBytes (16 MiB); past half of it the
+//     connection's requests wait for its writes; one write may block for
+//     WriteTimeout (10 s). A client that does not read is closed at either
+//     limit.
 //   - Expensive requests (journal_list, journal_verify, state_dump): one in
 //     flight per connection, until its response is written; MaxExpensive (2)
 //     in flight server-wide.

@@ -95,6 +95,12 @@ func (c *serverConn) overflow(held, n int) {
 	c.kill("")
 }
 
+// inlineMax is how much of its own answers the reader queues to write
+// itself; past it a flusher goroutine writes them while the reader goes on
+// (a client that pipelines requests with large answers and reads them is
+// not mistaken for one that does not read).
+const inlineMax = 64 << 10
+
 // flusherLinger is how long a flusher goroutine waits for more to write
 // before it exits: a busy connection keeps one (no goroutine to start, no
 // stack to grow per answer), an idle one has none.
@@ -103,11 +109,12 @@ const flusherLinger = time.Second
 // enqueue queues an encoded frame (a response, or an event from Broadcast);
 // staged says the reader already counted it. A frame that would take the
 // queue past MaxQueuedBytes closes the connection instead: its client does
-// not read. The reader's own answers (inline) are only queued: it writes
-// them itself (flushInline) before it would wait for anything, so the
-// answers to a batch of pipelined requests go out in one write and a
-// client that waits for each answer costs no goroutine hop. Other callers
-// never block: they start a flusher goroutine when none runs.
+// not read. The reader's own answers (inline) are only queued, up to
+// inlineMax: it writes them itself (flushInline) before it would wait for
+// anything, so the answers to a batch of pipelined requests go out in one
+// write and a client that waits for each answer costs no goroutine hop.
+// Other callers never block: they start a flusher goroutine when none
+// runs.
 func (c *serverConn) enqueue(b []byte, expensive, staged, inline bool) {
 	c.omu.Lock()
 	if c.killed || c.closing {
@@ -124,7 +131,7 @@ func (c *serverConn) enqueue(b []byte, expensive, staged, inline bool) {
 	}
 	c.out = append(c.out, outFrame{b: b, expensive: expensive})
 	c.queued += 4 + len(b)
-	if c.flushing || inline {
+	if c.flushing || (inline && c.queued < inlineMax) {
 		c.omu.Unlock()
 		c.kickFlusher()
 		return
@@ -222,6 +229,10 @@ func (c *serverConn) flush(linger bool) {
 				default:
 				}
 			}
+		}
+		select {
+		case c.drained <- struct{}{}:
+		default:
 		}
 		linger = linger || idle != nil // written: a flusher goroutine lingers again
 	}

@@ -48,17 +48,16 @@ func heapNow() uint64 {
 }
 
 // A client that pipelines requests with 1 MiB answers and never reads is
-// closed when its queue passes MaxQueuedBytes, long before the write
-// deadline: the heap stays within a few bounds' worth while it happens and
-// comes back once it is gone. Each answer is a fresh allocation, as
-// journal_list's are.
-func TestNonReaderIsClosedAtTheQueueBound(t *testing.T) {
+// closed, and the heap stays within a few bounds' worth while it happens
+// and comes back once it is gone. Each answer is a fresh allocation, as
+// journal_list's are. Answered at once, its requests stop being read once
+// half the bound is queued, and the write deadline closes it; answered
+// later, the answers pass the bound and that closes it.
+func TestNonReaderIsClosedAndItsMemoryFreed(t *testing.T) {
 	for _, inline := range []bool{true, false} {
 		name := map[bool]string{true: "answered inline", false: "answered later"}[inline]
 		t.Run(name, func(t *testing.T) {
-			// Answers that come later are produced before the server sees
-			// their size: what they hold is bounded by MaxInFlight, here 8.
-			s := &Server{WriteTimeout: time.Minute, MaxInFlight: map[bool]int{true: 0, false: 8}[inline], Handler: func(m Meta, r Request) <-chan Response {
+			s := &Server{Handler: func(m Meta, r Request) <-chan Response {
 				resp := StateResult{Part: strings.Repeat("x", 1<<20)}
 				if inline {
 					return Reply(resp)
@@ -67,6 +66,14 @@ func TestNonReaderIsClosedAtTheQueueBound(t *testing.T) {
 				go func() { ch <- resp }()
 				return ch
 			}}
+			if inline {
+				s.WriteTimeout = 500 * time.Millisecond
+			} else {
+				// Answers that come later are produced before the server
+				// sees their size: what they hold is bounded by
+				// MaxInFlight, here 8.
+				s.WriteTimeout, s.MaxInFlight = time.Minute, 8
+			}
 			path, _ := serve(t, s)
 			base := heapNow()
 			h := sampleHeap()
@@ -77,7 +84,10 @@ func TestNonReaderIsClosedAtTheQueueBound(t *testing.T) {
 				WriteFrame(bw, statusFrame(id))
 			}
 			go bw.Flush() // may block once the server stops reading
-			waitFor(t, 10*time.Second, "the connection closed for its queue", func() bool { return s.Stats().QueueOverflows == 1 })
+			waitFor(t, 10*time.Second, "the connection closed", func() bool {
+				st := s.Stats()
+				return st.QueueOverflows+st.WriteTimeouts == 1
+			})
 			waitFor(t, 10*time.Second, "the connection gone", func() bool { return s.Stats().Open == 0 })
 			took := time.Since(start)
 			peak := h.Stop()
@@ -87,16 +97,20 @@ func TestNonReaderIsClosedAtTheQueueBound(t *testing.T) {
 				t.Fatalf("after %d bytes: %v", n, err)
 			}
 			after := heapNow()
-			t.Logf("closed after %v; heap peak +%d MiB over the base, +%d KiB after; %d bytes had reached the client",
-				took.Round(time.Millisecond), (int64(peak)-int64(base))>>20, (int64(after)-int64(base))>>10, n)
-			if took > 5*time.Second {
-				t.Fatalf("closed after %v: by the write deadline, not the bound", took)
+			st := s.Stats()
+			t.Logf("closed after %v (stats %+v); heap peak +%d MiB over the base, +%d KiB after; %d bytes had reached the client",
+				took.Round(time.Millisecond), st, (int64(peak)-int64(base))>>20, (int64(after)-int64(base))>>10, n)
+			if inline && st.WriteTimeouts != 1 || !inline && st.QueueOverflows != 1 {
+				t.Fatalf("closed for the wrong reason: %+v", st)
 			}
-			bound := uint64(DefaultMaxQueuedBytes)
+			if took > 5*time.Second {
+				t.Fatalf("closed after %v", took)
+			}
 			// The queue, what is in flight, and the garbage of encoding that
 			// the collector has not reclaimed yet (GOGC=100 lets the heap
 			// reach twice what is live). Unbounded, 128 answers of 1 MiB
 			// would be held.
+			bound := uint64(DefaultMaxQueuedBytes)
 			if peak > base+4*bound {
 				t.Fatalf("heap peaked at %d MiB over the base, bound %d MiB", (peak-base)>>20, bound>>20)
 			}
@@ -190,5 +204,37 @@ func expectGone(t *testing.T, c interface {
 			}
 			return
 		}
+	}
+}
+
+// A client that pipelines requests with large answers and does read them
+// is served, however many answers one read of its requests brings.
+func TestPipelinedLargeAnswersToAReader(t *testing.T) {
+	s := &Server{MaxQueuedBytes: 4 << 20, Handler: func(m Meta, r Request) <-chan Response {
+		return Reply(StateResult{Part: strings.Repeat("z", 512<<10)})
+	}}
+	path, _ := serve(t, s)
+	c := rawConn(t, path)
+	const n = 60 // 30 MiB of answers, 8 bound's worth, asked for in one write
+	var reqs []byte
+	for id := uint64(1); id <= n; id++ {
+		reqs = append(reqs, frameBytes(statusFrame(id))...)
+	}
+	if _, err := c.Write(reqs); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for id := uint64(1); id <= n; id++ {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := ReadFrame(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v (stats %+v)", id, err, s.Stats())
+		}
+		if f, _ := DecodeFrame(b); f.ID != id {
+			t.Fatalf("answer %d came as %d", id, f.ID)
+		}
+	}
+	if st := s.Stats(); st.QueueOverflows != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }

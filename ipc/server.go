@@ -111,8 +111,12 @@ type Server struct {
 	WriteTimeout time.Duration
 	// MaxQueuedBytes bounds the encoded frames (responses and events)
 	// waiting to be written to one connection, the frame being written
-	// included (default DefaultMaxQueuedBytes). A client that does not
-	// read is closed when its queue would pass the bound, and what was
+	// included (default DefaultMaxQueuedBytes). Past half of it the
+	// connection's next request waits until writes bring the queue under
+	// again: a slow reader is served at its pace, and a client that does
+	// not read stops being read and is closed by WriteTimeout. A frame
+	// that would take the queue past the bound (an event, an answer that
+	// came later) closes the connection at once. Either way what was
 	// queued is dropped.
 	MaxQueuedBytes int
 	// Expensive tells the requests that are costly to answer (default

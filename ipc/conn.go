@@ -17,9 +17,9 @@ import (
 // frames, dispatches requests, encodes the answers that are there at once
 // and writes them itself before it waits for anything; a collector
 // goroutine that takes the answers that come later, in request order,
-// encodes and queues them (outbox.go); and, while the collector or
-// Broadcast have something to write, a flusher goroutine that writes the
-// queue and lingers a second for more.
+// encodes and queues them, and writes them itself when nothing else
+// waits; and, for larger batches and for Broadcast, a flusher goroutine
+// that writes the queue and lingers a second for more (outbox.go).
 type serverConn struct {
 	s     *Server
 	nc    net.Conn
@@ -372,7 +372,7 @@ func (c *serverConn) queueEncoded(id uint64, b []byte, expensive bool) bool {
 		return false
 	}
 	if c.outstanding.Load() == 0 {
-		c.enqueue(b, expensive, true, true)
+		c.enqueue(b, expensive, true, byReader)
 		return true
 	}
 	c.push(&pendingResp{id: id, b: b, expensive: expensive})

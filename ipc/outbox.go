@@ -30,13 +30,13 @@ func (c *serverConn) collect() {
 	for p := range c.pending {
 		switch {
 		case p.b != nil:
-			c.enqueue(p.b, p.expensive, true, false)
+			c.enqueue(p.b, p.expensive, true, byCollector)
 		case p.enc != nil:
-			c.enqueue(<-p.enc, p.expensive, false, false)
+			c.enqueue(<-p.enc, p.expensive, false, byCollector)
 		default:
 			r := <-p.ch
 			if !c.isDead() { // else dropped, and its memory with it
-				c.enqueue(c.encodeResponse(p.id, r), p.expensive, false, false)
+				c.enqueue(c.encodeResponse(p.id, r), p.expensive, false, byCollector)
 			}
 		}
 		c.outstanding.Add(-1) // after the enqueue: the reader may go straight to the outbox now
@@ -106,16 +106,30 @@ const inlineMax = 64 << 10
 // stack to grow per answer), an idle one has none.
 const flusherLinger = time.Second
 
-// enqueue queues an encoded frame (a response, or an event from Broadcast);
-// staged says the reader already counted it. A frame that would take the
-// queue past MaxQueuedBytes closes the connection instead: its client does
-// not read. The reader's own answers (inline) are only queued, up to
-// inlineMax: it writes them itself (flushInline) before it would wait for
-// anything, so the answers to a batch of pipelined requests go out in one
-// write and a client that waits for each answer costs no goroutine hop.
-// Other callers never block: they start a flusher goroutine when none
-// runs.
-func (c *serverConn) enqueue(b []byte, expensive, staged, inline bool) {
+// Who queues a frame, which decides who writes it.
+type enqueuer int
+
+const (
+	// byReader: the reader's own answers are only queued, up to
+	// inlineMax; it writes them itself (flushInline) before it would wait
+	// for anything, so the answers to a batch of pipelined requests go out
+	// in one write and a client that waits for each answer costs no
+	// goroutine hop.
+	byReader enqueuer = iota
+	// byCollector: an answer that came later is written by the collector
+	// at once when nothing else is queued or waiting behind it; else by a
+	// flusher goroutine, so that the collector goes on taking (and
+	// counting) the answers that come.
+	byCollector
+	// byBroadcast: an event never blocks its sender: a flusher goroutine
+	// writes it.
+	byBroadcast
+)
+
+// enqueue queues an encoded frame; staged says the reader already counted
+// it. A frame that would take the queue past MaxQueuedBytes closes the
+// connection instead: its client does not read.
+func (c *serverConn) enqueue(b []byte, expensive, staged bool, by enqueuer) {
 	c.omu.Lock()
 	if c.killed || c.closing {
 		c.omu.Unlock()
@@ -131,9 +145,15 @@ func (c *serverConn) enqueue(b []byte, expensive, staged, inline bool) {
 	}
 	c.out = append(c.out, outFrame{b: b, expensive: expensive})
 	c.queued += 4 + len(b)
-	if c.flushing || (inline && c.queued < inlineMax) {
+	switch {
+	case c.flushing, by == byReader && c.queued < inlineMax:
 		c.omu.Unlock()
 		c.kickFlusher()
+		return
+	case by == byCollector && c.queued < inlineMax && len(c.pending) == 0:
+		c.flushing = true
+		c.omu.Unlock()
+		c.flush(false)
 		return
 	}
 	c.flushing = true

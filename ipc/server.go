@@ -267,7 +267,7 @@ func (s *Server) Broadcast(ev Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		c.enqueue(b, false, false, false)
+		c.enqueue(b, false, false, byBroadcast)
 	}
 }
 

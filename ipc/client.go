@@ -34,6 +34,25 @@ func (e *RemoteError) Error() string { return e.Message }
 // ErrClientClosed is returned by calls on a closed client.
 var ErrClientClosed = errors.New("ipc: client closed")
 
+// ErrRefused matches (errors.Is) a *RefusedError.
+var ErrRefused = errors.New("ipc: daemon refused the connection")
+
+// RefusedError is a connection the daemon refused or closed: it answered
+// an err frame with id 0 (too many connections, out of descriptors,
+// evicted) and closed the connection. It also matches ErrClientClosed.
+type RefusedError struct{ Message string }
+
+func (e *RefusedError) Error() string { return "ipc: daemon refused the connection: " + e.Message }
+
+// Is matches ErrRefused and ErrClientClosed.
+func (e *RefusedError) Is(target error) bool {
+	return target == ErrRefused || target == ErrClientClosed
+}
+
+// refusalWait bounds how long a call whose write failed waits for the
+// reason the daemon sent before closing (it is already on its way).
+const refusalWait = time.Second
+
 // Client is a connection to the daemon. It is safe for concurrent use:
 // calls are multiplexed by id and may be in flight together.
 type Client struct {
@@ -52,7 +71,10 @@ type callResult struct {
 	err  error
 }
 
-// Dial connects to the daemon's socket, retrying with backoff.
+// Dial connects to the daemon's socket, retrying with backoff. A daemon
+// that refuses the connection (too many connections) answers it one err
+// frame and closes it; that surfaces as a *RefusedError (ErrRefused) from
+// the first Call and from Err, never as a hang.
 func Dial(ctx context.Context, path string, opt DialOptions) (*Client, error) {
 	if opt.Attempts <= 0 {
 		opt.Attempts = 1
@@ -116,6 +138,12 @@ func (c *Client) read() {
 		}
 		switch f.Kind {
 		case "response":
+			if e, ok := f.Response.(Err); ok && f.ID == 0 {
+				// Not an answer (ids start at 1): the daemon refuses this
+				// connection and closes it.
+				c.fail(&RefusedError{Message: e.Message})
+				return
+			}
 			if e, ok := f.Response.(Err); ok {
 				c.deliver(f.ID, callResult{err: &RemoteError{Message: e.Message}})
 			} else {
@@ -186,6 +214,18 @@ func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
 	err = WriteFrame(c.nc, body)
 	c.wmu.Unlock()
 	if err != nil {
+		// A daemon that refuses a connection answers why and closes it:
+		// the write fails, the reason is in the read direction.
+		t := time.NewTimer(refusalWait)
+		select {
+		case <-c.done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if rerr := c.refusal(); rerr != nil {
+			return nil, rerr
+		}
 		c.fail(fmt.Errorf("%w: write: %v", ErrClientClosed, err))
 		return nil, fmt.Errorf("ipc: %s: %w", req.Op(), err)
 	}
@@ -198,6 +238,25 @@ func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("ipc: %s (id %d): %w", req.Op(), id, ctx.Err())
 	}
+}
+
+// refusal is the daemon's refusal of this connection, if it sent one.
+func (c *Client) refusal() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var re *RefusedError
+	if errors.As(c.err, &re) {
+		return c.err
+	}
+	return nil
+}
+
+// Err is why the connection is gone (a *RefusedError when the daemon
+// refused it), nil while it is open.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // Done is closed when the connection is gone.

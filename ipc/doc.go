@@ -30,6 +30,36 @@
 // fields gets an err response with its id, naming the field, and the
 // connection stays open.
 //
+// # Limits
+//
+// The server protects the daemon from its clients (Server's fields set
+// them; the defaults are in parentheses):
+//
+//   - Connections (MaxConns, 1024; ReservedForRoot, 16 of them for uid 0).
+//     At the limit a new connection evicts the oldest connection that has
+//     not completed a frame, or, when there is none, gets one err response
+//     frame with id 0 ("too many connections: 1024 open (limit 1024); try
+//     again later") and is closed. An evicted connection gets the same kind
+//     of frame when nothing else is being written to it. Clients never use
+//     id 0, so an id-0 err is always the server speaking for itself; the Go
+//     client turns it into a *RefusedError.
+//   - Accept errors back off from 5 ms to 1 s and are logged once per burst.
+//     Out of descriptors (EMFILE, ENFILE), a reserved descriptor is given
+//     back for a moment to accept the waiting connections, answer each an
+//     id-0 err ("out of file descriptors (…); try again later") and close it.
+//   - A frame whose first byte has arrived must complete within
+//     FrameTimeout (10 s); between frames a connection may idle forever.
+//   - A frame body is read into a buffer that grows as its bytes arrive,
+//     never allocated at its declared length.
+//   - A connection's encoded frames waiting to be written, responses and
+//     events, are bounded by MaxQueuedBytes (16 MiB); past half of it the
+//     connection's requests wait for its writes; one write may block for
+//     WriteTimeout (10 s). A client that does not read is closed at either
+//     limit.
+//   - Expensive requests (journal_list, journal_verify, state_dump): one in
+//     flight per connection, until its response is written; MaxExpensive (2)
+//     in flight server-wide.
+//
 // # Extension ops
 //
 // journal_list, journal_verify and state_dump serve the daemon's own tools

@@ -54,6 +54,10 @@ func (l *lockedListener) Accept() (net.Conn, error) {
 
 func (l *lockedListener) Addr() net.Addr { return l.current().Addr() }
 
+// SetDeadline passes an accept deadline to the current socket (the server
+// uses it to accept on its reserved descriptor without blocking).
+func (l *lockedListener) SetDeadline(t time.Time) error { return l.current().SetDeadline(t) }
+
 func (l *lockedListener) Close() error {
 	l.mu.Lock()
 	l.closed = true

@@ -1,13 +1,12 @@
 package ipc
 
 import (
-	"bufio"
+	"container/list"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +29,9 @@ type Meta struct {
 // Handler receives each decoded request, in order per connection, on the
 // connection's reader goroutine. It must not block for long: it returns a
 // channel on which the response will be delivered (buffered, so the handler
-// never blocks on a closed connection). Responses are written in request
-// order per connection; connections are served concurrently.
+// never blocks on a closed connection), and it must deliver one. Responses
+// are written in request order per connection; connections are served
+// concurrently.
 type Handler func(meta Meta, req Request) <-chan Response
 
 // Reply returns a channel that already holds r.
@@ -41,22 +41,192 @@ func Reply(r Response) <-chan Response {
 	return ch
 }
 
-// Server serves protocol v1 on listeners.
+// Defaults of the Server's limits.
+const (
+	// DefaultMaxConns: the one real client (the orchestrator) holds one
+	// connection, its supervisor probes with short-lived ones and
+	// overlayctl adds a few; 1024 is a hundred times that. An idle
+	// connection costs one descriptor, two goroutines and a 4 KiB read
+	// buffer, about 15 KiB in all (TestIdleConnectionCost), so 1024 of them
+	// cost about 15 MiB of a 256 MiB budget and a twentieth of a
+	// 20,000-descriptor limit, leaving the rest to netlink, TUN and the
+	// journal. Serve lowers it to half of RLIMIT_NOFILE when that is
+	// smaller.
+	DefaultMaxConns = 1024
+	// DefaultReservedForRoot is how many of MaxConns only uid-0 peers may
+	// take (see Server.ReservedForRoot).
+	DefaultReservedForRoot = 16
+	// DefaultFrameTimeout is how long a started frame may take to arrive.
+	DefaultFrameTimeout = 10 * time.Second
+	// DefaultWriteTimeout is how long one write to a client may block.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultMaxQueuedBytes bounds a connection's encoded frames waiting
+	// to be written: two frames of the largest size.
+	DefaultMaxQueuedBytes = 2 * (MaxFrame + 4)
+	// DefaultMaxExpensive is how many expensive requests (IsExpensive) run
+	// at once, server-wide: one per core of a small node.
+	DefaultMaxExpensive = 2
+	// DefaultMaxInFlight bounds pipelined requests per connection.
+	DefaultMaxInFlight = 128
+)
+
+// readBufSize is a connection's read buffer: small frames that arrive
+// together (a pipelining client) are split out of one read; a frame larger
+// than the buffer is read into its own growing buffer.
+const readBufSize = 4 << 10
+
+// Server serves protocol v1 on listeners. The zero value with a Handler
+// serves with the default limits; set the fields before the first Serve.
 type Server struct {
 	Handler Handler
 	Log     *slog.Logger
-	// MaxInFlight bounds pipelined requests per connection (default 128).
+	// MaxInFlight bounds pipelined requests per connection whose answers
+	// have not come yet (default 128): the reader waits when that many are
+	// outstanding. An answer that comes later is counted against
+	// MaxQueuedBytes only once it is there, so this also bounds how many
+	// such answers a client that does not read can make the daemon hold.
 	MaxInFlight int
-	// EventBuffer bounds queued events per connection (default 256); a
-	// client that does not read its events loses the oldest ones.
-	EventBuffer int
+
+	// MaxConns bounds open connections (default DefaultMaxConns, or half
+	// of RLIMIT_NOFILE when that is smaller). At the limit a new
+	// connection evicts the oldest open connection that has not yet
+	// completed a frame (idle since it connected, or stuck in its first
+	// frame); when there is none it is answered one err frame with id 0
+	// naming the limit, and closed. Neither costs a goroutine.
+	MaxConns int
+	// ReservedForRoot is how many of MaxConns are kept for peers with uid
+	// 0 (SO_PEERCRED; the orchestrator runs as root): other peers may hold
+	// at most MaxConns-ReservedForRoot connections, so a non-root member of
+	// the socket's group cannot lock the orchestrator out even with
+	// connections that do complete frames. 0 means
+	// DefaultReservedForRoot, negative means none. Peers without
+	// credentials (not a unix socket) count as non-root.
+	ReservedForRoot int
+	// FrameTimeout is how long a frame may take to arrive once its first
+	// byte has (default 10 s); a connection that is slower is closed. A
+	// connection idle between frames has no deadline. Negative disables.
+	FrameTimeout time.Duration
+	// WriteTimeout bounds one write to a client (default 10 s): a client
+	// that stops reading is closed when it passes.
+	WriteTimeout time.Duration
+	// MaxQueuedBytes bounds the encoded frames (responses and events)
+	// waiting to be written to one connection, the frame being written
+	// included (default DefaultMaxQueuedBytes). Past half of it the
+	// connection's next request waits until writes bring the queue under
+	// again: a slow reader is served at its pace, and a client that does
+	// not read stops being read and is closed by WriteTimeout. A frame
+	// that would take the queue past the bound (an event, an answer that
+	// came later) closes the connection at once. Either way what was
+	// queued is dropped.
+	MaxQueuedBytes int
+	// Expensive tells the requests that are costly to answer (default
+	// IsExpensive). Per connection at most one runs: the reader dispatches
+	// the next expensive request once the previous one's response has been
+	// written. Server-wide at most MaxExpensive handlers of expensive
+	// requests run at once. Cheap requests never wait for them, except
+	// behind an expensive request of their own connection.
+	Expensive func(Request) bool
+	// MaxExpensive bounds expensive requests in flight server-wide
+	// (default 2): a slot is taken before the handler is called and given
+	// back once its response has arrived and been encoded (encoding a
+	// large response is part of the cost).
+	MaxExpensive int
+
+	setupOnce sync.Once
+	lim       limits
+	sem       chan struct{} // expensive requests in flight, server-wide
+	done      chan struct{} // closed by Close and Drain: stop accepting
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
+	open      int // connections that hold a slot of MaxConns
+	openOther int // of them, from peers that are not root
 	closed    bool
 	nextConn  atomic.Uint64
 	wg        sync.WaitGroup
+	// Connections that hold a slot and completed no frame, oldest first,
+	// of peers that are root and of the others (under mu).
+	unframedRoot, unframedOther list.List
+
+	reserveMu sync.Mutex
+	reserve   *os.File // a descriptor kept for accepting-and-refusing when out of them
+
+	acceptBurst burst // accept errors
+	limitBurst  burst // refusals and evictions at the connection limit
+	st          counters
+}
+
+// limits are the effective values of the Server's fields.
+type limits struct {
+	maxConns, reservedRoot int
+	frameTimeout           time.Duration
+	writeTimeout           time.Duration
+	maxQueued              int
+	maxInFlight            int
+	expensive              func(Request) bool
+}
+
+// IsExpensive is the default Server.Expensive: the inspection ops that
+// read the whole journal or state (journal_list, journal_verify,
+// state_dump).
+func IsExpensive(r Request) bool {
+	switch r.(type) {
+	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump:
+		return true
+	}
+	return false
+}
+
+func (s *Server) setup() {
+	s.setupOnce.Do(func() {
+		l := limits{
+			maxConns:     s.MaxConns,
+			reservedRoot: s.ReservedForRoot,
+			frameTimeout: s.FrameTimeout,
+			writeTimeout: s.WriteTimeout,
+			maxQueued:    s.MaxQueuedBytes,
+			maxInFlight:  s.MaxInFlight,
+			expensive:    s.Expensive,
+		}
+		if l.maxConns <= 0 {
+			l.maxConns = DefaultMaxConns
+			if fds := descriptorLimit(); fds > 0 && fds/2 < l.maxConns {
+				l.maxConns = max(fds/2, 1)
+			}
+		}
+		switch {
+		case l.reservedRoot == 0:
+			l.reservedRoot = DefaultReservedForRoot
+		case l.reservedRoot < 0:
+			l.reservedRoot = 0
+		}
+		l.reservedRoot = min(l.reservedRoot, l.maxConns/2)
+		if l.frameTimeout == 0 {
+			l.frameTimeout = DefaultFrameTimeout
+		}
+		if l.writeTimeout <= 0 {
+			l.writeTimeout = DefaultWriteTimeout
+		}
+		if l.maxQueued <= 0 {
+			l.maxQueued = DefaultMaxQueuedBytes
+		}
+		if l.maxInFlight <= 0 {
+			l.maxInFlight = DefaultMaxInFlight
+		}
+		if l.expensive == nil {
+			l.expensive = IsExpensive
+		}
+		s.lim = l
+		n := s.MaxExpensive
+		if n <= 0 {
+			n = DefaultMaxExpensive
+		}
+		s.sem = make(chan struct{}, n)
+		s.done = make(chan struct{})
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*serverConn]struct{}{}
+	})
 }
 
 func (s *Server) log() *slog.Logger {
@@ -69,42 +239,26 @@ func (s *Server) log() *slog.Logger {
 // ErrServerClosed is returned by Serve after Close.
 var ErrServerClosed = errors.New("ipc: server closed")
 
-// Serve accepts connections on l until Close. Temporary accept errors are
-// logged and retried, never fatal.
+// Serve accepts connections on l until Close. Accept errors never end it:
+// they are retried with an exponential backoff (5 ms to 1 s) and logged once
+// per burst; out of descriptors, the server's reserved descriptor lets it
+// accept and refuse the waiting connections instead of leaving them queued.
 func (s *Server) Serve(l net.Listener) error {
+	s.setup()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
-	if s.listeners == nil {
-		s.listeners = map[net.Listener]struct{}{}
-		s.conns = map[*serverConn]struct{}{}
-	}
 	s.listeners[l] = struct{}{}
 	s.mu.Unlock()
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed || errors.Is(err, net.ErrClosed) {
-				return ErrServerClosed
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log().Warn("accept failed; retrying", "err", err, "in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		s.serveConn(c)
-	}
+	s.takeReserve()
+	return s.acceptLoop(l)
 }
 
 // Broadcast queues ev on every open connection.
 func (s *Server) Broadcast(ev Event) {
+	s.setup()
 	b, err := EncodeEvent(ev)
 	if err != nil {
 		s.log().Error("encode event", "event", ev.EventName(), "err", err)
@@ -113,20 +267,18 @@ func (s *Server) Broadcast(ev Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		c.pushEvent(b)
+		c.enqueue(b, false, false, byBroadcast)
 	}
 }
 
 // Close stops accepting, closes every connection and waits for their
 // goroutines. Responses not yet written are dropped.
 func (s *Server) Close() error {
+	s.setup()
+	s.stopAccepting()
 	s.mu.Lock()
-	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
 	for c := range s.conns {
-		c.nc.Close()
+		c.kill("")
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -136,11 +288,9 @@ func (s *Server) Close() error {
 // Drain stops accepting and waits (up to ctx) until every connection has
 // written the responses to the requests it already read, then closes.
 func (s *Server) Drain(ctx context.Context) {
+	s.setup()
+	s.stopAccepting()
 	s.mu.Lock()
-	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
 	for c := range s.conns {
 		c.stopReading()
 	}
@@ -154,186 +304,69 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 }
 
-type serverConn struct {
-	s       *Server
-	nc      net.Conn
-	id      uint64
-	meta    Meta
-	pending chan pendingResp
-	events  chan []byte
-	stop    chan struct{}
-	wdone   chan struct{} // closed when the writer exits
-	once    sync.Once
-}
-
-type pendingResp struct {
-	id uint64
-	ch <-chan Response
-}
-
-func (s *Server) serveConn(nc net.Conn) {
-	c := &serverConn{s: s, nc: nc, id: s.nextConn.Add(1)}
-	c.meta.ConnID = c.id
-	c.meta.Peer, c.meta.HasPeer = peerCreds(nc)
-	inflight := s.MaxInFlight
-	if inflight <= 0 {
-		inflight = 128
-	}
-	evbuf := s.EventBuffer
-	if evbuf <= 0 {
-		evbuf = 256
-	}
-	c.pending = make(chan pendingResp, inflight)
-	c.events = make(chan []byte, evbuf)
-	c.stop = make(chan struct{})
-	c.wdone = make(chan struct{})
+// stopAccepting closes the listeners and the reserved descriptor.
+func (s *Server) stopAccepting() {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		nc.Close()
-		return
+	if !s.closed {
+		s.closed = true
+		close(s.done)
 	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(2)
+	for l := range s.listeners {
+		l.Close()
+	}
 	s.mu.Unlock()
-	go c.read()
-	go c.write()
+	s.dropReserve()
 }
 
-func (c *serverConn) stopReading() {
-	c.once.Do(func() {
-		close(c.stop)
-		// Unblock the reader; the writer finishes what is pending.
-		c.nc.SetReadDeadline(time.Now())
-	})
+// Stats are the server's counters, for the daemon's status and metrics.
+type Stats struct {
+	// Open is the number of connections being served.
+	Open int
+	// PartialFrames is how many of them are in the middle of a frame.
+	PartialFrames int
+	// ExpensiveRunning is how many expensive requests are in flight.
+	ExpensiveRunning int
+	// Refused counts connections answered "too many connections" and
+	// closed; Evicted those closed to make room for a new one because they
+	// had completed no frame.
+	Refused, Evicted uint64
+	// RefusedNoDescriptors counts connections accepted on the reserved
+	// descriptor while out of descriptors, answered and closed.
+	RefusedNoDescriptors uint64
+	// FrameTimeouts counts connections closed because a started frame did
+	// not complete within FrameTimeout.
+	FrameTimeouts uint64
+	// QueueOverflows counts connections closed because their outgoing
+	// queue passed MaxQueuedBytes; WriteTimeouts those closed because a
+	// write blocked for WriteTimeout.
+	QueueOverflows, WriteTimeouts uint64
+	// AcceptErrors counts failed accepts.
+	AcceptErrors uint64
 }
 
-func (c *serverConn) pushEvent(b []byte) {
-	for {
-		select {
-		case c.events <- b:
-			return
-		default:
-		}
-		select { // full: drop the oldest
-		case <-c.events:
-		default:
-		}
-	}
+type counters struct {
+	partial                                      atomic.Int64
+	refused, evicted, refusedFD                  atomic.Uint64
+	frameTimeouts, queueOverflows, writeTimeouts atomic.Uint64
+	acceptErrors                                 atomic.Uint64
 }
 
-// read decodes requests and hands them to the handler in order.
-func (c *serverConn) read() {
-	defer c.s.wg.Done()
-	defer close(c.pending)
-	var buf []byte
-	br := bufio.NewReaderSize(c.nc, 32<<10) // one read syscall for many small frames
-	for {
-		body, err := ReadFrame(br, buf)
-		if err != nil {
-			select {
-			case <-c.stop:
-			default:
-				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-					c.s.log().Debug("closing connection: unreadable frame", "conn", c.id, "err", err)
-				}
-			}
-			return
-		}
-		if cap(body) <= 64<<10 {
-			buf = body // keep small buffers; let big ones go
-		}
-		f, err := DecodeFrame(body)
-		if err != nil {
-			var de *DecodeError
-			if errors.As(err, &de) && de.HasID {
-				if !c.queue(pendingResp{id: de.ID, ch: Reply(Err{Message: de.Msg})}) {
-					return
-				}
-				continue
-			}
-			c.s.log().Debug("closing connection: unreadable frame", "conn", c.id, "err", err)
-			return
-		}
-		switch f.Kind {
-		case "request":
-			m := c.meta
-			m.RequestID = f.ID
-			if !c.queue(pendingResp{id: f.ID, ch: c.s.Handler(m, f.Request)}) {
-				return
-			}
-		case "response":
-			if !c.queue(pendingResp{id: f.ID, ch: Reply(Err{Message: "frame: a client sends request frames, not response frames"})}) {
-				return
-			}
-		default:
-			c.s.log().Debug("ignoring event frame from client", "conn", c.id)
-		}
-	}
-}
-
-// queue hands a pending response to the writer; false once it is gone.
-func (c *serverConn) queue(p pendingResp) bool {
-	select {
-	case c.pending <- p:
-		return true
-	case <-c.wdone:
-		return false
-	}
-}
-
-// write sends responses in request order, and events in between.
-func (c *serverConn) write() {
-	defer c.s.wg.Done()
-	defer close(c.wdone)
-	defer func() {
-		c.nc.Close()
-		c.s.mu.Lock()
-		delete(c.s.conns, c)
-		c.s.mu.Unlock()
-	}()
-	send := func(b []byte) bool {
-		c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if err := WriteFrame(c.nc, b); err != nil {
-			c.s.log().Debug("write failed; closing connection", "conn", c.id, "err", err)
-			return false
-		}
-		return true
-	}
-	for {
-		select {
-		case p, ok := <-c.pending:
-			if !ok {
-				return
-			}
-			var r Response
-		wait:
-			for {
-				select {
-				case r = <-p.ch:
-					break wait
-				case ev := <-c.events:
-					if !send(ev) {
-						return
-					}
-				}
-			}
-			b, err := EncodeResponse(p.id, r)
-			if err != nil {
-				c.s.log().Error("encode response", "conn", c.id, "err", err)
-				b, _ = EncodeResponse(p.id, Err{Message: "internal error: " + err.Error()})
-			}
-			if len(b) > MaxFrame {
-				c.s.log().Error("response too large for a frame", "conn", c.id, "result", r.Result(), "bytes", len(b))
-				b, _ = EncodeResponse(p.id, Err{Message: fmt.Sprintf("%s: the response is %d bytes, more than a frame's %d", r.Result(), len(b), MaxFrame)})
-			}
-			if !send(b) {
-				return
-			}
-		case ev := <-c.events:
-			if !send(ev) {
-				return
-			}
-		}
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	s.setup()
+	s.mu.Lock()
+	open := s.open
+	s.mu.Unlock()
+	return Stats{
+		Open:                 open,
+		PartialFrames:        int(s.st.partial.Load()),
+		ExpensiveRunning:     len(s.sem),
+		Refused:              s.st.refused.Load(),
+		Evicted:              s.st.evicted.Load(),
+		RefusedNoDescriptors: s.st.refusedFD.Load(),
+		FrameTimeouts:        s.st.frameTimeouts.Load(),
+		QueueOverflows:       s.st.queueOverflows.Load(),
+		WriteTimeouts:        s.st.writeTimeouts.Load(),
+		AcceptErrors:         s.st.acceptErrors.Load(),
 	}
 }

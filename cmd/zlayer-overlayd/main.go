@@ -38,6 +38,7 @@ func main() {
 		dnsListen = flag.String("dns-listen", "127.0.0.1:53", "local addresses (comma-separated ip:port) the DNS server answers on besides the node's overlay address port 53; \"\" for none")
 		dnsUp     = flag.String("dns-upstream", "", "upstream resolvers for names outside the overlay (comma-separated ip[:port]; default: the nameservers of --resolv-conf)")
 		resolv    = flag.String("resolv-conf", "/etc/resolv.conf", "file whose nameservers are the DNS upstreams (loopback stubs skipped); re-read when it changes")
+		maxConns  = flag.Int("max-connections", ipc.DefaultMaxConns, "most client connections open at once; past it a new one is answered err and closed (16 of them are kept for root)")
 		unhealthy = flag.Duration("peer-unhealthy-after", 180*time.Second, "a peer whose last handshake is older than this is reported unhealthy")
 	)
 	flag.Parse()
@@ -62,7 +63,7 @@ func main() {
 	cfg := daemon.Config{
 		DataDir: *dataDir, Socket: *socket, WGPrivateKeyFile: *keyFile,
 		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
-		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log,
+		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log, MaxConns: *maxConns,
 	}
 	var err error
 	if cfg.DNS, err = dnsOptions(*dnsListen, *dnsUp, *resolv); err != nil {

@@ -54,6 +54,9 @@ type Config struct {
 	DNS dns.Options
 	// Reconcilers are extra effect handlers (tests).
 	Reconcilers []effects.Reconciler
+	// MaxConns bounds the open client connections (0 = ipc's default,
+	// 1024); a connection past it is answered err and closed.
+	MaxConns int
 	// Store, when set, is the journal instead of the bbolt file in the
 	// data dir (tests: an in-memory store, or journal.Faulty to inject
 	// write failures). The daemon closes it.
@@ -250,7 +253,7 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 	d.mu.Lock()
 	d.listener = l
 	d.mu.Unlock()
-	d.server = &ipc.Server{Handler: d.handle, Log: d.log}
+	d.server = &ipc.Server{Handler: d.handle, Log: d.log, MaxConns: d.cfg.MaxConns}
 	if d.wg != nil {
 		d.health = startHealth(d)
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/zlayer/overlayd/tools/testseed"
 )
 
 func frameBytes(body []byte) []byte {
@@ -45,11 +46,7 @@ func TestReadFrameDoesNotAllocateTheDeclaredLength(t *testing.T) {
 // buffer grows by doubling: the allocations of a body are less than three
 // times its size.
 func TestReadFrameGrowsAsBytesArrive(t *testing.T) {
-	seed := rand.Uint64()
-	if s := os.Getenv("IPC_TEST_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
-	t.Logf("seed %d (IPC_TEST_SEED replays)", seed)
+	seed := uint64(testseed.New(t))
 	rng := rand.New(rand.NewPCG(seed, seed))
 	sizes := []int{0, 1, firstChunk - 1, firstChunk, firstChunk + 1, 3*firstChunk + 7, 1 << 20, MaxFrame}
 	for i := 0; i < 8; i++ {

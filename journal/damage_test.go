@@ -8,29 +8,14 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/zlayer/overlayd/tools/testseed"
+
 	bolt "go.etcd.io/bbolt"
 )
-
-// seedFor returns the seed of a random test: env (to replay a run) or
-// def, logged either way.
-func seedFor(t *testing.T, env string, def int64) int64 {
-	t.Helper()
-	seed := def
-	if v := os.Getenv(env); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			t.Fatalf("%s=%q: %v", env, v, err)
-		}
-		seed = n
-	}
-	t.Logf("seed %d (replay with %s=%d)", seed, env, seed)
-	return seed
-}
 
 // buildJournal writes n events in commits of 1 to 40 records, with
 // payloads of 20 bytes to 6 KiB (some span overflow pages), and a snapshot
@@ -138,7 +123,7 @@ func namesDamage(err error, path string) bool {
 // damage; SalvageFile keeps a prefix of the original events, and Rewrite
 // makes a journal of them that opens and verifies.
 func TestDamagedFilesNeverPanic(t *testing.T) {
-	r := rand.New(rand.NewSource(seedFor(t, "JOURNAL_DAMAGE_SEED", 9)))
+	r := rand.New(rand.NewSource(testseed.Or(t, 9)))
 	pristine := t.TempDir()
 	orig := buildJournal(t, pristine, 3000, r)
 	raw, err := os.ReadFile(filepath.Join(pristine, FileName))

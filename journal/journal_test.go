@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/zlayer/overlayd/tools/testseed"
 )
 
 func rec(i int) Record {
@@ -177,7 +179,7 @@ func TestVerifyNamesTamperedEvent(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r := rand.New(rand.NewSource(testSeed(t)))
+	r := rand.New(rand.NewSource(testseed.New(t)))
 	for target := uint64(1); target <= 40; target++ {
 		offset := -1
 		if err := RawUpdate(dir+"/"+FileName, func(seq uint64, raw []byte) []byte {

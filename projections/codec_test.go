@@ -3,12 +3,14 @@ package projections
 import (
 	"math/rand"
 	"testing"
+
+	"github.com/zlayer/overlayd/tools/testseed"
 )
 
 // Corrupt snapshots are refused, never half-loaded, and never panic.
 func TestDecodeSnapshotRejectsCorruption(t *testing.T) {
 	cfg := DefaultConfig()
-	g := &gen{r: rand.New(rand.NewSource(testSeed(t)))}
+	g := &gen{r: rand.New(rand.NewSource(testseed.New(t)))}
 	s := New()
 	d, err := Decide(s, cfg, SetNodeIdentity{PublicKey: genKey(9)})
 	if err != nil {

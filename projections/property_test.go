@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/zlayer/overlayd/tools/testseed"
 )
 
 // genKey returns a deterministic valid WireGuard key for n.
@@ -159,13 +161,13 @@ func TestPropertyRandomSequences(t *testing.T) {
 	if testing.Short() {
 		seqs = 300
 	}
-	base, replaying := envSeed(t)
+	base, replaying := testseed.FromEnv(t)
 	if replaying {
 		seqs = 1
 	} else {
 		base = time.Now().UnixNano()
 	}
-	t.Logf("seeds %d to %d (a failure names its seed; replay one with %s=<seed>)", base, base+int64(seqs)-1, seedEnv)
+	t.Logf("seeds %d to %d (a failure names its seed; replay one with %s=<seed>)", base, base+int64(seqs)-1, testseed.Env)
 	cfg := DefaultConfig()
 	cfg.SlicePrefix4 = 26
 	var applied, refused int
@@ -173,7 +175,7 @@ func TestPropertyRandomSequences(t *testing.T) {
 		seed := base + int64(k)
 		fatalf := func(format string, args ...any) {
 			t.Helper()
-			t.Fatalf("seed %d: "+format+"\n%s", append(append([]any{seed}, args...), replayHint(t, seed))...)
+			t.Fatalf("seed %d: "+format+"\n%s", append(append([]any{seed}, args...), testseed.ReplayHint(t, seed))...)
 		}
 		g := &gen{r: rand.New(rand.NewSource(seed))}
 		s := New()

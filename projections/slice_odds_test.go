@@ -6,6 +6,8 @@ import (
 	"math/rand"
 	"net/netip"
 	"testing"
+
+	"github.com/zlayer/overlayd/tools/testseed"
 )
 
 // birthday is the probability that n nodes choosing uniformly among s
@@ -22,7 +24,7 @@ func birthday(n, s int) float64 {
 // uniform choice, so n nodes collide with the birthday probability.
 func TestDerivedSliceCollisionOdds(t *testing.T) {
 	cluster := netip.MustParsePrefix("10.200.0.0/16")
-	r := rand.New(rand.NewSource(testSeed(t)))
+	r := rand.New(rand.NewSource(testseed.New(t)))
 	const trials = 4000
 	for _, n := range []int{5, 10, 20} {
 		collisions := 0

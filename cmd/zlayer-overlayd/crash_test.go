@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zlayer/overlayd/tools/testseed"
+
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/projections"
 )
@@ -137,7 +139,7 @@ func TestCrashUnderLoadLosesNoAcknowledgedCommand(t *testing.T) {
 	seqs := make([]int, clients)
 	// The seed replays each client's commands and the moments of the
 	// kills; how the commands interleave is the scheduler's.
-	r := rand.New(rand.NewSource(testSeed(t)))
+	r := rand.New(rand.NewSource(testseed.New(t)))
 	for round := 0; round < rounds; round++ {
 		var wg sync.WaitGroup
 		for i := 0; i < clients; i++ {

@@ -4,12 +4,14 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/zlayer/overlayd/tools/testseed"
 )
 
 // Merge's ranges are sorted, disjoint and not adjacent, and hold exactly
 // the addresses of the prefixes (checked on random prefixes and probes).
 func TestMergeProperty(t *testing.T) {
-	seed := testSeed(t)
+	seed := testseed.New(t)
 	rng := rand.New(rand.NewPCG(uint64(seed), 2))
 	for round := 0; round < 300; round++ {
 		var ps []netip.Prefix

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zlayer/overlayd/tools/testseed"
+
 	"github.com/zlayer/overlayd/ipc"
 )
 
@@ -46,7 +48,7 @@ func TestClientStorm(t *testing.T) {
 		t.Skip("a 60 s storm")
 	}
 	dur := stormFor(t)
-	seed := testSeed(t)
+	seed := testseed.New(t)
 	l := newLab(t, 2, "--reconcile-interval", "2s", "--log-level", "info")
 	ctx := context.Background()
 	infos, err := l.Mesh(ctx, 25)

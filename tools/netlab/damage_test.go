@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/zlayer/overlayd/tools/testseed"
+
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/projections"
 )
@@ -26,7 +28,7 @@ import (
 // from, and reports a lost range that is exactly the events it did not
 // keep.
 func TestDamagedJournal(t *testing.T) {
-	seed := testSeed(t)
+	seed := testseed.New(t)
 	l := newLab(t, 1, "--snapshot-every", "400", "--log-level", "info")
 	nd := l.Nodes[0]
 	if err := nd.Start(); err != nil {

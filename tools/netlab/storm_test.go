@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zlayer/overlayd/tools/testseed"
+
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/projections"
 )
@@ -51,7 +53,7 @@ func TestAttachStormWithKills(t *testing.T) {
 	}
 	// The seed replays the choices (containers, commands, when to kill);
 	// how the clients' commands interleave is the scheduler's.
-	r := rand.New(rand.NewSource(testSeed(t)))
+	r := rand.New(rand.NewSource(testseed.New(t)))
 	const perRound = 200
 	var ops atomic.Int64
 	// Commands in flight now, and summed over the moments of the kills.

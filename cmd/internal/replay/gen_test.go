@@ -5,31 +5,13 @@ import (
 	"fmt"
 	"math/rand"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/zlayer/overlayd/journal"
 	"github.com/zlayer/overlayd/projections"
 )
-
-// seedFor returns the seed of a random test: env (to replay a run) or
-// def, logged either way.
-func seedFor(t *testing.T, env string, def int64) int64 {
-	t.Helper()
-	seed := def
-	if v := os.Getenv(env); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			t.Fatalf("%s=%q: %v", env, v, err)
-		}
-		seed = n
-	}
-	t.Logf("seed %d (replay with %s=%d)", seed, env, seed)
-	return seed
-}
 
 // history is a generated journal: the envelopes as stored, and the state
 // they give.

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zlayer/overlayd/tools/testseed"
+
 	"github.com/zlayer/overlayd/journal"
 	"github.com/zlayer/overlayd/projections"
 )
@@ -80,7 +82,7 @@ func namesDamage(err error, path string) bool {
 // loss), holding the original events 1..N byte for byte, and a report
 // whose lost range is exactly N+1..head.
 func TestDamagedJournalsAreReadSafelyAndRepaired(t *testing.T) {
-	r := rand.New(rand.NewSource(seedFor(t, "REPLAY_DAMAGE_SEED", 11)))
+	r := rand.New(rand.NewSource(testseed.Or(t, 11)))
 	pristine := t.TempDir()
 	h := genJournal(t, pristine, 4000, r)
 	jdir := filepath.Join(pristine, "overlayd")

@@ -1,10 +1,7 @@
-//go:build linux
-
-package netlab
-
-// This file is the same in every package with random tests (projections,
-// journal, effects/nat, cmd/zlayer-overlayd, tools/netlab): keep the copies
-// alike.
+// Package testseed gives the repository's random tests their seed: each
+// logs it, and OVERLAYD_TEST_SEED=<seed> replays one (a failing test logs
+// the whole command).
+package testseed
 
 import (
 	"os"
@@ -16,50 +13,66 @@ import (
 	"time"
 )
 
-// seedEnv names the one environment variable that replays a random test
+// Env names the one environment variable that replays a random test
 // of this repository: OVERLAYD_TEST_SEED=<seed> go test -run '^TestX$' ./pkg.
-const seedEnv = "OVERLAYD_TEST_SEED"
+const Env = "OVERLAYD_TEST_SEED"
 
-// envSeed returns the seed given in OVERLAYD_TEST_SEED, if any; a value
+// FromEnv returns the seed given in OVERLAYD_TEST_SEED, if any; a value
 // that is not an integer fails the test.
-func envSeed(t testing.TB) (int64, bool) {
+func FromEnv(t testing.TB) (int64, bool) {
 	t.Helper()
-	s := os.Getenv(seedEnv)
+	s := os.Getenv(Env)
 	if s == "" {
 		return 0, false
 	}
 	seed, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil {
-		t.Fatalf("%s=%q is not an integer: %v", seedEnv, s, err)
+		t.Fatalf("%s=%q is not an integer: %v", Env, s, err)
 	}
 	return seed, true
 }
 
-// testSeed returns the seed of a random test: the one in
+// New returns the seed of a random test: the one in
 // OVERLAYD_TEST_SEED when it is set, a fresh one otherwise. It logs the
 // seed, and when the test fails it logs the command that replays it.
-func testSeed(t testing.TB) int64 {
+func New(t testing.TB) int64 {
 	t.Helper()
-	seed, ok := envSeed(t)
+	seed, ok := FromEnv(t)
 	if !ok {
 		seed = time.Now().UnixNano()
 	}
-	t.Logf("random seed %d (from %s: %v)", seed, seedEnv, ok)
+	return logged(t, seed, ok)
+}
+
+// Or is New with a fixed default seed: the test is the same every run
+// unless OVERLAYD_TEST_SEED says otherwise.
+func Or(t testing.TB, def int64) int64 {
+	t.Helper()
+	seed, ok := FromEnv(t)
+	if !ok {
+		seed = def
+	}
+	return logged(t, seed, ok)
+}
+
+func logged(t testing.TB, seed int64, fromEnv bool) int64 {
+	t.Helper()
+	t.Logf("random seed %d (from %s: %v)", seed, Env, fromEnv)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("%s", replayHint(t, seed))
+			t.Logf("%s", ReplayHint(t, seed))
 		}
 	})
 	return seed
 }
 
-// replayHint says how to run this test again with seed.
-func replayHint(t testing.TB, seed int64) string {
+// ReplayHint says how to run this test again with seed.
+func ReplayHint(t testing.TB, seed int64) string {
 	parts := strings.Split(t.Name(), "/")
 	for i, p := range parts {
 		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
 	}
-	return "replay with: " + seedEnv + "=" + strconv.FormatInt(seed, 10) +
+	return "replay with: " + Env + "=" + strconv.FormatInt(seed, 10) +
 		" go test -count=1 -run '" + strings.Join(parts, "/") + "' " + pkgDir()
 }
 

@@ -77,31 +77,7 @@ func TestClientStorm(t *testing.T) {
 	t.Logf("seed %d; daemon pid %d: %d descriptors, %.1f MiB before the storm", seed, pid, baseFDs, rssMiB(pid))
 
 	// Ping across the mesh, container to container, for the whole storm.
-	pingCtx, stopPing := context.WithCancel(ctx)
-	pingCmd := exec.CommandContext(pingCtx, "nsenter", "-t", strconv.Itoa(ctrs[0].PID), "-n", "ping", "-D", "-n", "-i", "0.1", "-W", "1", ips[1])
-	pingOut, err := pingCmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pingCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var replies []float64
-	pingDone := make(chan struct{})
-	go func() {
-		defer close(pingDone)
-		sc := bufio.NewScanner(pingOut)
-		for sc.Scan() {
-			line := sc.Text()
-			if !strings.Contains(line, "bytes from") || !strings.HasPrefix(line, "[") {
-				continue
-			}
-			if ts, err := strconv.ParseFloat(line[1:strings.IndexByte(line, ']')], 64); err == nil {
-				replies = append(replies, ts)
-			}
-		}
-	}()
-	pingStart := float64(time.Now().UnixNano()) / 1e9
+	pinger := startPinging(t, exec.Command("nsenter", "-t", strconv.Itoa(ctrs[0].PID), "-n", "ping", "-D", "-n", "-i", "0.1", "-W", "1", ips[1]))
 
 	// The storm: hostile clients in processes of their own (one process may
 	// hold only RLIMIT_NOFILE descriptors: 20,000 here).
@@ -158,9 +134,7 @@ func TestClientStorm(t *testing.T) {
 			t.Errorf("storm client %s: %v: %s", floods[i].mode, err, outs[i])
 		}
 	}
-	pingEnd := float64(time.Now().UnixNano()) / 1e9
-	stopPing()
-	<-pingDone
+	replies, gap := pinger.stop()
 	var made []string
 	for _, o := range outs {
 		made = append(made, strings.TrimSpace(o.String()))
@@ -179,8 +153,7 @@ func TestClientStorm(t *testing.T) {
 	if maxRSS >= 256 {
 		t.Errorf("daemon RSS reached %.1f MiB (under 256 MiB)", maxRSS)
 	}
-	gap := maxGap(replies, pingStart, pingEnd)
-	t.Logf("ping across the mesh: %d replies, longest gap %.2f s", len(replies), gap)
+	t.Logf("ping across the mesh: %d replies, longest gap %.2f s", replies, gap)
 	if gap > 1.0 {
 		t.Errorf("ping across the mesh had a gap of %.2f s (at most 1 s)", gap)
 	}
@@ -223,12 +196,54 @@ func rssMiB(pid int) float64 {
 	return 0
 }
 
-// maxGap is the longest time without a reply between start and end.
-func maxGap(replies []float64, start, end float64) float64 {
-	prev, gap := start, 0.0
-	for _, ts := range replies {
+// pinging is a ping -D running for the length of a test step.
+type pinging struct {
+	cmd     *exec.Cmd
+	start   float64
+	replies []float64 // Unix times of the replies
+	done    chan struct{}
+}
+
+// startPinging starts cmd, a `ping -D`, and records when replies come.
+func startPinging(t *testing.T, cmd *exec.Cmd) *pinging {
+	t.Helper()
+	p := &pinging{cmd: cmd, start: unixNow(), done: make(chan struct{})}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "[") && strings.Contains(line, "bytes from") {
+				if ts, err := strconv.ParseFloat(line[1:strings.IndexByte(line, ']')], 64); err == nil {
+					p.replies = append(p.replies, ts)
+				}
+			}
+		}
+	}()
+	return p
+}
+
+// stop stops the ping and returns the number of replies and the longest
+// time without one, in seconds, from the start to now.
+func (p *pinging) stop() (replies int, gap float64) {
+	end := unixNow()
+	p.cmd.Process.Kill()
+	<-p.done
+	p.cmd.Wait()
+	prev := p.start
+	for _, ts := range p.replies {
 		gap = max(gap, ts-prev)
 		prev = ts
 	}
-	return max(gap, end-prev)
+	return len(p.replies), max(gap, end-prev)
 }
+
+func unixNow() float64 { return float64(time.Now().UnixNano()) / 1e9 }

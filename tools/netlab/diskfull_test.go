@@ -3,7 +3,6 @@
 package netlab
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,27 +43,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	c := client(t, a, nil)
 
-	pingCtx, stopPing := context.WithCancel(ctx)
-	pingCmd := a.Command(pingCtx, "ping", "-D", "-n", "-i", "0.1", "-W", "1", infos[1].NodeIP)
-	out, _ := pingCmd.StdoutPipe()
-	if err := pingCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var replies []float64
-	pingDone := make(chan struct{})
-	go func() {
-		defer close(pingDone)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			line := sc.Text()
-			if strings.HasPrefix(line, "[") && strings.Contains(line, "bytes from") {
-				if ts, err := strconv.ParseFloat(line[1:strings.IndexByte(line, ']')], 64); err == nil {
-					replies = append(replies, ts)
-				}
-			}
-		}
-	}()
-	pingStart := float64(time.Now().UnixNano()) / 1e9
+	pinger := startPinging(t, a.Command(ctx, "ping", "-D", "-n", "-i", "0.1", "-W", "1", infos[1].NodeIP))
 
 	acked, refused := map[string]bool{}, map[string]bool{}
 	n := 0
@@ -162,13 +140,10 @@ func TestDiskFull(t *testing.T) {
 	if st := status(t, c); st.Degraded || hasProblem(st, "journal", "") {
 		t.Fatalf("status after recovery: %+v", st)
 	}
-	pingEnd := float64(time.Now().UnixNano()) / 1e9
-	stopPing()
-	<-pingDone
-	if gap := maxGap(replies, pingStart, pingEnd); gap > 1.0 {
+	if replies, gap := pinger.stop(); gap > 1.0 {
 		t.Errorf("ping across the mesh had a gap of %.2f s (at most 1 s)", gap)
 	} else {
-		t.Logf("ping across the mesh: %d replies, longest gap %.2f s", len(replies), gap)
+		t.Logf("ping across the mesh: %d replies, longest gap %.2f s", replies, gap)
 	}
 	check := func(when string) {
 		stt, err := projections.ParseCanonicalJSON([]byte(ctlState(t, a)))

@@ -151,6 +151,9 @@ func Open(cfg Config) (*Daemon, error) {
 			return
 		}
 		if d.pipe != nil {
+			d.submitMu.Lock()
+			d.pipeClosed = true // a reconciler's detach arriving now is refused, not sent
+			d.submitMu.Unlock()
 			d.pipe.close()
 		}
 		if d.runner != nil {
@@ -188,6 +191,7 @@ func Open(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("boot: replay ended at %d but the journal head is %d", live.Seq, head)
 	}
 	d.decided = &decidedState{st: live.Clone(), hash: headHash, advance: make(chan struct{})}
+	d.jw = newJournalWatch(d) // before the pipeline, which reads it
 	d.pipe = newPipeline(d, live)
 	var recs []effects.Reconciler
 	if !cfg.NoDataPlane {
@@ -224,7 +228,7 @@ func Open(cfg Config) (*Daemon, error) {
 	if err != nil {
 		d.log.Warn("boot reconcile", "err", err)
 	}
-	d.jw = startJournalWatch(d)
+	d.jw.start()
 	ok = true
 	return d, nil
 }
@@ -364,6 +368,14 @@ func (d *Daemon) shutdown(graceful bool) {
 			// Closes the reconcilers: devices go with the process, bridges,
 			// veths and the NAT table stay (containers keep working).
 			d.runner.Stop()
+		}
+		if h := d.store.Health(); !h.OK() {
+			// A commit that failed may have reached the file: cut it back
+			// now if the file can be written, or it would come back at the
+			// next boot as if acknowledged.
+			if err := d.store.Recover(); err != nil {
+				d.log.Warn("stopping while the journal is read-only; a write that failed may reach the next boot", "err", err)
+			}
 		}
 		if graceful && d.failure() == nil {
 			if err := d.snapshot(); err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/zlayer/overlayd/cmd/internal/replay"
@@ -29,50 +28,77 @@ import (
 //     never "retry fsync and trust it"); once that succeeds, writes are
 //     accepted again, with no restart.
 //
-// The same read-only mode holds, without recovery, while the background
-// check of the journal file has found damage: writing into a damaged bbolt
-// file could spread it.
+// The same read-only mode holds when a check of the journal file finds
+// damage (the page check runs once in the background after boot, and in
+// every journal verify): the store refuses writes, since writing into a
+// damaged bbolt file could spread the damage, and recovery is tried less
+// and less often (a damaged file does not heal; repair does).
 
-// recoverEvery is the period of recovery attempts while degraded.
-const recoverEvery = time.Second
+// Recovery attempts while degraded: the first after recoverEvery, then
+// backing off to maxRecoverEvery (maxDamagedRecoverEvery when the file is
+// damaged: each attempt checks every page).
+const (
+	recoverEvery           = time.Second
+	maxRecoverEvery        = 5 * time.Second
+	maxDamagedRecoverEvery = time.Minute
+)
 
 type journalWatch struct {
-	d       *Daemon
-	kick    chan struct{}
-	stopCh  chan struct{}
-	done    chan struct{}
-	damaged atomic.Pointer[effects.Problem] // set by the file check
+	d      *Daemon
+	kick   chan struct{}
+	stopCh chan struct{}
+	done   chan struct{}
 
 	mu      sync.Mutex
 	failing bool // an episode is under way (logged once)
+	started bool
 }
 
-func startJournalWatch(d *Daemon) *journalWatch {
-	w := &journalWatch{d: d, kick: make(chan struct{}, 1), stopCh: make(chan struct{}), done: make(chan struct{})}
+// newJournalWatch makes the watch; start runs it once the daemon is up.
+func newJournalWatch(d *Daemon) *journalWatch {
+	return &journalWatch{d: d, kick: make(chan struct{}, 1), stopCh: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (w *journalWatch) start() {
+	w.mu.Lock()
+	w.started = true
+	w.mu.Unlock()
 	go w.loop()
-	if c, ok := d.store.(interface{ Check() error }); ok {
+	if c, ok := w.d.store.(interface{ Check() error }); ok {
 		go w.checkFile(c)
 	}
-	return w
 }
 
 func (w *journalWatch) stop() {
-	close(w.stopCh)
-	<-w.done
+	w.mu.Lock()
+	started := w.started
+	w.started = false
+	w.mu.Unlock()
+	if started {
+		close(w.stopCh)
+		<-w.done
+	}
 }
 
 // checkFile runs the journal file's own consistency check once after boot
-// (boot itself reads only the snapshot's tail, to stay fast).
+// (boot reads only the snapshot's tail, to stay fast). Damage it finds
+// makes the store read-only; the degraded mode takes it from there.
 func (w *journalWatch) checkFile(c interface{ Check() error }) {
 	start := time.Now()
 	err := c.Check()
-	if err == nil {
+	switch {
+	case err == nil:
 		w.d.log.Debug("journal file checked", "took", time.Since(start).Round(time.Millisecond))
-		return
+	case errors.Is(err, journal.ErrClosed):
+	case !w.d.store.Health().OK():
+		w.d.log.Error("the journal file is damaged; refusing writes so that the damage cannot spread (reads and the data plane go on); stop the daemon and run `overlayctl journal repair`", "err", err)
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	default:
+		w.d.log.Warn("the journal file's check found something to look at", "err", err)
 	}
-	w.damaged.Store(&effects.Problem{Key: "journal", Since: time.Now(),
-		Err: fmt.Errorf("the journal file is damaged (%w); writes are refused so that the damage cannot spread, reads and the data plane go on; stop the daemon and run `overlayctl journal repair`", err)})
-	w.d.log.Error("the journal file is damaged; refusing writes", "err", err)
 }
 
 // failed records a failed commit and wakes the loop.
@@ -97,7 +123,8 @@ func (w *journalWatch) loop() {
 	defer close(w.done)
 	t := time.NewTicker(recoverEvery)
 	defer t.Stop()
-	var last time.Time
+	var next time.Time // of the next recovery attempt
+	wait := recoverEvery
 	for {
 		select {
 		case <-w.stopCh:
@@ -107,26 +134,43 @@ func (w *journalWatch) loop() {
 		}
 		h := w.d.store.Health()
 		if h.OK() {
+			wait, next = recoverEvery, time.Time{}
 			continue
 		}
 		// Roll the state back first (the pipeline refuses writes while the
 		// store is unhealthy, so nothing new can be decided on top of it),
 		// then try the store.
-		if r := <-w.d.submit(&job{reset: true, cause: journal.Cause{Op: "recover"}}); isErr(r) {
-			continue // shutting down
+		<-w.d.submit(&job{reset: true, cause: journal.Cause{Op: "recover"}})
+		select {
+		case <-w.stopCh:
+			return
+		default:
 		}
-		if time.Since(last) < recoverEvery/2 {
+		if next.IsZero() {
+			next = time.Now().Add(recoverEvery / 2)
+		}
+		if time.Now().Before(next) {
 			continue
 		}
-		last = time.Now()
 		if err := w.d.store.Recover(); err != nil {
-			w.d.log.Debug("journal still read-only", "err", err)
+			limit := maxRecoverEvery
+			if errors.Is(err, journal.ErrDamaged) {
+				limit = maxDamagedRecoverEvery
+			}
+			wait = min(2*wait, limit)
+			next = time.Now().Add(wait)
+			w.d.log.Debug("journal still read-only", "err", err, "next_try_in", wait)
 			continue
 		}
+		wait, next = recoverEvery, time.Time{}
 		w.mu.Lock()
 		w.failing = false
 		w.mu.Unlock()
 		w.d.log.Info("journal writable again; accepting writes", "read_only_for", time.Since(h.Since).Round(time.Millisecond))
+		// Roll back again should anything have been decided meanwhile
+		// (nothing is: writes are refused until now), and let every
+		// reconciler check the host.
+		<-w.d.submit(&job{reset: true, cause: journal.Cause{Op: "recover"}})
 	}
 }
 
@@ -139,41 +183,47 @@ func (d *Daemon) writable() error {
 		}
 		return fmt.Errorf("the journal is read-only%s after a failed write (%w); the command was not applied; writes are accepted again once the journal can be written (status lists the problem)", since, h.Err)
 	}
-	if d.jw != nil {
-		if p := d.jw.damaged.Load(); p != nil {
-			return p.Err
-		}
-	}
 	return nil
 }
 
 // untaint rolls the live state back to the journal's last acknowledged
 // event when it holds decisions that were never made durable (their
-// commits failed). It runs on the sequencer goroutine.
-func (p *pipeline) untaint() {
+// commits failed). It runs on the sequencer goroutine. When the journal
+// cannot be read to do it, the error stays (p.taintErr) and every job is
+// refused with it, without another try for a second: no answer may come
+// from a state that holds a decision the journal does not.
+func (p *pipeline) untaint() error {
+	if p.taintErr != nil && time.Since(p.taintTried) < time.Second {
+		return p.taintErr
+	}
 	if head, _ := p.d.store.Head(); p.live.Seq == head {
-		return
+		p.taintErr = nil
+		return nil
 	}
 	if p.barrier != nil {
 		p.barrier.Wait() // every commit handed out has resolved (they resolve in order)
+		p.barrier = nil  // and none of them may hold an answer back any more
 	}
 	head, hash := p.d.store.Head()
 	if p.live.Seq == head {
-		p.barrier = nil
-		return
+		p.taintErr = nil
+		return nil
 	}
 	st, _, err := replay.Load(p.d.store, replay.Options{})
 	if err == nil && st.Seq != head {
 		err = fmt.Errorf("replay ended at %d, the journal's last acknowledged event is %d", st.Seq, head)
 	}
 	if err != nil {
-		// Keep refusing writes; the next tick tries again.
-		p.d.log.Error("cannot roll the state back to the journal; reads may show decisions that were not made durable", "err", err)
-		return
+		if p.taintErr == nil {
+			p.d.log.Error("cannot roll the state back to the journal after a failed write; refusing reads and writes until it can", "err", err)
+		}
+		p.taintErr, p.taintTried = fmt.Errorf("the state could not be rolled back to the journal after a failed write (%w); reads and writes are refused until it can", err), time.Now()
+		return p.taintErr
 	}
 	p.d.log.Warn("rolled the state back to the last acknowledged event", "from", p.live.Seq, "to", head)
-	p.live, p.barrier = st, nil
+	p.live, p.taintErr = st, nil
 	p.batches <- batch{reset: st.Clone(), resetHash: hash, last: head}
+	return nil
 }
 
 // problems lists what is wrong with the node now (status).
@@ -181,11 +231,6 @@ func (d *Daemon) problems() []ipc.Problem {
 	var ps []effects.Problem
 	if h := d.store.Health(); !h.OK() {
 		ps = append(ps, effects.Problem{Key: "journal", Err: fmt.Errorf("read-only after a failed write: %w", h.Err), Since: h.Since})
-	}
-	if d.jw != nil {
-		if p := d.jw.damaged.Load(); p != nil {
-			ps = append(ps, *p)
-		}
 	}
 	if d.runner != nil {
 		ps = append(ps, d.runner.Problems()...)

@@ -13,12 +13,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/effects"
+	"github.com/zlayer/overlayd/effects/wireguard"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
 	"github.com/zlayer/overlayd/projections"
@@ -275,5 +277,79 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// unreadable is a store whose reads can be made to fail.
+type unreadable struct {
+	journal.Store
+	fail atomic.Bool
+}
+
+func (u *unreadable) Iterate(after uint64, verify bool, fn func(*journal.Envelope) error) error {
+	if u.fail.Load() {
+		return errors.New("read journal.db: input/output error")
+	}
+	return u.Store.Iterate(after, verify, fn)
+}
+
+// A write fails and the journal cannot even be read to roll the state
+// back: every command is answered err at once (never from the state that
+// holds the failed decision), the daemon does not spin, and once the
+// journal can be read it rolls back, recovers and serves again; it stops
+// cleanly throughout.
+func TestRollbackThatCannotReadTheJournal(t *testing.T) {
+	dir := t.TempDir()
+	faulty := journal.NewFaulty(journal.NewMem())
+	store := &unreadable{Store: faulty}
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := serveTest(t, d, dir)
+	if e := register(t, c, "a.p.local"); e != "" {
+		t.Fatal(e)
+	}
+	store.fail.Store(true)
+	faulty.FailNext(1, errNoSpace)
+	if e := register(t, c, "b.p.local"); !strings.Contains(e, "no space left") {
+		t.Fatalf("the failed write answered %q", e)
+	}
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Call(ctx, ipc.Status{})
+		cancel()
+		if e := refusalOf(t, err); !strings.Contains(e, "could not be rolled back") {
+			t.Fatalf("status while the state cannot be rolled back answered %q", e)
+		}
+	}
+	store.fail.Store(false)
+	waitUntil(t, "the daemon to roll back, recover and accept writes", func() bool { return register(t, c, "c.p.local") == "" })
+	_, dump, err := ipc.FetchState(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(dump), "b.p.local") || !strings.Contains(string(dump), "a.p.local") {
+		t.Fatalf("the state after the rollback: %s", dump)
+	}
+}
+
+// status reports degraded and its problems also when the global device
+// is not there to be read (its creation failed, say).
+func TestStatusReportsProblemsWithoutTheDevice(t *testing.T) {
+	dir := t.TempDir()
+	store := journal.NewFaulty(journal.NewMem())
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.wg = wireguard.New(d, d.log) // a data plane that made no device
+	c := serveTest(t, d, dir)
+	call(t, c, ipc.SetupGlobalOverlay{Deployment: "p", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: 51820})
+	store.Break(errNoSpace)
+	register(t, c, "x.p.local")
+	st := call(t, c, ipc.Status{}).(ipc.StatusResult)
+	if !st.Degraded || !slices.ContainsFunc(st.Problems, func(p ipc.Problem) bool { return p.Resource == "journal" }) {
+		t.Fatalf("status without the device: degraded=%v problems=%+v", st.Degraded, st.Problems)
 	}
 }

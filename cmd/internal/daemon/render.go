@@ -97,20 +97,14 @@ func (d *Daemon) statusLive(r ipc.Response, _ []projections.Event) ipc.Response 
 	out.Problems = d.problems()
 	if err := d.writable(); err != nil {
 		out.Degraded = true
-		since := d.store.Health().Since
-		if since.IsZero() && d.jw != nil {
-			if p := d.jw.damaged.Load(); p != nil {
-				since = p.Since
-			}
-		}
-		out.DegradedSince = since.Unix()
+		out.DegradedSince = d.store.Health().Since.Unix()
 	}
 	if d.wg == nil || out.Interface == nil {
 		return out
 	}
 	stats, err := d.wg.Stats(*out.Interface)
 	if err != nil {
-		return r
+		return out // the device is not there: its problem is listed
 	}
 	byKey := map[string]int{}
 	for i, p := range stats.Peers {

@@ -56,6 +56,9 @@ type job struct {
 	// reset asks the sequencer to roll its state back to the journal when
 	// it holds decisions whose commits failed (degraded.go); answered ok.
 	reset bool
+	// again marks a job decided a second time after the commit it waited
+	// on failed; it is not decided a third time.
+	again bool
 	out   chan ipc.Response
 }
 
@@ -165,6 +168,10 @@ type pipeline struct {
 	batches chan batch
 	live    *projections.State
 	barrier *journal.Commit
+	// taintErr: live holds decisions whose commits failed and it could
+	// not be rolled back (untaint), last tried at taintTried.
+	taintErr   error
+	taintTried time.Time
 
 	seqDone, replyDone, projDone chan struct{}
 }
@@ -217,12 +224,16 @@ func (p *pipeline) sequence() {
 func (p *pipeline) decide(j *job) pendingReply {
 	op := j.cause.Op
 	if j.reset {
-		p.untaint()
-		return pendingReply{commit: p.barrier, op: op, resp: ipc.OK{}}
+		var resp ipc.Response = ipc.OK{}
+		if err := p.untaint(); err != nil {
+			resp = errResponse(op, err)
+		}
+		return pendingReply{op: op, resp: resp}
 	}
-	healthy := p.d.store.Health().OK()
-	if !healthy {
-		p.untaint()
+	if !p.d.store.Health().OK() || p.taintErr != nil {
+		if err := p.untaint(); err != nil {
+			return pendingReply{op: op, resp: errResponse(op, err)}
+		}
 	}
 	if j.read != nil {
 		return pendingReply{commit: p.barrier, op: op, job: j, resp: j.read(p.live)}
@@ -295,14 +306,15 @@ func (p *pipeline) reply() {
 				// The daemon degrades (degraded.go): this command is not
 				// applied, the state rolls back, reads go on.
 				p.d.jw.failed(err)
-				if r.own || r.job == nil {
+				if r.own || r.job == nil || r.job.again {
 					r.out <- ipc.Err{Message: fmt.Sprintf("%s: %v: %v", r.op, errNotDurable, err)}
 					continue
 				}
 				// A read or a repeat answered from a state that held the
-				// failed decisions: decide it again once rolled back.
+				// failed decisions: decide it again (once) when rolled back.
 				waiting.Add(1)
 				again := *r.job // the first decision's goroutines may still read the old one
+				again.again = true
 				go func(j *job, out chan ipc.Response) {
 					defer waiting.Done()
 					out <- <-p.d.submit(j)

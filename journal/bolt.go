@@ -106,6 +106,9 @@ type BoltStore struct {
 	stats    Stats
 	warnings []string      // found at open (a meta page that fails its checks)
 	discard  []discardMark // failed commits, recorded in the file by Recover
+	// checkedOK is when the last page check found nothing wrong: Verify
+	// reuses it for a while (the check holds commits back while it runs).
+	checkedOK time.Time
 
 	ids idSource // writer goroutine only
 

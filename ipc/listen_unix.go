@@ -22,10 +22,13 @@ type lockedListener struct {
 	path string
 	lock *os.File
 
-	mu     sync.Mutex
-	inner  *net.UnixListener
-	ino    uint64 // the socket file's inode
-	closed bool
+	restoreMu sync.Mutex // one Restore at a time
+
+	mu       sync.Mutex
+	inner    *net.UnixListener
+	ino      uint64    // the socket file's inode
+	deadline time.Time // the accept deadline last set, carried to a new socket
+	closed   bool
 }
 
 func (l *lockedListener) current() *net.UnixListener {
@@ -56,7 +59,12 @@ func (l *lockedListener) Addr() net.Addr { return l.current().Addr() }
 
 // SetDeadline passes an accept deadline to the current socket (the server
 // uses it to accept on its reserved descriptor without blocking).
-func (l *lockedListener) SetDeadline(t time.Time) error { return l.current().SetDeadline(t) }
+func (l *lockedListener) SetDeadline(t time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deadline = t
+	return l.inner.SetDeadline(t)
+}
 
 func (l *lockedListener) Close() error {
 	l.mu.Lock()
@@ -69,13 +77,17 @@ func (l *lockedListener) Close() error {
 }
 
 func (l *lockedListener) Restore() (bool, error) {
+	l.restoreMu.Lock()
+	defer l.restoreMu.Unlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
+	closed, ino := l.closed, l.ino
+	l.mu.Unlock()
+	if closed {
 		return false, net.ErrClosed
 	}
+	// The checks and the probe run without l.mu: Accept goes on meanwhile.
 	if fi, err := os.Lstat(l.path); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ino == l.ino {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ino == ino {
 			return false, nil
 		}
 		// Something else is at the path: take it only if nobody serves it.
@@ -87,13 +99,22 @@ func (l *lockedListener) Restore() (bool, error) {
 			return false, fmt.Errorf("ipc: remove %s: %w", l.path, err)
 		}
 	}
-	in, ino, err := bindSocket(l.path)
+	in, newIno, err := bindSocket(l.path)
 	if err != nil {
 		return false, err
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		in.Close()
+		return false, net.ErrClosed
+	}
+	if !l.deadline.IsZero() {
+		in.SetDeadline(l.deadline)
+	}
 	old := l.inner
 	old.SetUnlinkOnClose(false) // the path is the new socket's now
-	l.inner, l.ino = in, ino
+	l.inner, l.ino = in, newIno
 	old.Close() // wakes Accept, which goes on with the new socket
 	return true, nil
 }

@@ -495,20 +495,29 @@ func (s *BoltStore) view(op string, fn func(*bolt.Tx) error) error {
 	return rethrow(s.viewOn(h, op, fn))
 }
 
-// viewOn runs fn in a read transaction on h, every bbolt call guarded.
-// Damage found marks the store read-only.
-func (s *BoltStore) viewOn(h *handle, op string, fn func(*bolt.Tx) error) error {
+// begin starts a transaction on h, guarded; damage sticks the handle.
+func (s *BoltStore) begin(h *handle, op string, writable bool) (*bolt.Tx, error) {
 	var tx *bolt.Tx
 	err := guard(s.path, op, h.mapping, func() (err error) {
-		tx, err = h.db.Begin(false)
+		tx, err = h.db.Begin(writable)
 		return err
 	})
 	if err != nil {
 		if IsDamage(err) {
 			s.stick(h, err)
-			return err
+			return nil, err
 		}
-		return s.boltErr(err)
+		return nil, s.boltErr(err)
+	}
+	return tx, nil
+}
+
+// viewOn runs fn in a read transaction on h, every bbolt call guarded.
+// Damage found marks the store read-only.
+func (s *BoltStore) viewOn(h *handle, op string, fn func(*bolt.Tx) error) error {
+	tx, err := s.begin(h, op, false)
+	if err != nil {
+		return err
 	}
 	err = guard(s.path, op, h.mapping, func() error { return fn(tx) })
 	if rerr := guard(s.path, op, h.mapping, tx.Rollback); IsDamage(rerr) {
@@ -522,17 +531,9 @@ func (s *BoltStore) viewOn(h *handle, op string, fn func(*bolt.Tx) error) error 
 
 // updateOn runs fn in a write transaction on h and commits it.
 func (s *BoltStore) updateOn(h *handle, op string, fn func(*bolt.Tx) error) error {
-	var tx *bolt.Tx
-	err := guard(s.path, op, h.mapping, func() (err error) {
-		tx, err = h.db.Begin(true)
-		return err
-	})
+	tx, err := s.begin(h, op, true)
 	if err != nil {
-		if IsDamage(err) {
-			s.stick(h, err)
-			return err
-		}
-		return s.boltErr(err)
+		return err
 	}
 	if err := guard(s.path, op, h.mapping, func() error { return fn(tx) }); err != nil {
 		if rerr := guard(s.path, op, h.mapping, tx.Rollback); IsDamage(rerr) {

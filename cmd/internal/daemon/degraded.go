@@ -175,8 +175,11 @@ func (w *journalWatch) loop() {
 }
 
 // writable is nil when the pipeline may journal a command, else why not.
-func (d *Daemon) writable() error {
-	if h := d.store.Health(); !h.OK() {
+func (d *Daemon) writable() error { return readOnly(d.store.Health()) }
+
+// readOnly is why a journal with health h takes no writes (nil: it does).
+func readOnly(h journal.Health) error {
+	if !h.OK() {
 		since := ""
 		if !h.Since.IsZero() {
 			since = " since " + h.Since.UTC().Format(time.RFC3339)

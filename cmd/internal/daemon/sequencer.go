@@ -230,7 +230,8 @@ func (p *pipeline) decide(j *job) pendingReply {
 		}
 		return pendingReply{op: op, resp: resp}
 	}
-	if !p.d.store.Health().OK() || p.taintErr != nil {
+	health := p.d.store.Health() // once per job: it takes the store's lock
+	if !health.OK() || p.taintErr != nil {
 		if err := p.untaint(); err != nil {
 			return pendingReply{op: op, resp: errResponse(op, err)}
 		}
@@ -244,7 +245,7 @@ func (p *pipeline) decide(j *job) pendingReply {
 	if err := p.d.failure(); err != nil {
 		return refuse(fmt.Errorf("the daemon is stopping: %w", err))
 	}
-	if err := p.d.writable(); err != nil {
+	if err := readOnly(health); err != nil {
 		return refuse(err)
 	}
 	d, err := projections.Decide(p.live, p.d.pcfg, j.cmd)

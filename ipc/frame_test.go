@@ -44,7 +44,7 @@ func TestReadFrameDoesNotAllocateTheDeclaredLength(t *testing.T) {
 
 // Bodies of every size arrive intact whatever the read sizes, and the
 // buffer grows by doubling: the allocations of a body are less than three
-// times its size.
+// times its size (and a few KiB).
 func TestReadFrameGrowsAsBytesArrive(t *testing.T) {
 	seed := uint64(testseed.New(t))
 	rng := rand.New(rand.NewPCG(seed, seed))
@@ -73,7 +73,10 @@ func TestReadFrameGrowsAsBytesArrive(t *testing.T) {
 			if err != nil || !bytes.Equal(got, body) {
 				t.Fatalf("%d bytes, %s reads: err %v, equal %v", n, wrap.name, err, bytes.Equal(got, body))
 			}
-			if grew := after.TotalAlloc - before.TotalAlloc; n > firstChunk && grew > uint64(3*n) {
+			// Doubling from firstChunk allocates less than 2n before the
+			// last buffer of n; the rest is a few small allocations of the
+			// reader and the runtime (up to 8 KiB seen).
+			if grew := after.TotalAlloc - before.TotalAlloc; n > firstChunk && grew > uint64(3*n+16<<10) {
 				t.Fatalf("%d bytes, %s reads: allocated %d", n, wrap.name, grew)
 			}
 		}

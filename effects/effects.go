@@ -72,27 +72,10 @@ type worker struct {
 	epoch        uint64        // bumped by Rewind: a pass begun before it does not advance done
 	busy         bool          // a Reconcile call is running
 	doneCh       chan struct{} // closed and replaced after every pass
-	keyErrs      map[string]failure
-	// passErr is what the last pass reported beyond its KeyErrors; a full
-	// pass without such an error clears it.
-	passErr *failure
-}
-
-// failure is an error and since when it has been failing.
-type failure struct {
-	err   error
-	since time.Time
-}
-
-// Problem is something the effects could not make true, kept until a later
-// pass succeeds for it.
-type Problem struct {
-	// Key is the change key of the object (e.g. "global",
-	// "service/web", "attachment/linux_pid:42"), or the reconciler's name
-	// for a failure that belongs to no single object.
-	Key   string
-	Err   error
-	Since time.Time
+	// problems are the keys whose last pass failed (KeyErrors), kept until
+	// a pass succeeds for them, and under the reconciler's name what the
+	// last pass reported beyond them, until a full pass reports nothing.
+	problems ProblemSet
 }
 
 // Filter is implemented by reconcilers that can tell which change keys
@@ -302,11 +285,8 @@ func (r *Runner) Relevant(keys []string) bool {
 // has succeeded for it since.
 func (r *Runner) Err(key string) error {
 	for _, w := range r.workers {
-		w.mu.Lock()
-		f, ok := w.keyErrs[key]
-		w.mu.Unlock()
-		if ok {
-			return f.err
+		if err := w.problems.Get(key); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -316,14 +296,7 @@ func (r *Runner) Err(key string) error {
 func (r *Runner) Problems() []Problem {
 	var out []Problem
 	for _, w := range r.workers {
-		w.mu.Lock()
-		for k, f := range w.keyErrs {
-			out = append(out, Problem{Key: k, Err: f.err, Since: f.since})
-		}
-		if w.passErr != nil {
-			out = append(out, Problem{Key: w.r.Name(), Err: w.passErr.err, Since: w.passErr.since})
-		}
-		w.mu.Unlock()
+		out = append(out, w.problems.List()...)
 		if rp, ok := w.r.(Reporter); ok {
 			out = append(out, rp.Problems()...)
 		}
@@ -415,40 +388,23 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		err := w.r.Reconcile(ctx, r.view, keys, all)
 		var ke KeyErrors
 		errors.As(err, &ke)
-		now := time.Now()
-		w.mu.Lock()
-		if w.keyErrs == nil {
-			w.keyErrs = map[string]failure{}
-		}
+		name := w.r.Name()
 		if all {
-			for k := range w.keyErrs {
-				if ke[k] == nil {
-					delete(w.keyErrs, k)
-				}
-			}
+			w.problems.Retain(func(k string) bool { return ke[k] != nil || k == name })
 		}
 		for _, k := range keys {
 			if ke[k] == nil {
-				delete(w.keyErrs, k)
+				w.problems.Set(k, nil)
 			}
 		}
 		for k, e := range ke {
-			since := now
-			if old, ok := w.keyErrs[k]; ok {
-				since = old.since
-			}
-			w.keyErrs[k] = failure{err: e, since: since}
+			w.problems.Set(k, e)
 		}
 		if rest := beyondKeys(err); rest != nil && ctx.Err() == nil {
-			since := now
-			if w.passErr != nil {
-				since = w.passErr.since
-			}
-			w.passErr = &failure{err: rest, since: since}
+			w.problems.Set(name, rest)
 		} else if all && rest == nil {
-			w.passErr = nil
+			w.problems.Set(name, nil)
 		}
-		w.mu.Unlock()
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("reconcile failed; will retry at the next check", "reconciler", w.r.Name(), "err", err)
 			w.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,8 +46,7 @@ type Reconciler struct {
 	loaded    atomic.Bool // records copied in full once; later by Observe
 	cfg       Config
 	listeners map[netip.AddrPort]*listener
-	failMu    sync.Mutex
-	failing   map[netip.AddrPort]listenFailure // listeners that cannot bind
+	failing   effects.ProblemSet // listeners that cannot bind, by listenKey
 
 	rcMu    sync.Mutex
 	rcFiles []string // resolv.conf, then the fallback when it has only stubs
@@ -60,7 +60,7 @@ func New(log *slog.Logger, opt Options) *Reconciler {
 		opt.ResolvConf = defaultResolvConf
 	}
 	r := &Reconciler{log: log, opt: opt, srv: NewServer(log),
-		listeners: map[netip.AddrPort]*listener{}, failing: map[netip.AddrPort]listenFailure{}}
+		listeners: map[netip.AddrPort]*listener{}}
 	// With systemd-resolved, /etc/resolv.conf names only its loopback stub;
 	// the upstreams it uses are in its own file (Docker reads it too).
 	r.rcFiles = []string{opt.ResolvConf}
@@ -156,48 +156,27 @@ func (r *Reconciler) converge() {
 			continue
 		}
 		l, err := listen(ap, r.srv)
-		r.failMu.Lock()
 		if err != nil {
-			if old, ok := r.failing[ap]; !ok || old.err.Error() != err.Error() {
-				since := time.Now()
-				if ok {
-					since = old.since
-				}
-				r.failing[ap] = listenFailure{err: err, since: since}
+			if old := r.failing.Get(listenKey(ap)); old == nil || !strings.Contains(old.Error(), err.Error()) {
 				r.log.Warn("dns: cannot listen; retrying at every check", "addr", ap, "err", err)
 			}
-			r.failMu.Unlock()
+			r.failing.Set(listenKey(ap), fmt.Errorf("dns: cannot listen on %s: %w", ap, err))
 			continue
 		}
-		delete(r.failing, ap)
-		r.failMu.Unlock()
+		r.failing.Set(listenKey(ap), nil)
 		r.listeners[ap] = l
 		r.log.Info("dns: listening", "addr", ap, "proto", "udp+tcp")
 	}
-	r.failMu.Lock()
-	for ap := range r.failing {
-		if !want[ap] {
-			delete(r.failing, ap)
-		}
-	}
-	r.failMu.Unlock()
+	r.failing.Retain(func(k string) bool {
+		ap, err := netip.ParseAddrPort(strings.TrimPrefix(k, "dns/listen/"))
+		return err == nil && want[ap]
+	})
 }
 
-type listenFailure struct {
-	err   error
-	since time.Time
-}
+func listenKey(ap netip.AddrPort) string { return "dns/listen/" + ap.String() }
 
 // Problems implements effects.Reporter: the listeners that cannot bind.
-func (r *Reconciler) Problems() []effects.Problem {
-	r.failMu.Lock()
-	defer r.failMu.Unlock()
-	var out []effects.Problem
-	for ap, f := range r.failing {
-		out = append(out, effects.Problem{Key: "dns/listen/" + ap.String(), Err: fmt.Errorf("dns: cannot listen on %s: %w", ap, f.err), Since: f.since})
-	}
-	return out
-}
+func (r *Reconciler) Problems() []effects.Problem { return r.failing.List() }
 
 // refreshUpstreams re-reads resolv.conf when it changed.
 func (r *Reconciler) refreshUpstreams() {

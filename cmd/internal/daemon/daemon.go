@@ -84,7 +84,7 @@ type Daemon struct {
 	boot     replay.Stats
 	dumps    dumps
 	jw       *journalWatch
-	probs    problems
+	probs    effects.ProblemSet // the daemon's own (the socket)
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -301,7 +301,7 @@ func (d *Daemon) checkSocket() {
 		d.log.Warn("cannot restore the socket file", "socket", d.cfg.Socket, "err", err)
 		err = fmt.Errorf("socket %s: %w", d.cfg.Socket, err)
 	}
-	d.probs.set("socket", err)
+	d.probs.Set("socket", err)
 }
 
 // Stop stops the daemon gracefully: answer what was already read, let the

@@ -238,45 +238,12 @@ func (d *Daemon) problems() []ipc.Problem {
 	if d.runner != nil {
 		ps = append(ps, d.runner.Problems()...)
 	}
-	ps = append(ps, d.probs.list()...)
+	ps = append(ps, d.probs.List()...)
 	out := make([]ipc.Problem, 0, len(ps))
 	for _, p := range ps {
 		out = append(out, ipc.Problem{Resource: p.Key, Error: p.Err.Error(), SinceUnixSecs: p.Since.Unix()})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Resource < out[j].Resource })
-	return out
-}
-
-// problems are the daemon's own lasting problems (the socket), by key.
-type problems struct {
-	mu sync.Mutex
-	m  map[string]effects.Problem
-}
-
-func (p *problems) set(key string, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err == nil {
-		delete(p.m, key)
-		return
-	}
-	if p.m == nil {
-		p.m = map[string]effects.Problem{}
-	}
-	since := time.Now()
-	if old, ok := p.m[key]; ok {
-		since = old.Since
-	}
-	p.m[key] = effects.Problem{Key: key, Err: err, Since: since}
-}
-
-func (p *problems) list() []effects.Problem {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]effects.Problem, 0, len(p.m))
-	for _, v := range p.m {
-		out = append(out, v)
-	}
 	return out
 }
 

@@ -167,10 +167,6 @@ func (w *journalWatch) loop() {
 		w.failing = false
 		w.mu.Unlock()
 		w.d.log.Info("journal writable again; accepting writes", "read_only_for", time.Since(h.Since).Round(time.Millisecond))
-		// Roll back again should anything have been decided meanwhile
-		// (nothing is: writes are refused until now), and let every
-		// reconciler check the host.
-		<-w.d.submit(&job{reset: true, cause: journal.Cause{Op: "recover"}})
 	}
 }
 

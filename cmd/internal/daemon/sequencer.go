@@ -213,9 +213,6 @@ func (p *pipeline) sequence() {
 	for j := range p.jobs {
 		r := p.decide(j)
 		r.out, r.finish, r.after = j.out, j.finish, j.after
-		if r.job == nil || r.own {
-			r.job = nil
-		}
 		p.replies <- r
 	}
 }
@@ -307,7 +304,7 @@ func (p *pipeline) reply() {
 				// The daemon degrades (degraded.go): this command is not
 				// applied, the state rolls back, reads go on.
 				p.d.jw.failed(err)
-				if r.own || r.job == nil || r.job.again {
+				if r.job == nil || r.job.again { // an own commit's job is nil
 					r.out <- ipc.Err{Message: fmt.Sprintf("%s: %v: %v", r.op, errNotDurable, err)}
 					continue
 				}

@@ -36,6 +36,12 @@ func checkBeforeOpen(dir string) error {
 	if snap := filepath.Join(dir, journal.SnapshotFileName); exists(snap) {
 		return refusal(dir, "journal %s %s, but the snapshot %s holds this node's state: the journal was lost or emptied", jpath, what, snap)
 	}
+	return keysBeside(dir, jpath, what)
+}
+
+// keysBeside refuses a journal without events (what says how) beside the
+// node's key files: the key is written only after the journal recorded it.
+func keysBeside(dir, jpath, what string) error {
 	if keys := keyFiles(dir); len(keys) > 0 {
 		return refusal(dir, "journal %s %s, but %s exists: the node's key is written only after the journal recorded it, so this node had a journal", jpath, what, keys[0])
 	}
@@ -73,10 +79,7 @@ func checkHistory(dir string, store journal.Store) error {
 		case snapExists:
 			return refuse("journal %s %s, but a snapshot %s exists (%v): this node had a history", jpath, what, snapPath, snapErr)
 		}
-		if keys := keyFiles(dir); len(keys) > 0 {
-			return refuse("journal %s %s, but %s exists: the node's key is written only after the journal recorded it, so this node had a journal", jpath, what, keys[0])
-		}
-		return nil
+		return keysBeside(dir, jpath, what)
 	}
 	if snap == nil {
 		return nil // no snapshot, or an unreadable one: a full replay verifies every event

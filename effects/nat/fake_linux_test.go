@@ -19,6 +19,9 @@ type fakeRuleset struct {
 	mu     sync.Mutex
 	tables []*fTable
 	faults map[string]*fault
+	// garbled[set] reads of a set still to come list its first element
+	// twice and miss its last (see garble).
+	garbled map[string]int
 	// dials counts connections made, closes those closed; flushes counts
 	// batches the kernel applied.
 	dials, closes, flushes int
@@ -46,7 +49,9 @@ type fSet struct {
 	elems []nftables.SetElement
 }
 
-func newFakeRuleset() *fakeRuleset { return &fakeRuleset{faults: map[string]*fault{}} }
+func newFakeRuleset() *fakeRuleset {
+	return &fakeRuleset{faults: map[string]*fault{}, garbled: map[string]int{}}
+}
 
 // fail makes the next times calls of op fail (times < 0: until clear).
 // Ops: dial, tables, chains, rules, sets, elements, addset, flush.
@@ -54,6 +59,15 @@ func (f *fakeRuleset) fail(op string, err error, times int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.faults[op] = &fault{err: err, left: times}
+}
+
+// garble makes the next times reads of set's elements list its first
+// element twice and miss its last, as a dump of a hashed set the kernel
+// is still growing can.
+func (f *fakeRuleset) garble(set string, times int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.garbled[set] = times
 }
 
 func (f *fakeRuleset) fault(op string) error {
@@ -233,6 +247,10 @@ func (c *fakeConn) GetSetElements(s *nftables.Set) (out []nftables.SetElement, e
 		for _, fs := range ft.sets {
 			if fs.s.Name == s.Name {
 				out = slices.Clone(fs.elems)
+				if n := c.f.garbled[s.Name]; n > 0 && len(out) > 1 {
+					c.f.garbled[s.Name] = n - 1
+					out[len(out)-1] = out[0]
+				}
 				return
 			}
 		}

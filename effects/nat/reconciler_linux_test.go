@@ -113,6 +113,39 @@ func TestFakeDriftRebuilt(t *testing.T) {
 	}
 }
 
+// A dump that lists an element twice and misses another (the kernel
+// growing a hashed set) is read again, up to twice, before it counts as
+// drift: one or two such reads keep the table (and adopt it after a
+// restart); three in a row rebuild it.
+func TestFakeInconsistentDumpReadAgain(t *testing.T) {
+	n := newFakeNode()
+	r := n.reconciler(testOwner)
+	cfg := testConfig(3)
+	mustApply(t, r, cfg, true)
+	want := n.f.render()
+	for _, times := range []int{1, 2} {
+		n.f.garble(setBridges, times)
+		mustApply(t, r, cfg, true)
+		if s := r.Stats(); s.Repairs != 0 || s.Rebuilds != 1 {
+			t.Fatalf("%d inconsistent reads: %+v", times, s)
+		}
+	}
+	r2 := n.reconciler(testOwner)
+	n.f.garble(setBridges, 1)
+	mustApply(t, r2, cfg, true)
+	if s := r2.Stats(); s.Rebuilds != 0 {
+		t.Fatalf("a restarted reconciler rebuilt an intact table after one inconsistent read: %+v", s)
+	}
+	n.f.garble(setBridges, 3)
+	mustApply(t, r, cfg, true)
+	if s := r.Stats(); s.Repairs != 1 || s.Rebuilds != 2 {
+		t.Fatalf("three inconsistent reads in a row: %+v", s)
+	}
+	if _, _, flushes := n.f.counts(); flushes != 2 || n.f.render() != want {
+		t.Fatalf("%d batches, want 2:\n%s", flushes, n.f.render())
+	}
+}
+
 // A batch the kernel refuses: nothing of it applies, the error is under
 // "global" and names the table, the connection is dropped, and the next
 // pass dials again and rebuilds.

@@ -3,6 +3,7 @@ package nat
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"syscall"
@@ -110,6 +111,31 @@ func TestFakeDriftRebuilt(t *testing.T) {
 	mustApply(t, r, cfg, false)
 	if n.f.render() != "" {
 		t.Fatal("a change pass without a change touched the kernel")
+	}
+}
+
+// The check of an intact table reads each part of it once: the tables,
+// the chains, each chain's rules, the sets, each set's elements (the
+// owner mark among them).
+func TestFakeCheckReadsOnce(t *testing.T) {
+	n := newFakeNode()
+	r := n.reconciler(testOwner)
+	cfg := testConfig(3)
+	mustApply(t, r, cfg, true)
+	p := newPlan(cfg, testOwner.Journal)
+	want := map[string]int{"tables": 1, "chains": 1, "rules": len(chains(table())), "sets": 1, "elements": len(p.sets)}
+	for _, s := range p.sets {
+		want["elements "+s.set.Name] = 1
+	}
+	for _, check := range []func(){
+		func() { mustApply(t, r, cfg, true) },                       // the periodic check
+		func() { mustApply(t, n.reconciler(testOwner), cfg, true) }, // adoption after a restart
+	} {
+		n.f.readCounts()
+		check()
+		if got := n.f.readCounts(); !maps.Equal(got, want) {
+			t.Fatalf("reads %v, want %v", got, want)
+		}
 	}
 }
 

@@ -89,6 +89,33 @@ func waitFDs(t *testing.T, want int, what string) {
 	}
 }
 
+// waitTUNClosed waits (up to 3 s) until the process holds no /dev/net/tun
+// descriptor: a closed device releases its TUN when wireguard-go's reader
+// returns, just after Close.
+func waitTUNClosed(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		es, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := 0
+		for _, e := range es {
+			if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == tunClone {
+				open++
+			}
+		}
+		if open == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s descriptors still open", open, tunClone)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Every failure path of device creation closes what it opened: the
 // /dev/net/tun descriptor (before and after TUNSETIFF), the TUN device,
 // the wireguard-go device, the UAPI socket. 20 failed creations at each
@@ -119,7 +146,7 @@ func TestCreateDeviceClosesWhatItOpened(t *testing.T) {
 			t.Fatal(err)
 		}
 		warm.Close()
-		time.Sleep(100 * time.Millisecond)
+		waitTUNClosed(t)
 		base := countFDs(t)
 		for _, step := range []string{"tun-open", "tun-setiff", "tun-wrap", "device", "uapi"} {
 			k := &hostKernel{inject: func(s string) error {

@@ -30,11 +30,15 @@ type Conn interface {
 
 var _ Conn = (*nftables.Conn)(nil)
 
-// mark is what the table says about its owner.
+// mark is what the table says about its owner, with what was read to
+// learn it: verify compares those instead of reading them again.
 type mark struct {
 	exists  bool   // the table is in the ruleset
 	marked  bool   // it has the owner set
 	journal string // the journal its owner set names
+
+	sets  []*nftables.Set       // the table's sets, as listed
+	owner []nftables.SetElement // the owner set's elements, as read
 }
 
 // readOwner reads the table's owner mark.
@@ -47,20 +51,22 @@ func readOwner(c Conn) (mark, error) {
 	if err != nil {
 		return mark{}, fmt.Errorf("nat: list sets of table inet %s: %w", Table, err)
 	}
+	m := mark{exists: true, sets: sets}
 	for _, s := range sets {
 		if s.Name != setOwner {
 			continue
 		}
 		// The library reads element comments back, not set comments.
-		els, err := c.GetSetElements(s)
+		m.owner, err = c.GetSetElements(s)
 		if err != nil {
 			return mark{}, fmt.Errorf("nat: list set %s of table inet %s: %w", setOwner, Table, err)
 		}
-		for _, e := range els {
+		for _, e := range m.owner {
 			if j, ok := strings.CutPrefix(e.Comment, ownerPrefix); ok {
-				return mark{exists: true, marked: true, journal: j}, nil
+				m.marked, m.journal = true, j
+				break
 			}
 		}
 	}
-	return mark{exists: true}, nil
+	return m, nil
 }

@@ -19,6 +19,12 @@ type fakeRuleset struct {
 	mu     sync.Mutex
 	tables []*fTable
 	faults map[string]*fault
+	// garbled[set] reads of a set still to come list its first element
+	// twice and miss its last (see garble).
+	garbled map[string]int
+	// reads counts the reads of each op, and of each set's elements as
+	// "elements <set>".
+	reads map[string]int
 	// dials counts connections made, closes those closed; flushes counts
 	// batches the kernel applied.
 	dials, closes, flushes int
@@ -46,7 +52,9 @@ type fSet struct {
 	elems []nftables.SetElement
 }
 
-func newFakeRuleset() *fakeRuleset { return &fakeRuleset{faults: map[string]*fault{}} }
+func newFakeRuleset() *fakeRuleset {
+	return &fakeRuleset{faults: map[string]*fault{}, garbled: map[string]int{}, reads: map[string]int{}}
+}
 
 // fail makes the next times calls of op fail (times < 0: until clear).
 // Ops: dial, tables, chains, rules, sets, elements, addset, flush.
@@ -54,6 +62,15 @@ func (f *fakeRuleset) fail(op string, err error, times int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.faults[op] = &fault{err: err, left: times}
+}
+
+// garble makes the next times reads of set's elements list its first
+// element twice and miss its last, as a dump of a hashed set the kernel
+// is still growing can.
+func (f *fakeRuleset) garble(set string, times int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.garbled[set] = times
 }
 
 func (f *fakeRuleset) fault(op string) error {
@@ -150,8 +167,19 @@ func (c *fakeConn) read(op string, fn func()) error {
 	if err := c.f.fault(op); err != nil {
 		return err
 	}
+	c.f.reads[op]++
 	fn()
 	return nil
+}
+
+// readCounts returns the reads counted since the last call, and restarts
+// the count.
+func (f *fakeRuleset) readCounts() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.reads
+	f.reads = map[string]int{}
+	return out
 }
 
 func (c *fakeConn) ListTablesOfFamily(fam nftables.TableFamily) (out []*nftables.Table, err error) {
@@ -232,7 +260,12 @@ func (c *fakeConn) GetSetElements(s *nftables.Set) (out []nftables.SetElement, e
 		}
 		for _, fs := range ft.sets {
 			if fs.s.Name == s.Name {
+				c.f.reads["elements "+s.Name]++
 				out = slices.Clone(fs.elems)
+				if n := c.f.garbled[s.Name]; n > 0 && len(out) > 1 {
+					c.f.garbled[s.Name] = n - 1
+					out[len(out)-1] = out[0]
+				}
 				return
 			}
 		}

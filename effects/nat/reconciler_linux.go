@@ -165,7 +165,7 @@ func (r *Reconciler) Apply(cfg Config, check bool) error {
 		return nil
 	}
 	if m.exists && r.applied == nil {
-		err := r.confirmDrift(c, cfg, true)
+		err := r.confirmDrift(c, cfg, m)
 		if err == nil {
 			// After a restart the table the last run built is adopted as
 			// it is (its counters too) when it is what the state asks for.
@@ -178,7 +178,7 @@ func (r *Reconciler) Apply(cfg Config, check bool) error {
 		}
 	}
 	if same {
-		err := r.confirmDrift(c, cfg, m.exists)
+		err := r.confirmDrift(c, cfg, m)
 		if err == nil {
 			return nil
 		}
@@ -201,19 +201,23 @@ func (r *Reconciler) Apply(cfg Config, check bool) error {
 	return nil
 }
 
-// confirmDrift verifies the table and, when it seems to have drifted, reads
-// it again (twice at most, 20 ms apart) before saying so: the kernel grows
-// a hashed set's table in the background after a rebuild, and a dump
-// taken meanwhile can list one element twice and miss another (seen as
-// "set overlay_ifs holds 1001 elements, want 1001" about one check in a
-// hundred after a rebuild of 1,000 bridges). A table that really drifted
-// stays drifted, and costs 40 ms more to repair.
-func (r *Reconciler) confirmDrift(c Conn, cfg Config, had bool) error {
-	err := verify(c, cfg, r.owner.Journal, had)
+// confirmDrift verifies the table as m read it and, when it seems to
+// have drifted, reads it again (twice at most, 20 ms apart) before saying
+// so: the kernel grows a hashed set's table in the background after a
+// rebuild, and a dump taken meanwhile can list one element twice and miss
+// another (seen as "set overlay_ifs holds 1001 elements, want 1001" about
+// one check in a hundred after a rebuild of 1,000 bridges). A table that
+// really drifted stays drifted, and costs 40 ms more to repair.
+func (r *Reconciler) confirmDrift(c Conn, cfg Config, m mark) error {
+	p := newPlan(cfg, r.owner.Journal)
+	err := verify(c, p, m)
 	first := err
-	for i := 0; i < 2 && had && errors.Is(err, errDrift); i++ {
+	for i := 0; i < 2 && m.exists && errors.Is(err, errDrift); i++ {
 		time.Sleep(20 * time.Millisecond)
-		err = verify(c, cfg, r.owner.Journal, had)
+		var again mark
+		if again, err = readOwner(c); err == nil {
+			err = verify(c, p, again)
+		}
 	}
 	if err == nil && first != nil {
 		r.log.Debug("nat: a drift read once was not there when read again", "table", "inet "+Table, "first_read", first)

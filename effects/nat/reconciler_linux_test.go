@@ -3,6 +3,7 @@ package nat
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"syscall"
@@ -110,6 +111,64 @@ func TestFakeDriftRebuilt(t *testing.T) {
 	mustApply(t, r, cfg, false)
 	if n.f.render() != "" {
 		t.Fatal("a change pass without a change touched the kernel")
+	}
+}
+
+// The check of an intact table reads each part of it once: the tables,
+// the chains, each chain's rules, the sets, each set's elements (the
+// owner mark among them).
+func TestFakeCheckReadsOnce(t *testing.T) {
+	n := newFakeNode()
+	r := n.reconciler(testOwner)
+	cfg := testConfig(3)
+	mustApply(t, r, cfg, true)
+	p := newPlan(cfg, testOwner.Journal)
+	want := map[string]int{"tables": 1, "chains": 1, "rules": len(chains(table())), "sets": 1, "elements": len(p.sets)}
+	for _, s := range p.sets {
+		want["elements "+s.set.Name] = 1
+	}
+	for _, check := range []func(){
+		func() { mustApply(t, r, cfg, true) },                       // the periodic check
+		func() { mustApply(t, n.reconciler(testOwner), cfg, true) }, // adoption after a restart
+	} {
+		n.f.readCounts()
+		check()
+		if got := n.f.readCounts(); !maps.Equal(got, want) {
+			t.Fatalf("reads %v, want %v", got, want)
+		}
+	}
+}
+
+// A dump that lists an element twice and misses another (the kernel
+// growing a hashed set) is read again, up to twice, before it counts as
+// drift: one or two such reads keep the table (and adopt it after a
+// restart); three in a row rebuild it.
+func TestFakeInconsistentDumpReadAgain(t *testing.T) {
+	n := newFakeNode()
+	r := n.reconciler(testOwner)
+	cfg := testConfig(3)
+	mustApply(t, r, cfg, true)
+	want := n.f.render()
+	for _, times := range []int{1, 2} {
+		n.f.garble(setBridges, times)
+		mustApply(t, r, cfg, true)
+		if s := r.Stats(); s.Repairs != 0 || s.Rebuilds != 1 {
+			t.Fatalf("%d inconsistent reads: %+v", times, s)
+		}
+	}
+	r2 := n.reconciler(testOwner)
+	n.f.garble(setBridges, 1)
+	mustApply(t, r2, cfg, true)
+	if s := r2.Stats(); s.Rebuilds != 0 {
+		t.Fatalf("a restarted reconciler rebuilt an intact table after one inconsistent read: %+v", s)
+	}
+	n.f.garble(setBridges, 3)
+	mustApply(t, r, cfg, true)
+	if s := r.Stats(); s.Repairs != 1 || s.Rebuilds != 2 {
+		t.Fatalf("three inconsistent reads in a row: %+v", s)
+	}
+	if _, _, flushes := n.f.counts(); flushes != 2 || n.f.render() != want {
+		t.Fatalf("%d batches, want 2:\n%s", flushes, n.f.render())
 	}
 }
 

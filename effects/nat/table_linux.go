@@ -224,16 +224,16 @@ func remove(c Conn) error {
 // errDrift describes how the kernel's table differs from the plan.
 var errDrift = errors.New("drift")
 
-// verify compares the kernel's table (had: it exists) with what cfg asks
-// for: the table, its chains (hook, priority, policy), every rule's comment
-// in order, and every set's elements. It returns nil when they match. (The
-// owner mark is read before, by readOwner.)
-func verify(c Conn, cfg Config, journal string, had bool) error {
-	if !had {
+// verify compares the kernel's table, as m read it, with the plan: the
+// table, its chains (hook, priority, policy), every rule's comment in
+// order, and every set's elements. It returns nil when they match. The
+// sets and the owner set's elements are m's; the rest is read here. (The
+// owner's journal is readOwner's to judge.)
+func verify(c Conn, p *plan, m mark) error {
+	if !m.exists {
 		return fmt.Errorf("%w: table inet %s is missing", errDrift, Table)
 	}
 	t := table()
-	p := newPlan(cfg, journal)
 	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return fmt.Errorf("nat: list chains: %w", err)
@@ -273,10 +273,7 @@ func verify(c Conn, cfg Config, journal string, had bool) error {
 			}
 		}
 	}
-	sets, err := c.GetSets(t)
-	if err != nil {
-		return fmt.Errorf("nat: list sets: %w", err)
-	}
+	sets := m.sets
 	if len(sets) != len(p.sets) {
 		return fmt.Errorf("%w: %d sets, want %d", errDrift, len(sets), len(p.sets))
 	}
@@ -285,9 +282,12 @@ func verify(c Conn, cfg Config, journal string, had bool) error {
 		if i < 0 {
 			return fmt.Errorf("%w: set %s is missing", errDrift, ws.set.Name)
 		}
-		els, err := c.GetSetElements(sets[i])
-		if err != nil {
-			return fmt.Errorf("nat: list set %s: %w", ws.set.Name, err)
+		els := m.owner
+		if ws.set.Name != setOwner {
+			var err error
+			if els, err = c.GetSetElements(sets[i]); err != nil {
+				return fmt.Errorf("nat: list set %s: %w", ws.set.Name, err)
+			}
 		}
 		if !sameElems(els, ws.elems) {
 			return fmt.Errorf("%w: set %s holds %d elements, want %d", errDrift, ws.set.Name, len(els), len(ws.elems))

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -61,10 +60,10 @@ func (k *hostKernel) CreateDevice(name string, mtu int, log *slog.Logger) (Devic
 		return nil, fmt.Errorf("wireguard: %s: %w", name, err)
 	}
 	// The MTU first: the device reads it once, when it is made.
-	if l, err := netlink.LinkByName(name); err != nil {
+	if l, err := k.Link(name); err != nil {
 		t.Close()
-		return nil, fmt.Errorf("wireguard: %s: read the new TUN: %w", name, linkErr(name, err))
-	} else if err := netlink.LinkSetMTU(l, mtu); err != nil {
+		return nil, fmt.Errorf("wireguard: %s: read the new TUN: %w", name, err)
+	} else if err := k.SetMTU(l, mtu); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("wireguard: %s: set MTU: %w", name, err)
 	}

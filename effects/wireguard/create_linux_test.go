@@ -89,6 +89,33 @@ func waitFDs(t *testing.T, want int, what string) {
 	}
 }
 
+// waitTUNClosed waits (up to 3 s) until the process holds no /dev/net/tun
+// descriptor: a closed device releases its TUN when wireguard-go's reader
+// returns, just after Close.
+func waitTUNClosed(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		es, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := 0
+		for _, e := range es {
+			if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == tunClone {
+				open++
+			}
+		}
+		if open == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s descriptors still open", open, tunClone)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Every failure path of device creation closes what it opened: the
 // /dev/net/tun descriptor (before and after TUNSETIFF), the TUN device,
 // the wireguard-go device, the UAPI socket. 20 failed creations at each
@@ -119,7 +146,7 @@ func TestCreateDeviceClosesWhatItOpened(t *testing.T) {
 			t.Fatal(err)
 		}
 		warm.Close()
-		time.Sleep(100 * time.Millisecond)
+		waitTUNClosed(t)
 		base := countFDs(t)
 		for _, step := range []string{"tun-open", "tun-setiff", "tun-wrap", "device", "uapi"} {
 			k := &hostKernel{inject: func(s string) error {
@@ -187,16 +214,24 @@ func TestLinkErrNotFoundOnlyForMissingLink(t *testing.T) {
 	}
 }
 
+// hostEnv is newEnv on the host kernel (the test's namespace): a global
+// overlay of a random instance, so that the device's name and its UAPI
+// socket are the test's own. It returns the global device's name; the
+// reconciler is closed at cleanup.
+func hostEnv(t *testing.T) (*env, string) {
+	t.Helper()
+	e := newEnv(t, projections.SetupGlobal{Deployment: "t", InstanceID: randHex(t, 3), ClusterCIDR: "10.200.0.0/16", SliceCIDR: "10.200.7.0/24", Port: 51820})
+	e.r = New(e.keys, quiet())
+	t.Cleanup(func() { e.r.Close() })
+	return e, e.v.st.Global.Device
+}
+
 // On the real kernel: a taken wg_port is a key error naming the port, the
 // device is up with its address, peers and routes; once the socket that
 // held the port is closed, the next pass listens on it.
 func TestPortTakenThenFreedRealKernel(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
-		inst := randHex(t, 3)
-		e := newEnv(t, projections.SetupGlobal{Deployment: "t", InstanceID: inst, ClusterCIDR: "10.200.0.0/16", SliceCIDR: "10.200.7.0/24", Port: 51820})
-		e.r = New(e.keys, quiet())
-		defer e.r.Close()
-		dev := e.v.st.Global.Device
+		e, dev := hostEnv(t)
 		holder, err := net.ListenUDP("udp4", &net.UDPAddr{Port: 51820})
 		if err != nil {
 			t.Fatal(err)
@@ -241,14 +276,12 @@ func TestPortTakenThenFreedRealKernel(t *testing.T) {
 	})
 }
 
-// The real kernel's drift: a device whose link is deleted is made again;
-// one whose link check fails otherwise is kept.
+// The real kernel's drift: a device whose link is deleted is made again
+// (one whose link check fails otherwise is kept: see
+// TestDescriptorExhaustionKeepsDeviceRealKernel).
 func TestLinkDeletedRecreatedRealKernel(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
-		e := newEnv(t, projections.SetupGlobal{Deployment: "t", InstanceID: randHex(t, 3), ClusterCIDR: "10.200.0.0/16", SliceCIDR: "10.200.7.0/24", Port: 51820})
-		e.r = New(e.keys, quiet())
-		defer e.r.Close()
-		dev := e.v.st.Global.Device
+		e, dev := hostEnv(t)
 		e.mustPass(true)
 		l, _ := netlink.LinkByName(dev)
 		if err := netlink.LinkDel(l); err != nil {
@@ -282,10 +315,7 @@ func TestLinkDeletedRecreatedRealKernel(t *testing.T) {
 // descriptor count is what it was.
 func TestDescriptorExhaustionKeepsDeviceRealKernel(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
-		e := newEnv(t, projections.SetupGlobal{Deployment: "t", InstanceID: randHex(t, 3), ClusterCIDR: "10.200.0.0/16", SliceCIDR: "10.200.7.0/24", Port: 51820})
-		e.r = New(e.keys, quiet())
-		defer e.r.Close()
-		dev := e.v.st.Global.Device
+		e, dev := hostEnv(t)
 		e.mustPass(true)
 		before, err := netlink.LinkByName(dev)
 		if err != nil {

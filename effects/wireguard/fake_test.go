@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -74,19 +75,12 @@ func newFakeKernel() *fakeKernel {
 }
 
 // fail makes the next times calls of op fail with err (times < 0: every
-// call until clear). Ops: create, link, mtu, up, addrgen, addrs,
-// addr-replace, addr-del, routes, route-replace, route-del, ipcset,
-// ipcget, dev-up.
+// call). Ops: create, link, mtu, up, addrgen, addrs, addr-replace,
+// addr-del, routes, route-replace, route-del, ipcset, ipcget, dev-up.
 func (k *fakeKernel) fail(op string, err error, times int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.faults[op] = &fault{err: err, left: times}
-}
-
-func (k *fakeKernel) clear(op string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.faults, op)
 }
 
 // fault returns the injected error of op, if any; k.mu is held.
@@ -245,7 +239,7 @@ func (k *fakeKernel) render() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var b strings.Builder
-	for _, name := range slices.Sorted(mapKeys(k.links)) {
+	for _, name := range slices.Sorted(maps.Keys(k.links)) {
 		fl := k.links[name]
 		d := fl.dev
 		fmt.Fprintf(&b, "link %s mtu %d up %v\n", name, fl.mtu, fl.up)
@@ -265,16 +259,6 @@ func (k *fakeKernel) render() string {
 		}
 	}
 	return b.String()
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func projectionsSorted(m map[netip.Prefix]bool) []netip.Prefix {
@@ -436,7 +420,7 @@ func (d *fakeDevice) IpcGet() (string, error) {
 	return b.String(), nil
 }
 
-// handPeer edits a device by hand (`wg set`).
+// handSet edits a device by hand (`wg set`).
 func (d *fakeDevice) handSet(text string) {
 	if err := d.IpcSet(text); err != nil {
 		panic(err)

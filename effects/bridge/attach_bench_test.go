@@ -163,7 +163,7 @@ func (s *benchSetup) teardown(b *testing.B) {
 		c.Wait()
 	}
 	s.h.r.Close()
-	cleanLinksB(b)
+	cleanLinks(b)
 	settle(b)
 }
 
@@ -189,20 +189,4 @@ func settle(b *testing.B) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
-}
-
-// cleanLinksB deletes every link of the benchmark's namespace but lo.
-func cleanLinksB(b *testing.B) {
-	k := NewKernel()
-	defer k.Close()
-	links, err := k.Links()
-	if err != nil {
-		b.Error(err)
-		return
-	}
-	for _, l := range links {
-		if l.Name != "lo" {
-			k.DelLink(l)
-		}
-	}
 }

@@ -42,19 +42,21 @@ func realHarness(t *testing.T, owner effects.Owner) *harness {
 	return h
 }
 
-// cleanLinks deletes every link of the test's namespace but lo.
-func cleanLinks(t *testing.T) {
+// cleanLinks deletes every link of the test's (or benchmark's) namespace
+// but lo.
+func cleanLinks(tb testing.TB) {
+	tb.Helper()
 	k := NewKernel()
 	defer k.Close()
 	links, err := k.Links()
 	if err != nil {
-		t.Errorf("clean up: %v", err)
+		tb.Errorf("clean up: %v", err)
 		return
 	}
 	for _, l := range links {
 		if l.Name != "lo" {
 			if err := k.DelLink(l); err != nil && !notFound(err) {
-				t.Errorf("clean up %s: %v", l.Name, err)
+				tb.Errorf("clean up %s: %v", l.Name, err)
 			}
 		}
 	}

@@ -149,10 +149,9 @@ func TestRealMatchesFake(t *testing.T) {
 	fake := newHarness(t, ownerA)
 	fake.k.spawnAs(ctr.pid, ctr.inode)
 	both := []*harness{real, fake}
-	kernelOf := func(h *harness) Kernel { return h.r.k }
 	compare := func(what string) string {
 		t.Helper()
-		r, f := renderVia(t, kernelOf(real), ctr.pid), renderVia(t, kernelOf(fake), ctr.pid)
+		r, f := renderVia(t, real.r.k, ctr.pid), renderVia(t, fake.r.k, ctr.pid)
 		if r != f {
 			t.Fatalf("%s: the fake differs from the kernel:\n--- kernel\n%s--- fake\n%s", what, r, f)
 		}
@@ -164,6 +163,16 @@ func TestRealMatchesFake(t *testing.T) {
 		h.converge()
 	}
 	wired := compare("wired")
+	// repair runs a full pass on both, which must bring back the wiring.
+	repair := func(what string) {
+		t.Helper()
+		for _, h := range both {
+			h.must(h.full())
+		}
+		if compare(what) != wired {
+			t.Fatalf("%s: the full pass did not restore the wiring", what)
+		}
+	}
 	t.Logf("wired:\n%s", wired)
 	if !strings.Contains(wired, `veth eth0 mtu 1420 up paired alias "zlayer-overlayd ctr linux_pid:`) {
 		t.Fatalf("container end not marked:\n%s", wired)
@@ -172,12 +181,7 @@ func TestRealMatchesFake(t *testing.T) {
 		h.must(h.r.k.DelLink(Link{Name: "web-b"}))
 	}
 	compare("bridge deleted")
-	for _, h := range both {
-		h.must(h.full())
-	}
-	if compare("repaired") != wired {
-		t.Fatal("the repair did not restore the wiring")
-	}
+	repair("bridge repaired")
 	for _, h := range both {
 		ns, err := h.r.k.OpenNetns(ctr.pid)
 		h.must(err)
@@ -187,12 +191,7 @@ func TestRealMatchesFake(t *testing.T) {
 		ns.Close()
 	}
 	compare("container address added")
-	for _, h := range both {
-		h.must(h.full())
-	}
-	if compare("container repaired") != wired {
-		t.Fatal("the container's repair did not restore the wiring")
-	}
+	repair("container repaired")
 	for _, h := range both {
 		h.detach(ctr.pid)
 		h.must(h.change(fmt.Sprintf("attachment/linux_pid:%d", ctr.pid)))

@@ -32,27 +32,36 @@ type linuxKernel struct {
 // process (every thread of the daemon lives in it).
 func NewKernel() Kernel { return &linuxKernel{sock: newNodeSocket()} }
 
-// dumpTries bounds the retries of a link dump the kernel interrupted
-// (links changed while it was being read: the list may be inconsistent).
+// dumpTries bounds the tries of a dump the kernel interrupted (what it
+// lists changed while it was being read: the list may be inconsistent).
 const dumpTries = 4
 
-func (k *linuxKernel) Links() ([]Link, error) {
+// dump runs list, a dump, again while the kernel says it was interrupted,
+// at most dumpTries times. An error (the last one) comes with no list.
+func dump[T any](list func() ([]T, error)) ([]T, error) {
 	var err error
 	for range dumpTries {
-		var ls []netlink.Link
-		ls, err = netlink.LinkList()
-		if err == nil {
-			out := make([]Link, len(ls))
-			for i, l := range ls {
-				out[i] = linkOf(l)
-			}
+		var out []T
+		if out, err = list(); err == nil {
 			return out, nil
 		}
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("list links: %w", err)
+	return nil, err
+}
+
+func (k *linuxKernel) Links() ([]Link, error) {
+	ls, err := dump(netlink.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out := make([]Link, len(ls))
+	for i, l := range ls {
+		out[i] = linkOf(l)
+	}
+	return out, nil
 }
 
 func linkOf(l netlink.Link) Link {
@@ -116,24 +125,17 @@ func (k *linuxKernel) SetMaster(index, master int) error {
 func (k *linuxKernel) Addrs(index int) ([]netip.Prefix, error) { return addrs(netlink.AddrList, index) }
 
 func addrs(list func(netlink.Link, int) ([]netlink.Addr, error), index int) ([]netip.Prefix, error) {
-	var err error
-	for range dumpTries {
-		var as []netlink.Addr
-		as, err = list(dev(index), netlink.FAMILY_ALL)
-		if err == nil {
-			out := make([]netip.Prefix, 0, len(as))
-			for _, a := range as {
-				if p, ok := netconv.Prefix(a.IPNet); ok {
-					out = append(out, p)
-				}
-			}
-			return out, nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
+	as, err := dump(func() ([]netlink.Addr, error) { return list(dev(index), netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Prefix, 0, len(as))
+	for _, a := range as {
+		if p, ok := netconv.Prefix(a.IPNet); ok {
+			out = append(out, p)
 		}
 	}
-	return nil, err
+	return out, nil
 }
 
 func addrOf(p netip.Prefix, noDAD bool) *netlink.Addr {
@@ -240,13 +242,7 @@ func (k *linuxKernel) Peer(host Link) (Link, []netip.Prefix, error) {
 		return Link{}, nil, fmt.Errorf("peer of %s: %w", host.Name, err)
 	}
 	peer := linkOf(pl)
-	var addrs []netip.Prefix
-	for range dumpTries {
-		addrs, err = k.peerAddrs(socks, host)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	addrs, err := dump(func() ([]netip.Prefix, error) { return k.peerAddrs(socks, host) })
 	if err != nil {
 		return Link{}, nil, fmt.Errorf("addresses of the peer of %s: %w", host.Name, err)
 	}

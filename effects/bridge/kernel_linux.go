@@ -222,15 +222,9 @@ func (k *linuxKernel) Peer(host Link) (Link, []netip.Prefix, error) {
 	if err != nil {
 		return Link{}, nil, err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(host.Peer)
-	req.AddData(msg)
-	if host.PeerNS >= 0 {
-		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(host.PeerNS))))
-	}
-	req.Sockets = socks
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	msgs, err := askAboutPeer(socks, host, nl.NewNetlinkRequest(unix.RTM_GETLINK, 0), msg, unix.IFLA_TARGET_NETNSID, unix.RTM_NEWLINK)
 	if err == nil && len(msgs) == 0 {
 		err = syscall.ENODEV
 	}
@@ -249,18 +243,24 @@ func (k *linuxKernel) Peer(host Link) (Link, []netip.Prefix, error) {
 	return peer, addrs, nil
 }
 
+// askAboutPeer sends req, with msg (which names the peer's index), on the
+// node's peer socket, with the peer's namespace as target (the attribute
+// nsAttr) when it is another, and returns the answers of type answer.
+func askAboutPeer(socks map[int]*nl.SocketHandle, host Link, req *nl.NetlinkRequest, msg nl.NetlinkRequestData, nsAttr int, answer uint16) ([][]byte, error) {
+	req.AddData(msg)
+	if host.PeerNS >= 0 {
+		req.AddData(nl.NewRtAttr(nsAttr, nl.Uint32Attr(uint32(host.PeerNS))))
+	}
+	req.Sockets = socks
+	return req.Execute(unix.NETLINK_ROUTE, answer)
+}
+
 func (k *linuxKernel) peerAddrs(socks map[int]*nl.SocketHandle, host Link) ([]netip.Prefix, error) {
 	// Strict checking (the socket's) makes the kernel filter by index and
 	// honour the target namespace of a dump.
-	req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
 	msg := nl.NewIfAddrmsg(unix.AF_UNSPEC)
 	msg.Index = uint32(host.Peer)
-	req.AddData(msg)
-	if host.PeerNS >= 0 {
-		req.AddData(nl.NewRtAttr(unix.IFA_TARGET_NETNSID, nl.Uint32Attr(uint32(host.PeerNS))))
-	}
-	req.Sockets = socks
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
+	msgs, err := askAboutPeer(socks, host, nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP), msg, unix.IFA_TARGET_NETNSID, unix.RTM_NEWADDR)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"sync"
 
@@ -388,10 +387,7 @@ func (r *Reconciler) containerSideIntact(a *Attachment, links map[string]*Link) 
 		if c.Name != ctrName(leg) || !c.Up || c.Alias != r.marks.ctr(a, leg) {
 			return false, nil
 		}
-		want := a.IP
-		if leg == LegGlobal {
-			want = netip.PrefixFrom(a.GlobalIP, a.GlobalIP.BitLen())
-		}
+		want := a.legIP(leg)
 		n := 0
 		for _, p := range have {
 			switch {

@@ -40,7 +40,7 @@ func BenchmarkAttach(b *testing.B) {
 		{"eth0+eth1/unmarked", true, effects.Owner{}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			r := NewWithKernel(slog.New(slog.DiscardHandler), nil, tc.owner, NewKernel())
+			r := newReconciler(slog.New(slog.DiscardHandler), nil, tc.owner, newKernel())
 			defer r.Close()
 			if err := r.ensureBridge(br); err != nil {
 				b.Fatal(err)
@@ -83,7 +83,7 @@ func reportQuantiles(b *testing.B, took []time.Duration) {
 var benchOwner = effects.Owner{Journal: "0123456789ab", Home: "bench"}
 
 func benchReconciler() *Reconciler {
-	return NewWithKernel(slog.New(slog.DiscardHandler), nil, benchOwner, NewKernel())
+	return newReconciler(slog.New(slog.DiscardHandler), nil, benchOwner, newKernel())
 }
 
 // A periodic full pass over n wired containers (each with eth0 and eth1)
@@ -170,7 +170,7 @@ func (s *benchSetup) teardown(b *testing.B) {
 // settle waits until the namespace holds no veth (the containers'
 // namespaces torn down), then lets the kernel's work after it finish.
 func settle(b *testing.B) {
-	k := NewKernel()
+	k := newKernel()
 	defer k.Close()
 	for deadline := time.Now().Add(time.Minute); ; {
 		links, err := k.Links()

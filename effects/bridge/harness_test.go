@@ -46,7 +46,7 @@ func newHarnessOn(t *testing.T, k *fakeKernel, owner effects.Owner) *harness {
 	t.Helper()
 	h := newView(t)
 	h.k = k
-	h.r = NewWithKernel(testLog(t), h.onDetach, owner, k)
+	h.r = newReconciler(testLog(t), h.onDetach, owner, k)
 	k.mu.Lock()
 	if k.node.byName("ovl0") == nil {
 		wg := k.node.add(&fakeLink{Link: Link{Name: "ovl0", Kind: "tun", MTU: 1420, Up: true}})

@@ -28,9 +28,9 @@ type linuxKernel struct {
 	peers peerSocket
 }
 
-// NewKernel returns the real Kernel: the network namespace of the calling
+// newKernel returns the real Kernel: the network namespace of the calling
 // process (every thread of the daemon lives in it).
-func NewKernel() Kernel { return &linuxKernel{sock: newNodeSocket()} }
+func newKernel() Kernel { return &linuxKernel{sock: newNodeSocket()} }
 
 // dumpTries bounds the tries of a dump the kernel interrupted (what it
 // lists changed while it was being read: the list may be inconsistent).

@@ -28,8 +28,8 @@ func realHarness(t *testing.T, owner effects.Owner) *harness {
 	t.Helper()
 	requireNetns(t)
 	h := newView(t)
-	k := NewKernel()
-	h.r = NewWithKernel(testLog(t), h.onDetach, owner, k)
+	k := newKernel()
+	h.r = newReconciler(testLog(t), h.onDetach, owner, k)
 	t.Cleanup(func() {
 		h.r.Close()
 		cleanLinks(t)
@@ -46,7 +46,7 @@ func realHarness(t *testing.T, owner effects.Owner) *harness {
 // but lo.
 func cleanLinks(tb testing.TB) {
 	tb.Helper()
-	k := NewKernel()
+	k := newKernel()
 	defer k.Close()
 	links, err := k.Links()
 	if err != nil {
@@ -255,7 +255,7 @@ func TestRealAttach(t *testing.T) {
 	}
 
 	cp := newView(t)
-	cp.r = NewWithKernel(testLog(t), cp.onDetach, ownerACopy, NewKernel())
+	cp.r = newReconciler(testLog(t), cp.onDetach, ownerACopy, newKernel())
 	defer cp.r.Close()
 	cp.service("web", "10.200.1.0/28")
 	cp.attachIno(ctr.pid, ctr.inode, "web", "10.200.1.2", "10.200.128.2")

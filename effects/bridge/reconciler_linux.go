@@ -52,12 +52,12 @@ var _ effects.Reconciler = (*Reconciler)(nil)
 // it adopts, repairs or deletes (doc.go). detach is called for containers
 // found gone.
 func New(log *slog.Logger, detach Detacher, owner effects.Owner) *Reconciler {
-	return NewWithKernel(log, detach, owner, NewKernel())
+	return newReconciler(log, detach, owner, newKernel())
 }
 
-// NewWithKernel is New over another Kernel (a fake, in tests). The
+// newReconciler is New over another Kernel (a fake, in tests). The
 // reconciler owns k: Close closes it.
-func NewWithKernel(log *slog.Logger, detach Detacher, owner effects.Owner, k Kernel) *Reconciler {
+func newReconciler(log *slog.Logger, detach Detacher, owner effects.Owner, k Kernel) *Reconciler {
 	return &Reconciler{log: log, detach: detach, k: k, marks: newMarks(owner),
 		wired: map[string]*Attachment{}, ours: map[string]int{}}
 }

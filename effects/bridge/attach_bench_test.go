@@ -40,7 +40,7 @@ func BenchmarkAttach(b *testing.B) {
 		{"eth0+eth1/unmarked", true, effects.Owner{}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			r := NewWithKernel(slog.New(slog.DiscardHandler), nil, tc.owner, NewKernel())
+			r := newReconciler(slog.New(slog.DiscardHandler), nil, tc.owner, newKernel())
 			defer r.Close()
 			if err := r.ensureBridge(br); err != nil {
 				b.Fatal(err)
@@ -83,7 +83,7 @@ func reportQuantiles(b *testing.B, took []time.Duration) {
 var benchOwner = effects.Owner{Journal: "0123456789ab", Home: "bench"}
 
 func benchReconciler() *Reconciler {
-	return NewWithKernel(slog.New(slog.DiscardHandler), nil, benchOwner, NewKernel())
+	return newReconciler(slog.New(slog.DiscardHandler), nil, benchOwner, newKernel())
 }
 
 // A periodic full pass over n wired containers (each with eth0 and eth1)
@@ -163,14 +163,14 @@ func (s *benchSetup) teardown(b *testing.B) {
 		c.Wait()
 	}
 	s.h.r.Close()
-	cleanLinksB(b)
+	cleanLinks(b)
 	settle(b)
 }
 
 // settle waits until the namespace holds no veth (the containers'
 // namespaces torn down), then lets the kernel's work after it finish.
 func settle(b *testing.B) {
-	k := NewKernel()
+	k := newKernel()
 	defer k.Close()
 	for deadline := time.Now().Add(time.Minute); ; {
 		links, err := k.Links()
@@ -189,20 +189,4 @@ func settle(b *testing.B) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
-}
-
-// cleanLinksB deletes every link of the benchmark's namespace but lo.
-func cleanLinksB(b *testing.B) {
-	k := NewKernel()
-	defer k.Close()
-	links, err := k.Links()
-	if err != nil {
-		b.Error(err)
-		return
-	}
-	for _, l := range links {
-		if l.Name != "lo" {
-			k.DelLink(l)
-		}
-	}
 }

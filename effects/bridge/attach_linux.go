@@ -233,10 +233,7 @@ func (r *Reconciler) ensureLegWith(side *sideWork, ns Netns, a *Attachment, leg 
 			return nil
 		})
 	}
-	ip := a.IP
-	if leg == LegGlobal {
-		ip = netip.PrefixFrom(a.GlobalIP, a.GlobalIP.BitLen())
-	}
+	ip := a.legIP(leg)
 	// Exactly one address: an adopted leg may still carry the one an
 	// earlier attachment of this container had, which is free again and may
 	// now belong to another container. The old one goes first: deleting a
@@ -329,7 +326,7 @@ func (r *Reconciler) wireGlobal(ns Netns, c, host Link, a *Attachment) error {
 	if err := ns.ReplaceRoute(rt); err != nil {
 		return step("route", fmt.Errorf("cluster %s via eth1: %w", a.Cluster, err))
 	}
-	hr := Route{Link: host.Index, Dst: netip.PrefixFrom(a.GlobalIP, a.GlobalIP.BitLen()), OnLink: true,
+	hr := Route{Link: host.Index, Dst: a.legIP(LegGlobal), OnLink: true,
 		Src: a.NodeIP, Protocol: effects.RouteProtocol}
 	err := r.k.ReplaceRoute(hr)
 	if errors.Is(err, syscall.EINVAL) && hr.Src.IsValid() {

@@ -54,6 +54,15 @@ func (a *Attachment) HostName(leg Leg) string {
 	return fmt.Sprintf("zv%08x%s", h.Sum32(), leg)
 }
 
+// legIP is a leg's address in the container: the service address on eth0,
+// the global address as a host prefix on eth1.
+func (a *Attachment) legIP(leg Leg) netip.Prefix {
+	if leg == LegGlobal {
+		return netip.PrefixFrom(a.GlobalIP, a.GlobalIP.BitLen())
+	}
+	return a.IP
+}
+
 // isHostName reports whether name has the form HostName gives.
 func isHostName(name string) bool {
 	if len(name) != 11 || name[:2] != "zv" || (name[10] != 's' && name[10] != 'g') {

@@ -5,7 +5,7 @@
 // the global overlay, a second pair as eth1).
 //
 // The reconciler reaches the kernel only through Kernel and Netns (kernel.go):
-// netlink in the daemon (NewKernel), an in-memory fake in the tests.
+// netlink in the daemon (newKernel), an in-memory fake in the tests.
 //
 // # Passes
 //

@@ -181,10 +181,13 @@ func TestFakeMissingBridgeRecreated(t *testing.T) {
 
 	h.container(103)
 	h.attach(103, "web", "10.200.1.5", "")
-	h.k.fail("index", "web-b", syscall.ENODEV, 1)
+	raced := h.k.fail("index", "web-b", syscall.ENODEV, 1)
 	h.k.mutations()
 	if err := h.change("attachment/linux_pid:103"); err != nil {
 		t.Fatal(err)
+	}
+	if !h.k.spent(raced) {
+		t.Fatal("the attach never looked the bridge up: the raced lookup was not tested")
 	}
 	for _, m := range h.k.mutations() {
 		if strings.HasPrefix(m, "addbridge") {

@@ -126,11 +126,21 @@ func (ns *fakeNS) byName(name string) *fakeLink {
 }
 
 // fail injects err into op on target (a link name, a pid, a sysctl path;
-// "" for any), for the next times calls (negative: until clear).
-func (k *fakeKernel) fail(op, target string, err error, times int) {
+// "" for any), for the next times calls (negative: until clear). The
+// fault returned is for spent.
+func (k *fakeKernel) fail(op, target string, err error, times int) *fault {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.faults = append(k.faults, &fault{op: op, target: target, err: err, times: times})
+	f := &fault{op: op, target: target, err: err, times: times}
+	k.faults = append(k.faults, f)
+	return f
+}
+
+// spent reports whether f fired as many times as it was injected for.
+func (k *fakeKernel) spent(f *fault) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return f.times == 0
 }
 
 func (k *fakeKernel) clear() {

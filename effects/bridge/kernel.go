@@ -10,7 +10,7 @@ import (
 // Kernel is everything the reconciler asks of the node's network
 // namespace (the daemon's own): its links, addresses, routes and sysctls,
 // the liveness of container processes, and their namespaces. The real one
-// is netlink (NewKernel, Linux); tests use an in-memory one.
+// is netlink (newKernel, Linux); tests use an in-memory one.
 //
 // Errors are the kernel's: a link that does not exist is an error wrapping
 // syscall.ENODEV, a process that does not exist one wrapping syscall.ENOENT

@@ -28,31 +28,40 @@ type linuxKernel struct {
 	peers peerSocket
 }
 
-// NewKernel returns the real Kernel: the network namespace of the calling
+// newKernel returns the real Kernel: the network namespace of the calling
 // process (every thread of the daemon lives in it).
-func NewKernel() Kernel { return &linuxKernel{sock: newNodeSocket()} }
+func newKernel() Kernel { return &linuxKernel{sock: newNodeSocket()} }
 
-// dumpTries bounds the retries of a link dump the kernel interrupted
-// (links changed while it was being read: the list may be inconsistent).
+// dumpTries bounds the tries of a dump the kernel interrupted (what it
+// lists changed while it was being read: the list may be inconsistent).
 const dumpTries = 4
 
-func (k *linuxKernel) Links() ([]Link, error) {
+// dump runs list, a dump, again while the kernel says it was interrupted,
+// at most dumpTries times. An error (the last one) comes with no list.
+func dump[T any](list func() ([]T, error)) ([]T, error) {
 	var err error
 	for range dumpTries {
-		var ls []netlink.Link
-		ls, err = netlink.LinkList()
-		if err == nil {
-			out := make([]Link, len(ls))
-			for i, l := range ls {
-				out[i] = linkOf(l)
-			}
+		var out []T
+		if out, err = list(); err == nil {
 			return out, nil
 		}
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("list links: %w", err)
+	return nil, err
+}
+
+func (k *linuxKernel) Links() ([]Link, error) {
+	ls, err := dump(netlink.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out := make([]Link, len(ls))
+	for i, l := range ls {
+		out[i] = linkOf(l)
+	}
+	return out, nil
 }
 
 func linkOf(l netlink.Link) Link {
@@ -116,24 +125,17 @@ func (k *linuxKernel) SetMaster(index, master int) error {
 func (k *linuxKernel) Addrs(index int) ([]netip.Prefix, error) { return addrs(netlink.AddrList, index) }
 
 func addrs(list func(netlink.Link, int) ([]netlink.Addr, error), index int) ([]netip.Prefix, error) {
-	var err error
-	for range dumpTries {
-		var as []netlink.Addr
-		as, err = list(dev(index), netlink.FAMILY_ALL)
-		if err == nil {
-			out := make([]netip.Prefix, 0, len(as))
-			for _, a := range as {
-				if p, ok := netconv.Prefix(a.IPNet); ok {
-					out = append(out, p)
-				}
-			}
-			return out, nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
+	as, err := dump(func() ([]netlink.Addr, error) { return list(dev(index), netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Prefix, 0, len(as))
+	for _, a := range as {
+		if p, ok := netconv.Prefix(a.IPNet); ok {
+			out = append(out, p)
 		}
 	}
-	return nil, err
+	return out, nil
 }
 
 func addrOf(p netip.Prefix, noDAD bool) *netlink.Addr {
@@ -220,15 +222,9 @@ func (k *linuxKernel) Peer(host Link) (Link, []netip.Prefix, error) {
 	if err != nil {
 		return Link{}, nil, err
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(host.Peer)
-	req.AddData(msg)
-	if host.PeerNS >= 0 {
-		req.AddData(nl.NewRtAttr(unix.IFLA_TARGET_NETNSID, nl.Uint32Attr(uint32(host.PeerNS))))
-	}
-	req.Sockets = socks
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	msgs, err := askAboutPeer(socks, host, nl.NewNetlinkRequest(unix.RTM_GETLINK, 0), msg, unix.IFLA_TARGET_NETNSID, unix.RTM_NEWLINK)
 	if err == nil && len(msgs) == 0 {
 		err = syscall.ENODEV
 	}
@@ -240,31 +236,31 @@ func (k *linuxKernel) Peer(host Link) (Link, []netip.Prefix, error) {
 		return Link{}, nil, fmt.Errorf("peer of %s: %w", host.Name, err)
 	}
 	peer := linkOf(pl)
-	var addrs []netip.Prefix
-	for range dumpTries {
-		addrs, err = k.peerAddrs(socks, host)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	addrs, err := dump(func() ([]netip.Prefix, error) { return k.peerAddrs(socks, host) })
 	if err != nil {
 		return Link{}, nil, fmt.Errorf("addresses of the peer of %s: %w", host.Name, err)
 	}
 	return peer, addrs, nil
 }
 
+// askAboutPeer sends req, with msg (which names the peer's index), on the
+// node's peer socket, with the peer's namespace as target (the attribute
+// nsAttr) when it is another, and returns the answers of type answer.
+func askAboutPeer(socks map[int]*nl.SocketHandle, host Link, req *nl.NetlinkRequest, msg nl.NetlinkRequestData, nsAttr int, answer uint16) ([][]byte, error) {
+	req.AddData(msg)
+	if host.PeerNS >= 0 {
+		req.AddData(nl.NewRtAttr(nsAttr, nl.Uint32Attr(uint32(host.PeerNS))))
+	}
+	req.Sockets = socks
+	return req.Execute(unix.NETLINK_ROUTE, answer)
+}
+
 func (k *linuxKernel) peerAddrs(socks map[int]*nl.SocketHandle, host Link) ([]netip.Prefix, error) {
 	// Strict checking (the socket's) makes the kernel filter by index and
 	// honour the target namespace of a dump.
-	req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
 	msg := nl.NewIfAddrmsg(unix.AF_UNSPEC)
 	msg.Index = uint32(host.Peer)
-	req.AddData(msg)
-	if host.PeerNS >= 0 {
-		req.AddData(nl.NewRtAttr(unix.IFA_TARGET_NETNSID, nl.Uint32Attr(uint32(host.PeerNS))))
-	}
-	req.Sockets = socks
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
+	msgs, err := askAboutPeer(socks, host, nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP), msg, unix.IFA_TARGET_NETNSID, unix.RTM_NEWADDR)
 	if err != nil {
 		return nil, err
 	}

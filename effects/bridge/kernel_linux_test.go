@@ -28,8 +28,8 @@ func realHarness(t *testing.T, owner effects.Owner) *harness {
 	t.Helper()
 	requireNetns(t)
 	h := newView(t)
-	k := NewKernel()
-	h.r = NewWithKernel(testLog(t), h.onDetach, owner, k)
+	k := newKernel()
+	h.r = newReconciler(testLog(t), h.onDetach, owner, k)
 	t.Cleanup(func() {
 		h.r.Close()
 		cleanLinks(t)
@@ -42,19 +42,21 @@ func realHarness(t *testing.T, owner effects.Owner) *harness {
 	return h
 }
 
-// cleanLinks deletes every link of the test's namespace but lo.
-func cleanLinks(t *testing.T) {
-	k := NewKernel()
+// cleanLinks deletes every link of the test's (or benchmark's) namespace
+// but lo.
+func cleanLinks(tb testing.TB) {
+	tb.Helper()
+	k := newKernel()
 	defer k.Close()
 	links, err := k.Links()
 	if err != nil {
-		t.Errorf("clean up: %v", err)
+		tb.Errorf("clean up: %v", err)
 		return
 	}
 	for _, l := range links {
 		if l.Name != "lo" {
 			if err := k.DelLink(l); err != nil && !notFound(err) {
-				t.Errorf("clean up %s: %v", l.Name, err)
+				tb.Errorf("clean up %s: %v", l.Name, err)
 			}
 		}
 	}
@@ -147,10 +149,9 @@ func TestRealMatchesFake(t *testing.T) {
 	fake := newHarness(t, ownerA)
 	fake.k.spawnAs(ctr.pid, ctr.inode)
 	both := []*harness{real, fake}
-	kernelOf := func(h *harness) Kernel { return h.r.k }
 	compare := func(what string) string {
 		t.Helper()
-		r, f := renderVia(t, kernelOf(real), ctr.pid), renderVia(t, kernelOf(fake), ctr.pid)
+		r, f := renderVia(t, real.r.k, ctr.pid), renderVia(t, fake.r.k, ctr.pid)
 		if r != f {
 			t.Fatalf("%s: the fake differs from the kernel:\n--- kernel\n%s--- fake\n%s", what, r, f)
 		}
@@ -162,6 +163,16 @@ func TestRealMatchesFake(t *testing.T) {
 		h.converge()
 	}
 	wired := compare("wired")
+	// repair runs a full pass on both, which must bring back the wiring.
+	repair := func(what string) {
+		t.Helper()
+		for _, h := range both {
+			h.must(h.full())
+		}
+		if compare(what) != wired {
+			t.Fatalf("%s: the full pass did not restore the wiring", what)
+		}
+	}
 	t.Logf("wired:\n%s", wired)
 	if !strings.Contains(wired, `veth eth0 mtu 1420 up paired alias "zlayer-overlayd ctr linux_pid:`) {
 		t.Fatalf("container end not marked:\n%s", wired)
@@ -170,12 +181,7 @@ func TestRealMatchesFake(t *testing.T) {
 		h.must(h.r.k.DelLink(Link{Name: "web-b"}))
 	}
 	compare("bridge deleted")
-	for _, h := range both {
-		h.must(h.full())
-	}
-	if compare("repaired") != wired {
-		t.Fatal("the repair did not restore the wiring")
-	}
+	repair("bridge repaired")
 	for _, h := range both {
 		ns, err := h.r.k.OpenNetns(ctr.pid)
 		h.must(err)
@@ -185,12 +191,7 @@ func TestRealMatchesFake(t *testing.T) {
 		ns.Close()
 	}
 	compare("container address added")
-	for _, h := range both {
-		h.must(h.full())
-	}
-	if compare("container repaired") != wired {
-		t.Fatal("the container's repair did not restore the wiring")
-	}
+	repair("container repaired")
 	for _, h := range both {
 		h.detach(ctr.pid)
 		h.must(h.change(fmt.Sprintf("attachment/linux_pid:%d", ctr.pid)))
@@ -254,7 +255,7 @@ func TestRealAttach(t *testing.T) {
 	}
 
 	cp := newView(t)
-	cp.r = NewWithKernel(testLog(t), cp.onDetach, ownerACopy, NewKernel())
+	cp.r = newReconciler(testLog(t), cp.onDetach, ownerACopy, newKernel())
 	defer cp.r.Close()
 	cp.service("web", "10.200.1.0/28")
 	cp.attachIno(ctr.pid, ctr.inode, "web", "10.200.1.2", "10.200.128.2")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"sync"
 
@@ -53,12 +52,12 @@ var _ effects.Reconciler = (*Reconciler)(nil)
 // it adopts, repairs or deletes (doc.go). detach is called for containers
 // found gone.
 func New(log *slog.Logger, detach Detacher, owner effects.Owner) *Reconciler {
-	return NewWithKernel(log, detach, owner, NewKernel())
+	return newReconciler(log, detach, owner, newKernel())
 }
 
-// NewWithKernel is New over another Kernel (a fake, in tests). The
+// newReconciler is New over another Kernel (a fake, in tests). The
 // reconciler owns k: Close closes it.
-func NewWithKernel(log *slog.Logger, detach Detacher, owner effects.Owner, k Kernel) *Reconciler {
+func newReconciler(log *slog.Logger, detach Detacher, owner effects.Owner, k Kernel) *Reconciler {
 	return &Reconciler{log: log, detach: detach, k: k, marks: newMarks(owner),
 		wired: map[string]*Attachment{}, ours: map[string]int{}}
 }
@@ -388,10 +387,7 @@ func (r *Reconciler) containerSideIntact(a *Attachment, links map[string]*Link) 
 		if c.Name != ctrName(leg) || !c.Up || c.Alias != r.marks.ctr(a, leg) {
 			return false, nil
 		}
-		want := a.IP
-		if leg == LegGlobal {
-			want = netip.PrefixFrom(a.GlobalIP, a.GlobalIP.BitLen())
-		}
+		want := a.legIP(leg)
 		n := 0
 		for _, p := range have {
 			switch {

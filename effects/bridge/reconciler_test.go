@@ -303,20 +303,23 @@ func TestFakeCrashAfterVethCreate(t *testing.T) {
 				k.mu.Lock()
 				defer k.mu.Unlock()
 				l := k.node.byName("zvcfa3a244s")
-				at = fmt.Sprintf("%v alias %q", l != nil, l.Alias)
-				k.faults = append(k.faults, &fault{op: "", err: errCrashed, times: -1})
+				if l == nil {
+					at = "absent"
+				} else {
+					at = fmt.Sprintf("present alias %q", l.Alias)
+				}
 				k.crashed = true
 			}
 			defer func() { effects.Failpoint = nil }()
 			if err := h.change("attachment/linux_pid:100"); err == nil {
 				t.Fatal("the attach went on after the crash")
 			}
-			if at != `true alias ""` {
+			if at != `present alias ""` {
 				t.Fatalf("at the failpoint the host end was %s, want it made and unmarked", at)
 			}
 			effects.Failpoint = nil
 			k.mu.Lock()
-			k.faults, k.crashed = nil, false
+			k.crashed = false
 			k.mu.Unlock()
 			if n := strings.Count(h.k.render(), "veth zvcfa3a244s mtu 1420 up master web-b peer pid 100/eth0\n"); n != 1 {
 				t.Fatalf("the crash did not leave the unmarked pair:\n%s", h.k.render())

@@ -46,7 +46,6 @@ type Salvage struct {
 	// Discarded counts envelopes left out because they belong to commits
 	// that failed (they were answered as failed).
 	Discarded int
-	Pages     int // pages scanned
 }
 
 // Found is an event found past the salvaged chain.
@@ -236,7 +235,6 @@ func (sv *salvager) scan(data []byte) {
 		ps = p
 	}
 	for off := 0; off+pageHeaderSize <= len(data); off += ps {
-		sv.out.Pages++
 		h := readPageHeader(data[off:])
 		if h.flags != pageLeaf || h.count == 0 {
 			continue

@@ -146,9 +146,7 @@ func writeFileAtomic(path string, data []byte, failpoint string) error {
 	if _, err := f.Write(data[:half]); err != nil {
 		return err
 	}
-	if failpoint != "" {
-		hit(failpoint)
-	}
+	hit(failpoint)
 	if _, err := f.Write(data[half:]); err != nil {
 		return err
 	}

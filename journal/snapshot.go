@@ -175,7 +175,7 @@ func (s *BoltStore) dir() string { return filepath.Dir(s.path) }
 // acknowledged). A snapshot past Head is refused (ErrSnapshotAhead).
 // Callers serialise their calls.
 func (s *BoltStore) SaveSnapshot(sn *Snapshot) error {
-	if s.readOnly {
+	if s.opt.ReadOnly {
 		return fmt.Errorf("journal: %s is open read-only", s.path)
 	}
 	s.mu.Lock()

@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -201,11 +202,12 @@ func (sv *salvager) event(k, v []byte, fromTree bool) bool {
 	if len(k) != 8 {
 		return false
 	}
+	// One decode: a hash mismatch is reported once every field is read.
 	var e Envelope
-	if err := decodeInto(&e, v, false); err != nil || e.Seq == 0 {
+	err := decodeInto(&e, v, true)
+	if (err != nil && !errors.Is(err, ErrHashMismatch)) || e.Seq == 0 {
 		return false
 	}
-	_, err := decodeEnvelope(v, true)
 	hashOK := err == nil
 	// An envelope whose own hash checks out says which event it is (its
 	// sequence is hashed), whatever key it is stored under; one that does
@@ -261,9 +263,12 @@ func (sv *salvager) leaf(page []byte, h pageHeader, depth int) {
 		case len(e.key) == 8:
 			sv.event(e.key, e.value, false)
 		default:
-			vals := map[string][]byte{}
-			vals[string(e.key)] = e.value
-			sv.meta(func(k []byte) []byte { return vals[string(k)] }, false)
+			sv.meta(func(k []byte) []byte {
+				if bytes.Equal(k, e.key) {
+					return e.value
+				}
+				return nil
+			}, false)
 		}
 	}
 }

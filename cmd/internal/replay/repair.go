@@ -340,8 +340,14 @@ func verifyRepaired(dir string, r *RepairReport) error {
 	if err != nil {
 		return fmt.Errorf("repair: replay the repaired journal from its snapshot: %w", err)
 	}
-	a, _ := full.CanonicalJSON()
-	b, _ := fast.CanonicalJSON()
+	a, err := full.CanonicalJSON()
+	if err != nil {
+		return fmt.Errorf("repair: encode the state of a replay of the repaired journal: %w", err)
+	}
+	b, err := fast.CanonicalJSON()
+	if err != nil {
+		return fmt.Errorf("repair: encode the state of a replay from its snapshot: %w", err)
+	}
 	if string(a) != string(b) {
 		return fmt.Errorf("repair: a replay of the repaired journal differs from a replay from its snapshot")
 	}

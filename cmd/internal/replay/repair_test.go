@@ -15,55 +15,9 @@ import (
 	"github.com/zlayer/overlayd/tools/testseed"
 
 	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/journal/journaltest"
 	"github.com/zlayer/overlayd/projections"
 )
-
-func copyTree(t *testing.T, from string) string {
-	t.Helper()
-	to := t.TempDir()
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return to
-}
-
-type damage struct {
-	name  string
-	apply func(b []byte) []byte
-}
-
-// damages returns 20 truncation points and 20 flipped bytes spread across
-// a file of size bytes.
-func damages(size int, r *rand.Rand) []damage {
-	var out []damage
-	for i := 0; i < 20; i++ {
-		at := size*i/20 + r.Intn(size/20)
-		out = append(out, damage{fmt.Sprintf("truncated to %d bytes", at), func(b []byte) []byte { return b[:at] }})
-	}
-	for i := 0; i < 20; i++ {
-		at := size*i/20 + r.Intn(size/20)
-		x := byte(1 + r.Intn(255))
-		out = append(out, damage{fmt.Sprintf("byte %d xor %#02x", at, x), func(b []byte) []byte {
-			c := append([]byte(nil), b...)
-			c[at] ^= x
-			return c
-		}})
-	}
-	return out
-}
 
 // namesDamage: err names the file, the page or the event at fault.
 func namesDamage(err error, path string) bool {
@@ -93,11 +47,11 @@ func TestDamagedJournalsAreReadSafelyAndRepaired(t *testing.T) {
 	total := uint64(len(h.envs))
 	t.Logf("%d events, %d bytes, sha256 %x", total, len(raw), sha256.Sum256(raw))
 	outcomes := map[string]int{}
-	for _, d := range damages(len(raw), r) {
-		t.Run(d.name, func(t *testing.T) {
-			dir := copyTree(t, jdir)
+	for _, d := range journaltest.Damages(len(raw), r) {
+		t.Run(d.Name, func(t *testing.T) {
+			dir := journaltest.CopyDir(t, jdir)
 			path := filepath.Join(dir, journal.FileName)
-			if err := os.WriteFile(path, d.apply(raw), 0o600); err != nil {
+			if err := os.WriteFile(path, d.Apply(raw), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			outcomes[readDamaged(t, dir, h)]++
@@ -177,7 +131,7 @@ func TestDamagedJournalsAreReadSafelyAndRepaired(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no broken copy: %v", err)
 			}
-			if !bytes.Equal(b, d.apply(raw)) {
+			if !bytes.Equal(b, d.Apply(raw)) {
 				t.Fatal("the broken copy is not the damaged file")
 			}
 			t.Logf("kept %d of %d events (%d through bbolt), lost %v", n, total, rep.ReadThroughBbolt, rep.Lost)

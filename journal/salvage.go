@@ -16,7 +16,6 @@ import (
 // Salvage is what could be read from a journal file, whatever its state
 // (SalvageFile).
 type Salvage struct {
-	Path string
 	// ID is the journal's id, when one was found (IDFound).
 	ID      ID
 	IDFound bool
@@ -24,8 +23,7 @@ type Salvage struct {
 	// Chain holds the envelopes, exactly as stored, of the longest hash
 	// chain from sequence 1 that could be read: Chain[i] is event i+1, its
 	// own hash checks out and it links to the one before.
-	Chain    [][]byte
-	HeadHash [32]byte // hash of the last event of Chain
+	Chain [][]byte
 	// Highest is the highest sequence number seen anywhere in the file:
 	// an envelope (damaged or not) stored under its own sequence, or the
 	// journal's head record. Events of failed commits (recorded as
@@ -53,7 +51,6 @@ type Salvage struct {
 type Found struct {
 	Seq    uint64
 	Type   string
-	ID     string
 	Hash   [32]byte
 	HashOK bool
 }
@@ -132,7 +129,7 @@ func SalvageFile(path string) (*Salvage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: salvage %s: %w", path, err)
 	}
-	sv := &salvager{out: &Salvage{Path: path}, cands: map[uint64][]*candidate{}, ids: map[ID]int{}, discards: map[discardMark]bool{}}
+	sv := &salvager{out: &Salvage{}, cands: map[uint64][]*candidate{}, ids: map[ID]int{}, discards: map[discardMark]bool{}}
 	if len(data) == 0 {
 		sv.out.Damage = append(sv.out.Damage, fmt.Sprintf("%s is empty (0 bytes)", path))
 		return sv.out, nil
@@ -385,7 +382,6 @@ func (sv *salvager) build() {
 		out.Chain = append(out.Chain, pick.raw)
 		prev = pick.hash
 	}
-	out.HeadHash = prev
 	last := uint64(len(out.Chain))
 	out.TreeIntact = out.TreeEvents == last
 	for seq := uint64(1); seq <= last && out.TreeIntact; seq++ {
@@ -420,7 +416,7 @@ func (sv *salvager) build() {
 			}
 		}
 		if pick != nil {
-			out.Beyond = append(out.Beyond, Found{Seq: seq, Type: pick.typ, ID: pick.id.String(), Hash: pick.hash, HashOK: pick.hashOK})
+			out.Beyond = append(out.Beyond, Found{Seq: seq, Type: pick.typ, Hash: pick.hash, HashOK: pick.hashOK})
 		}
 	}
 }

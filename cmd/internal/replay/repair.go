@@ -16,12 +16,13 @@ import (
 type RepairOptions struct {
 	// Now stamps the broken copy's name (default time.Now).
 	Now func() time.Time
-	// LockTimeout bounds the wait for the journal's lock (default 200 ms):
-	// a running daemon holds it, and Repair then refuses.
-	LockTimeout time.Duration
 	// Force rewrites the journal even when nothing is found wrong.
 	Force bool
 }
+
+// repairLockTimeout bounds Repair's wait for the journal's lock: a running
+// daemon holds it, and Repair then refuses.
+const repairLockTimeout = 200 * time.Millisecond
 
 // RepairReport says what Repair found, kept and lost.
 type RepairReport struct {
@@ -108,14 +109,11 @@ func Repair(dir string, opt RepairOptions) (*RepairReport, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	if opt.LockTimeout == 0 {
-		opt.LockTimeout = 200 * time.Millisecond
-	}
 	path := filepath.Join(dir, journal.FileName)
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
 	}
-	release, err := journal.LockJournal(dir, opt.LockTimeout)
+	release, err := journal.LockJournal(dir, repairLockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
 	}

@@ -241,7 +241,9 @@ func Repair(dir string, opt RepairOptions) (*RepairReport, error) {
 		os.Remove(broken)
 		r.BrokenCopy = ""
 		r.Head = n
-		r.Snapshot.Action = orNone(r.Snapshot.Action)
+		if r.Snapshot.Action == "" {
+			r.Snapshot.Action = "none"
+		}
 		r.Verified = "nothing to repair: every event's hash chain verifies and bbolt reads the whole file"
 		return r, nil
 	}
@@ -292,13 +294,6 @@ func Repair(dir string, opt RepairOptions) (*RepairReport, error) {
 		return r, err
 	}
 	return r, nil
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }
 
 // copyAside keeps a copy of the journal file under a name not yet taken.

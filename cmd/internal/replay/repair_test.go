@@ -275,7 +275,7 @@ func TestRepairWithoutCoveringSnapshot(t *testing.T) {
 	data := t.TempDir()
 	h := genJournal(t, data, 800, rand.New(rand.NewSource(4)))
 	dir := filepath.Join(data, "overlayd")
-	if err := journal.RemoveSnapshotFile(dir); err != nil {
+	if err := os.Remove(filepath.Join(dir, journal.SnapshotFileName)); err != nil {
 		t.Fatal(err)
 	}
 	// Change one byte of event 600, in every copy the file holds (old

@@ -98,10 +98,16 @@ func TestSnapshotWriteIsAtomic(t *testing.T) {
 			panic("crash")
 		}
 	}
+	var crashed any
 	func() {
-		defer func() { recover() }()
-		s.SaveSnapshot(first)
+		defer func() { crashed = recover() }()
+		if err := s.SaveSnapshot(first); err != nil {
+			t.Errorf("the write that should crash failed instead: %v", err)
+		}
 	}()
+	if crashed != "crash" {
+		t.Fatalf("the write did not crash half-way (recovered %v)", crashed)
+	}
 	if sn, _ := s.LoadSnapshot(); sn.Seq != 2 {
 		t.Fatalf("a crash half-way replaced the snapshot: %+v", sn)
 	}

@@ -72,11 +72,9 @@ type Options struct {
 // succeeds; reads keep working and never return an event past the last
 // acknowledged one (Head). All methods are safe for concurrent use.
 type BoltStore struct {
-	path     string
-	opt      Options
-	readOnly bool
-	maxBatch int
-	ident    Identity
+	path  string
+	opt   Options // with the defaults filled in
+	ident Identity
 
 	// The bbolt handle. Recover swaps it; readers count themselves on it
 	// so that Recover closes it only once they are done.
@@ -187,7 +185,7 @@ func OpenFile(path string, opt Options) (*BoltStore, error) {
 	case fi.Size() == 0:
 		fresh = true
 	}
-	s := &BoltStore{path: path, opt: opt, readOnly: opt.ReadOnly, maxBatch: opt.MaxBatch}
+	s := &BoltStore{path: path, opt: opt}
 	s.hcond = sync.NewCond(&s.hmu)
 	s.ids.clock, s.ids.random = opt.Clock, opt.Entropy
 	h, err := s.openHandle()
@@ -371,7 +369,7 @@ func (s *BoltStore) initialise(h *handle, fresh bool) error {
 			Msg: fmt.Sprintf("the journal's head is event %d but it holds no events", metaHead.seq)}
 	}
 	s.ident = Identity{ID: id, Legacy: legacy, Fresh: fresh}
-	if s.readOnly {
+	if s.opt.ReadOnly {
 		if !hasID && hasEvents {
 			s.ident.Legacy = true // written before ids; the id is assigned at the next writable open
 		}
@@ -591,7 +589,7 @@ func (s *BoltStore) closeHandle(h *handle) error {
 // Close waits for queued commits and closes the file. Calls after Close
 // fail with ErrClosed; a second Close returns nil.
 func (s *BoltStore) Close() error {
-	if !s.readOnly {
+	if !s.opt.ReadOnly {
 		s.sendMu.Lock()
 		s.mu.Lock()
 		already := s.closing

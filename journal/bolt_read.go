@@ -180,7 +180,7 @@ func (s *BoltStore) Verify() (*Report, error) {
 // cost grows with the file: see the note in doc.go.
 func (s *BoltStore) Check() error {
 	// The writer's lock first, as the writer and Recover take them.
-	if !s.readOnly {
+	if !s.opt.ReadOnly {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
 	}

@@ -18,7 +18,7 @@ func (s *BoltStore) Append(recs []Record) *Commit {
 func (s *BoltStore) enqueue(it item) *Commit {
 	c := newCommit()
 	it.commit = c
-	if s.readOnly {
+	if s.opt.ReadOnly {
 		c.resolve(nil, fmt.Errorf("journal: %s is open read-only", s.path))
 		return c
 	}
@@ -76,7 +76,7 @@ func (s *BoltStore) writer() {
 		batch := []item{first}
 		n := len(first.recs) + len(first.raw)
 	drain:
-		for n < s.maxBatch {
+		for n < s.opt.MaxBatch {
 			select {
 			case it, ok := <-s.queue:
 				if !ok {

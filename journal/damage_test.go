@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zlayer/overlayd/journal/journaltest"
 	"github.com/zlayer/overlayd/tools/testseed"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,46 +71,6 @@ func deterministic(r *rand.Rand) Options {
 		Clock: func() time.Time { now = now.Add(time.Millisecond); return now }}
 }
 
-func copyDir(t *testing.T, from string) string {
-	t.Helper()
-	to := t.TempDir()
-	for _, name := range []string{FileName, SnapshotFileName} {
-		b, err := os.ReadFile(filepath.Join(from, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return to
-}
-
-type damage struct {
-	name  string
-	apply func(b []byte) []byte
-}
-
-// damages returns 20 truncation points and 20 flipped bytes spread across
-// a file of size bytes.
-func damages(size int, r *rand.Rand) []damage {
-	var out []damage
-	for i := 0; i < 20; i++ {
-		at := size*i/20 + r.Intn(size/20)
-		out = append(out, damage{fmt.Sprintf("truncated to %d bytes", at), func(b []byte) []byte { return b[:at] }})
-	}
-	for i := 0; i < 20; i++ {
-		at := size*i/20 + r.Intn(size/20)
-		x := byte(1 + r.Intn(255))
-		out = append(out, damage{fmt.Sprintf("byte %d xor %#02x", at, x), func(b []byte) []byte {
-			c := append([]byte(nil), b...)
-			c[at] ^= x
-			return c
-		}})
-	}
-	return out
-}
-
 // namesDamage reports whether err names the file and says what is wrong.
 func namesDamage(err error, path string) bool {
 	msg := err.Error()
@@ -143,23 +104,23 @@ func TestDamagedFilesNeverPanic(t *testing.T) {
 	}
 	// Beyond the spread: each meta page, and both (a meta page that fails
 	// its checksum makes bbolt read the transaction before).
-	extra := []damage{
-		{"meta page 0 flipped", flip(16 + 40)},
-		{"meta page 1 flipped", flip(4096 + 16 + 40)},
-		{"both meta pages flipped", flip(16+40, 4096+16+40)},
+	extra := []journaltest.Damage{
+		{Name: "meta page 0 flipped", Apply: flip(16 + 40)},
+		{Name: "meta page 1 flipped", Apply: flip(4096 + 16 + 40)},
+		{Name: "both meta pages flipped", Apply: flip(16+40, 4096+16+40)},
 	}
-	for _, d := range append(damages(len(raw), r), extra...) {
-		t.Run(d.name, func(t *testing.T) {
-			dir := copyDir(t, pristine)
+	for _, d := range append(journaltest.Damages(len(raw), r), extra...) {
+		t.Run(d.Name, func(t *testing.T) {
+			dir := journaltest.CopyDir(t, pristine)
 			path := filepath.Join(dir, FileName)
-			if err := os.WriteFile(path, d.apply(raw), 0o600); err != nil {
+			if err := os.WriteFile(path, d.Apply(raw), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			verdict := exercise(t, path, orig)
 			outcomes[verdict]++
 			// The daemon's open, on a copy: no panic, and a write either
 			// works or fails cleanly.
-			wdir := copyDir(t, dir)
+			wdir := journaltest.CopyDir(t, dir)
 			if ws, err := Open(wdir, Options{}); err == nil {
 				if _, err := ws.Append([]Record{rec(1)}).Wait(); err != nil && !errors.Is(err, ErrReadOnly) && !IsDamage(err) {
 					t.Errorf("append on a damaged file: %v", err)

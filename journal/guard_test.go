@@ -121,8 +121,12 @@ func TestStuckHandleDoesNotDeadlock(t *testing.T) {
 	saved := make([][]byte, 2)
 	for i := range saved {
 		saved[i] = make([]byte, 80)
-		f.ReadAt(saved[i], int64(i*l.pageSize))
-		f.WriteAt(make([]byte, 64), int64(i*l.pageSize+16))
+		if _, err := f.ReadAt(saved[i], int64(i*l.pageSize)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(make([]byte, 64), int64(i*l.pageSize+16)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	err = s.Iterate(0, false, func(*Envelope) error { return nil })
 	if !IsDamage(err) {
@@ -145,7 +149,9 @@ func TestStuckHandleDoesNotDeadlock(t *testing.T) {
 		}
 	})
 	for i := range saved {
-		f.WriteAt(saved[i], int64(i*l.pageSize))
+		if _, err := f.WriteAt(saved[i], int64(i*l.pageSize)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	within(t, 5*time.Second, "Recover on the mended file", func() {
 		if err := s.Recover(); err != nil {
@@ -282,14 +288,19 @@ func TestRecoverGivesUpOnANestedReader(t *testing.T) {
 		}
 		return nil
 	}
-	s.Append([]Record{rec(3)}).Wait()
+	if _, err := s.Append([]Record{rec(3)}).Wait(); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("the injected commit failure: %v", err)
+	}
 	s.faultHook = nil
 	inside, nested := make(chan struct{}), make(chan error, 1)
 	go func() {
 		nested <- s.Iterate(0, false, func(e *Envelope) error {
 			if e.Seq == 1 {
 				close(inside)
-				time.Sleep(50 * time.Millisecond) // Recover is waiting for this reader now
+				// Read again only once Recover waits for this reader.
+				if !waitRecovering(s, 5*time.Second) {
+					return errors.New("Recover did not start draining the readers")
+				}
 				_, err := s.HashAt(2)
 				return err
 			}
@@ -308,6 +319,20 @@ func TestRecoverGivesUpOnANestedReader(t *testing.T) {
 	if err := s.Recover(); err != nil {
 		t.Fatalf("recover once the reader is done: %v", err)
 	}
+}
+
+// waitRecovering waits until Recover is swapping s's handle (new reads
+// wait), or until d has passed; it reports which.
+func waitRecovering(s *BoltStore, d time.Duration) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		s.hmu.Lock()
+		r := s.recovering
+		s.hmu.Unlock()
+		if r {
+			return true
+		}
+	}
+	return false
 }
 
 func TestPageOf(t *testing.T) {

@@ -260,9 +260,9 @@ func TestSnapshotRoundTripAndCorruption(t *testing.T) {
 			}
 		})
 	}
-	b := EncodeSnapshot(&Snapshot{Schema: 1, Seq: 3, Body: []byte("hello")})
+	b := encodeSnapshot(&Snapshot{Schema: 1, Seq: 3, Body: []byte("hello")})
 	b[len(b)-1] ^= 1
-	if _, err := DecodeSnapshot(b); !errors.Is(err, ErrSnapshotCorrupt) {
+	if _, err := decodeSnapshot(b); !errors.Is(err, ErrSnapshotCorrupt) {
 		t.Fatalf("corrupt snapshot accepted: %v", err)
 	}
 }

@@ -307,7 +307,6 @@ type walker struct {
 	branches map[uint64]bool
 	seen     map[uint64]uint64 // page -> the branch that referenced it (full walk)
 	bottom   []uint64          // children of the lowest branches, not read (quick walk)
-	pages    uint64            // pages read
 }
 
 func (w *walker) problem(format string, a ...any) {
@@ -358,7 +357,6 @@ func (w *walker) freelist(id, hwm uint64) {
 		w.problem("freelist %v", err)
 		return
 	}
-	w.pages++
 	if h.id != id {
 		w.problem("page %d: freelist page identifies as page %d", id, h.id)
 		return
@@ -418,7 +416,6 @@ func (w *walker) tree(bucket string, id uint64, readLeaves bool, depth int, path
 		w.problem("%s %v", bucket, err)
 		return
 	}
-	w.pages++
 	if h.id != id {
 		w.problem("page %d: identifies as page %d (%s, referenced by page %v)", id, h.id, bucket, path)
 		return
@@ -482,15 +479,6 @@ func (w *walker) tree(bucket string, id uint64, readLeaves bool, depth int, path
 	default:
 		w.problem("page %d: %s page has type %s (referenced by page %v)", id, bucket, h.kind(), path)
 	}
-}
-
-func hasBucket(elems []leafElem) bool {
-	for _, e := range elems {
-		if e.flags&leafBucket != 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // bucket checks a nested bucket whose header is v, found on page onPage.

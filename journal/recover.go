@@ -33,7 +33,7 @@ const recoverProbeSize = 64 << 10
 // read-only (Health names the cause) and Recover may be called again. It
 // is safe to call while readers run; a no-op on a healthy store.
 func (s *BoltStore) Recover() error {
-	if s.readOnly {
+	if s.opt.ReadOnly {
 		if h := s.Health(); !h.OK() {
 			return fmt.Errorf("journal: %s is open read-only, it cannot be recovered in place: %w", s.path, h.Err)
 		}

@@ -26,7 +26,7 @@ func LockJournal(dir string, timeout time.Duration) (release func() error, err e
 	}
 	if err := lockFile(f, true, timeout); err != nil {
 		f.Close()
-		if isTimeout(err) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s is held by another process (stop zlayer-overlayd first)", ErrLocked, path)
 		}
 		return nil, fmt.Errorf("journal: lock %s: %w", path, err)
@@ -118,5 +118,3 @@ func Rewrite(dir string, ident Identity, chain [][]byte, recs []Record) ([]Envel
 	}
 	return envs, nil
 }
-
-func isTimeout(err error) bool { return errors.Is(err, bolterrors.ErrTimeout) }

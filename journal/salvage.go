@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -15,7 +16,6 @@ import (
 // Salvage is what could be read from a journal file, whatever its state
 // (SalvageFile).
 type Salvage struct {
-	Path string
 	// ID is the journal's id, when one was found (IDFound).
 	ID      ID
 	IDFound bool
@@ -23,8 +23,7 @@ type Salvage struct {
 	// Chain holds the envelopes, exactly as stored, of the longest hash
 	// chain from sequence 1 that could be read: Chain[i] is event i+1, its
 	// own hash checks out and it links to the one before.
-	Chain    [][]byte
-	HeadHash [32]byte // hash of the last event of Chain
+	Chain [][]byte
 	// Highest is the highest sequence number seen anywhere in the file:
 	// an envelope (damaged or not) stored under its own sequence, or the
 	// journal's head record. Events of failed commits (recorded as
@@ -46,14 +45,12 @@ type Salvage struct {
 	// Discarded counts envelopes left out because they belong to commits
 	// that failed (they were answered as failed).
 	Discarded int
-	Pages     int // pages scanned
 }
 
 // Found is an event found past the salvaged chain.
 type Found struct {
 	Seq    uint64
 	Type   string
-	ID     string
 	Hash   [32]byte
 	HashOK bool
 }
@@ -132,7 +129,7 @@ func SalvageFile(path string) (*Salvage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: salvage %s: %w", path, err)
 	}
-	sv := &salvager{out: &Salvage{Path: path}, cands: map[uint64][]*candidate{}, ids: map[ID]int{}, discards: map[discardMark]bool{}}
+	sv := &salvager{out: &Salvage{}, cands: map[uint64][]*candidate{}, ids: map[ID]int{}, discards: map[discardMark]bool{}}
 	if len(data) == 0 {
 		sv.out.Damage = append(sv.out.Damage, fmt.Sprintf("%s is empty (0 bytes)", path))
 		return sv.out, nil
@@ -202,11 +199,12 @@ func (sv *salvager) event(k, v []byte, fromTree bool) bool {
 	if len(k) != 8 {
 		return false
 	}
+	// One decode: a hash mismatch is reported once every field is read.
 	var e Envelope
-	if err := decodeInto(&e, v, false); err != nil || e.Seq == 0 {
+	err := decodeInto(&e, v, true)
+	if (err != nil && !errors.Is(err, ErrHashMismatch)) || e.Seq == 0 {
 		return false
 	}
-	_, err := decodeEnvelope(v, true)
 	hashOK := err == nil
 	// An envelope whose own hash checks out says which event it is (its
 	// sequence is hashed), whatever key it is stored under; one that does
@@ -236,7 +234,6 @@ func (sv *salvager) scan(data []byte) {
 		ps = p
 	}
 	for off := 0; off+pageHeaderSize <= len(data); off += ps {
-		sv.out.Pages++
 		h := readPageHeader(data[off:])
 		if h.flags != pageLeaf || h.count == 0 {
 			continue
@@ -263,9 +260,12 @@ func (sv *salvager) leaf(page []byte, h pageHeader, depth int) {
 		case len(e.key) == 8:
 			sv.event(e.key, e.value, false)
 		default:
-			vals := map[string][]byte{}
-			vals[string(e.key)] = e.value
-			sv.meta(func(k []byte) []byte { return vals[string(k)] }, false)
+			sv.meta(func(k []byte) []byte {
+				if bytes.Equal(k, e.key) {
+					return e.value
+				}
+				return nil
+			}, false)
 		}
 	}
 }
@@ -382,7 +382,6 @@ func (sv *salvager) build() {
 		out.Chain = append(out.Chain, pick.raw)
 		prev = pick.hash
 	}
-	out.HeadHash = prev
 	last := uint64(len(out.Chain))
 	out.TreeIntact = out.TreeEvents == last
 	for seq := uint64(1); seq <= last && out.TreeIntact; seq++ {
@@ -417,7 +416,7 @@ func (sv *salvager) build() {
 			}
 		}
 		if pick != nil {
-			out.Beyond = append(out.Beyond, Found{Seq: seq, Type: pick.typ, ID: pick.id.String(), Hash: pick.hash, HashOK: pick.hashOK})
+			out.Beyond = append(out.Beyond, Found{Seq: seq, Type: pick.typ, Hash: pick.hash, HashOK: pick.hashOK})
 		}
 	}
 }

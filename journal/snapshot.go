@@ -26,9 +26,9 @@ var ErrSnapshotCorrupt = errors.New("journal: snapshot corrupt")
 // journal's last acknowledged event.
 var ErrSnapshotAhead = errors.New("journal: snapshot is past the journal's head")
 
-// EncodeSnapshot returns the file form of sn (doc.go, "Snapshot
+// encodeSnapshot returns the file form of sn (doc.go, "Snapshot
 // encoding").
-func EncodeSnapshot(sn *Snapshot) []byte {
+func encodeSnapshot(sn *Snapshot) []byte {
 	b := make([]byte, 0, 4+16+4+8+32+32+len(sn.Body))
 	b = append(b, snapshotMagic...)
 	b = append(b, sn.Journal[:]...)
@@ -51,9 +51,9 @@ func snapshotSum(header, body []byte) [32]byte {
 	return sum
 }
 
-// DecodeSnapshot parses a snapshot file's bytes: the current encoding, or
+// decodeSnapshot parses a snapshot file's bytes: the current encoding, or
 // the one before journal ids ("OVSN", Journal zero).
-func DecodeSnapshot(b []byte) (*Snapshot, error) {
+func decodeSnapshot(b []byte) (*Snapshot, error) {
 	var sn Snapshot
 	var rest []byte
 	v2 := len(b) >= 4 && bytes.Equal(b[:4], snapshotMagic)
@@ -99,7 +99,7 @@ func ReadSnapshotFile(dir string) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("journal: snapshot: %w", err)
 	}
-	sn, err := DecodeSnapshot(b)
+	sn, err := decodeSnapshot(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -113,19 +113,10 @@ func ReadSnapshotFile(dir string) (*Snapshot, error) {
 // (the caller stamps Journal).
 func WriteSnapshotFile(dir string, sn *Snapshot) error {
 	path := filepath.Join(dir, SnapshotFileName)
-	if err := writeFileAtomic(path, EncodeSnapshot(sn), "journal/snapshot-write"); err != nil {
+	if err := writeFileAtomic(path, encodeSnapshot(sn), "journal/snapshot-write"); err != nil {
 		return fmt.Errorf("journal: snapshot %s: %w", path, err)
 	}
 	return nil
-}
-
-// RemoveSnapshotFile removes the snapshot file in dir (no error if there
-// is none) and syncs the directory.
-func RemoveSnapshotFile(dir string) error {
-	if err := os.Remove(filepath.Join(dir, SnapshotFileName)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("journal: remove snapshot: %w", err)
-	}
-	return syncDir(dir)
 }
 
 func writeFileAtomic(path string, data []byte, failpoint string) error {
@@ -146,9 +137,7 @@ func writeFileAtomic(path string, data []byte, failpoint string) error {
 	if _, err := f.Write(data[:half]); err != nil {
 		return err
 	}
-	if failpoint != "" {
-		hit(failpoint)
-	}
+	hit(failpoint)
 	if _, err := f.Write(data[half:]); err != nil {
 		return err
 	}
@@ -177,7 +166,7 @@ func (s *BoltStore) dir() string { return filepath.Dir(s.path) }
 // acknowledged). A snapshot past Head is refused (ErrSnapshotAhead).
 // Callers serialise their calls.
 func (s *BoltStore) SaveSnapshot(sn *Snapshot) error {
-	if s.readOnly {
+	if s.opt.ReadOnly {
 		return fmt.Errorf("journal: %s is open read-only", s.path)
 	}
 	s.mu.Lock()

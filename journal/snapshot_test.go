@@ -24,15 +24,15 @@ func encodeSnapshotV1(sn *Snapshot) []byte {
 
 func TestSnapshotEncodings(t *testing.T) {
 	sn := &Snapshot{Journal: NewID(), Schema: 2, Seq: 77, Hash: [32]byte{7, 7}, Body: []byte("the state")}
-	b := EncodeSnapshot(sn)
+	b := encodeSnapshot(sn)
 	if !bytes.HasPrefix(b, []byte("OVS2")) {
 		t.Fatalf("magic %q", b[:4])
 	}
-	got, err := DecodeSnapshot(b)
+	got, err := decodeSnapshot(b)
 	if err != nil || got.Journal != sn.Journal || got.Schema != 2 || got.Seq != 77 || got.Hash != sn.Hash || !bytes.Equal(got.Body, sn.Body) {
 		t.Fatalf("OVS2: %+v %v", got, err)
 	}
-	old, err := DecodeSnapshot(encodeSnapshotV1(sn))
+	old, err := decodeSnapshot(encodeSnapshotV1(sn))
 	if err != nil || !old.Journal.IsZero() || old.Schema != 2 || old.Seq != 77 || old.Hash != sn.Hash || !bytes.Equal(old.Body, sn.Body) {
 		t.Fatalf("OVSN: %+v %v", old, err)
 	}
@@ -44,7 +44,7 @@ func TestSnapshotEncodings(t *testing.T) {
 		"flipped seq":    append(append(append([]byte(nil), b[:30]...), b[30]^1), b[31:]...),
 		"old, truncated": encodeSnapshotV1(sn)[:60],
 	} {
-		if _, err := DecodeSnapshot(bad); !errors.Is(err, ErrSnapshotCorrupt) {
+		if _, err := decodeSnapshot(bad); !errors.Is(err, ErrSnapshotCorrupt) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -78,8 +78,8 @@ func TestSnapshotWriteIsAtomic(t *testing.T) {
 		tmps, _ := filepath.Glob(filepath.Join(dir, ".snapshot-*"))
 		if len(tmps) != 1 {
 			t.Errorf("temporary files: %v", tmps)
-		} else if fi, _ := os.Stat(tmps[0]); fi.Size() != int64(len(EncodeSnapshot(second))/2) {
-			t.Errorf("the failpoint is hit after %d bytes, want half of %d", fi.Size(), len(EncodeSnapshot(second)))
+		} else if fi, _ := os.Stat(tmps[0]); fi.Size() != int64(len(encodeSnapshot(second))/2) {
+			t.Errorf("the failpoint is hit after %d bytes, want half of %d", fi.Size(), len(encodeSnapshot(second)))
 		}
 	}
 	defer func() { Failpoint = nil }()
@@ -98,10 +98,16 @@ func TestSnapshotWriteIsAtomic(t *testing.T) {
 			panic("crash")
 		}
 	}
+	var crashed any
 	func() {
-		defer func() { recover() }()
-		s.SaveSnapshot(first)
+		defer func() { crashed = recover() }()
+		if err := s.SaveSnapshot(first); err != nil {
+			t.Errorf("the write that should crash failed instead: %v", err)
+		}
 	}()
+	if crashed != "crash" {
+		t.Fatalf("the write did not crash half-way (recovered %v)", crashed)
+	}
 	if sn, _ := s.LoadSnapshot(); sn.Seq != 2 {
 		t.Fatalf("a crash half-way replaced the snapshot: %+v", sn)
 	}

@@ -46,7 +46,10 @@ func makeNode(t *testing.T, dataDir string, names int) string {
 				t.Fatal(err)
 			}
 			s.Seq++
-			typ, ver, payload, _ := projections.EncodeEvent(ev)
+			typ, ver, payload, err := projections.EncodeEvent(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
 			recs = append(recs, journal.Record{Type: typ, Version: ver, Cause: journal.Cause{Op: c.Op()}, Payload: payload})
 		}
 		if len(recs) > 0 {
@@ -71,6 +74,7 @@ func makeNode(t *testing.T, dataDir string, names int) string {
 }
 
 func mustJSON(t *testing.T, s *projections.State) string {
+	t.Helper()
 	b, err := s.CanonicalJSON()
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +89,10 @@ func stateWithoutSeq(t *testing.T, js string) string {
 		t.Fatalf("%v: %s", err, js)
 	}
 	delete(m, "seq")
-	b, _ := json.Marshal(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return string(b)
 }
 
@@ -99,7 +106,10 @@ func TestOfflineCommandsOnBrokenJournals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, _ := os.ReadFile(filepath.Join(pristine, "overlayd", journal.SnapshotFileName))
+	snap, err := os.ReadFile(filepath.Join(pristine, "overlayd", journal.SnapshotFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
 	mid := (len(raw) / 2 / 4096) * 4096
 	for name, damaged := range map[string][]byte{
 		"empty":               {},
@@ -111,10 +121,18 @@ func TestOfflineCommandsOnBrokenJournals(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			data := t.TempDir()
 			dir := filepath.Join(data, "overlayd")
-			os.MkdirAll(dir, 0o700)
+			// A file that was not written would fail every command with
+			// an error naming its path: the setup must not fail silently.
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
 			path := filepath.Join(dir, journal.FileName)
-			os.WriteFile(path, damaged, 0o600)
-			os.WriteFile(filepath.Join(dir, journal.SnapshotFileName), snap, 0o600)
+			if err := os.WriteFile(path, damaged, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, journal.SnapshotFileName), snap, 0o600); err != nil {
+				t.Fatal(err)
+			}
 			failed := 0
 			for _, args := range [][]string{{"journal", "ls"}, {"journal", "verify"}, {"state"}, {"journal", "verify", "-o", "json"}} {
 				code, out, errs := ctl(t, data, args...)
@@ -155,7 +173,10 @@ func TestRepairEndToEnd(t *testing.T) {
 	want := makeNode(t, data, 3000)
 	dir := filepath.Join(data, "overlayd")
 	path := filepath.Join(dir, journal.FileName)
-	fi, _ := os.Stat(path)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Truncate(path, fi.Size()/3); err != nil {
 		t.Fatal(err)
 	}

@@ -16,12 +16,13 @@ import (
 type RepairOptions struct {
 	// Now stamps the broken copy's name (default time.Now).
 	Now func() time.Time
-	// LockTimeout bounds the wait for the journal's lock (default 200 ms):
-	// a running daemon holds it, and Repair then refuses.
-	LockTimeout time.Duration
 	// Force rewrites the journal even when nothing is found wrong.
 	Force bool
 }
+
+// repairLockTimeout bounds Repair's wait for the journal's lock: a running
+// daemon holds it, and Repair then refuses.
+const repairLockTimeout = 200 * time.Millisecond
 
 // RepairReport says what Repair found, kept and lost.
 type RepairReport struct {
@@ -108,14 +109,11 @@ func Repair(dir string, opt RepairOptions) (*RepairReport, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	if opt.LockTimeout == 0 {
-		opt.LockTimeout = 200 * time.Millisecond
-	}
 	path := filepath.Join(dir, journal.FileName)
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
 	}
-	release, err := journal.LockJournal(dir, opt.LockTimeout)
+	release, err := journal.LockJournal(dir, repairLockTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
 	}
@@ -243,7 +241,9 @@ func Repair(dir string, opt RepairOptions) (*RepairReport, error) {
 		os.Remove(broken)
 		r.BrokenCopy = ""
 		r.Head = n
-		r.Snapshot.Action = orNone(r.Snapshot.Action)
+		if r.Snapshot.Action == "" {
+			r.Snapshot.Action = "none"
+		}
 		r.Verified = "nothing to repair: every event's hash chain verifies and bbolt reads the whole file"
 		return r, nil
 	}
@@ -296,13 +296,6 @@ func Repair(dir string, opt RepairOptions) (*RepairReport, error) {
 	return r, nil
 }
 
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
-}
-
 // copyAside keeps a copy of the journal file under a name not yet taken.
 func copyAside(dir, suffix string) (string, error) {
 	for i := 1; ; i++ {
@@ -340,8 +333,14 @@ func verifyRepaired(dir string, r *RepairReport) error {
 	if err != nil {
 		return fmt.Errorf("repair: replay the repaired journal from its snapshot: %w", err)
 	}
-	a, _ := full.CanonicalJSON()
-	b, _ := fast.CanonicalJSON()
+	a, err := full.CanonicalJSON()
+	if err != nil {
+		return fmt.Errorf("repair: encode the state of a replay of the repaired journal: %w", err)
+	}
+	b, err := fast.CanonicalJSON()
+	if err != nil {
+		return fmt.Errorf("repair: encode the state of a replay from its snapshot: %w", err)
+	}
 	if string(a) != string(b) {
 		return fmt.Errorf("repair: a replay of the repaired journal differs from a replay from its snapshot")
 	}

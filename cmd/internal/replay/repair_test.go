@@ -15,55 +15,9 @@ import (
 	"github.com/zlayer/overlayd/tools/testseed"
 
 	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/journal/journaltest"
 	"github.com/zlayer/overlayd/projections"
 )
-
-func copyTree(t *testing.T, from string) string {
-	t.Helper()
-	to := t.TempDir()
-	ents, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return to
-}
-
-type damage struct {
-	name  string
-	apply func(b []byte) []byte
-}
-
-// damages returns 20 truncation points and 20 flipped bytes spread across
-// a file of size bytes.
-func damages(size int, r *rand.Rand) []damage {
-	var out []damage
-	for i := 0; i < 20; i++ {
-		at := size*i/20 + r.Intn(size/20)
-		out = append(out, damage{fmt.Sprintf("truncated to %d bytes", at), func(b []byte) []byte { return b[:at] }})
-	}
-	for i := 0; i < 20; i++ {
-		at := size*i/20 + r.Intn(size/20)
-		x := byte(1 + r.Intn(255))
-		out = append(out, damage{fmt.Sprintf("byte %d xor %#02x", at, x), func(b []byte) []byte {
-			c := append([]byte(nil), b...)
-			c[at] ^= x
-			return c
-		}})
-	}
-	return out
-}
 
 // namesDamage: err names the file, the page or the event at fault.
 func namesDamage(err error, path string) bool {
@@ -93,11 +47,11 @@ func TestDamagedJournalsAreReadSafelyAndRepaired(t *testing.T) {
 	total := uint64(len(h.envs))
 	t.Logf("%d events, %d bytes, sha256 %x", total, len(raw), sha256.Sum256(raw))
 	outcomes := map[string]int{}
-	for _, d := range damages(len(raw), r) {
-		t.Run(d.name, func(t *testing.T) {
-			dir := copyTree(t, jdir)
+	for _, d := range journaltest.Damages(len(raw), r) {
+		t.Run(d.Name, func(t *testing.T) {
+			dir := journaltest.CopyDir(t, jdir)
 			path := filepath.Join(dir, journal.FileName)
-			if err := os.WriteFile(path, d.apply(raw), 0o600); err != nil {
+			if err := os.WriteFile(path, d.Apply(raw), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			outcomes[readDamaged(t, dir, h)]++
@@ -173,10 +127,11 @@ func TestDamagedJournalsAreReadSafelyAndRepaired(t *testing.T) {
 					t.Fatalf("snapshot %+v", rep.Snapshot)
 				}
 			}
-			if _, err := os.Stat(rep.BrokenCopy); err != nil {
+			b, err := os.ReadFile(rep.BrokenCopy)
+			if err != nil {
 				t.Fatalf("no broken copy: %v", err)
 			}
-			if b, _ := os.ReadFile(rep.BrokenCopy); !bytes.Equal(b, d.apply(raw)) {
+			if !bytes.Equal(b, d.Apply(raw)) {
 				t.Fatal("the broken copy is not the damaged file")
 			}
 			t.Logf("kept %d of %d events (%d through bbolt), lost %v", n, total, rep.ReadThroughBbolt, rep.Lost)
@@ -199,12 +154,20 @@ func readDamaged(t *testing.T, dir string, h history) string {
 	}
 	defer st.Close()
 	var failed []string
+	// The callback returns what it finds (Iterate returns it as it is): a
+	// t.Fatal inside it would leave the read transaction open, and the
+	// deferred Close would wait for it for ever.
+	var changed error
 	if err := st.Iterate(0, true, func(e *journal.Envelope) error {
 		if int(e.Seq) > len(h.envs) || !bytes.Equal(e.Encode(), h.envs[e.Seq-1]) {
-			t.Fatalf("iterate returned event %d, changed, as verified", e.Seq)
+			changed = fmt.Errorf("iterate returned event %d, changed, as verified", e.Seq)
+			return changed
 		}
 		return nil
 	}); err != nil {
+		if changed != nil {
+			t.Fatal(changed)
+		}
 		if !namesDamage(err, path) {
 			t.Fatalf("iterate: %v", err)
 		}
@@ -283,18 +246,23 @@ func TestRepairEmptyJournalBesideASnapshot(t *testing.T) {
 		t.Fatalf("replay of the repaired journal alone: %v %+v", err, stats)
 	}
 	var ev *projections.JournalRepaired
-	st.Iterate(0, true, func(e *journal.Envelope) error {
+	if err := st.Iterate(0, true, func(e *journal.Envelope) error {
 		d, err := projections.DecodeEvent(e.Type, e.Version, e.Payload)
 		if err != nil {
 			return err
 		}
 		ev, _ = d.(*projections.JournalRepaired)
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if ev == nil || ev.LostFrom != 1 || ev.SnapshotSeq != uint64(len(h.envs)) || len(ev.State) == 0 || ev.BrokenCopy != filepath.Base(rep.BrokenCopy) {
 		t.Fatalf("journal_repaired event: %+v", ev)
 	}
-	sn2, _ := st.LoadSnapshot()
+	sn2, err := st.LoadSnapshot()
+	if err != nil || sn2 == nil {
+		t.Fatalf("snapshot after repair: %v %v", sn2, err)
+	}
 	if sn2.Seq != 1 || sn2.Journal != sn.Journal {
 		t.Fatalf("snapshot after repair: seq %d journal %s", sn2.Seq, sn2.Journal)
 	}
@@ -307,7 +275,7 @@ func TestRepairWithoutCoveringSnapshot(t *testing.T) {
 	data := t.TempDir()
 	h := genJournal(t, data, 800, rand.New(rand.NewSource(4)))
 	dir := filepath.Join(data, "overlayd")
-	if err := journal.RemoveSnapshotFile(dir); err != nil {
+	if err := os.Remove(filepath.Join(dir, journal.SnapshotFileName)); err != nil {
 		t.Fatal(err)
 	}
 	// Change one byte of event 600, in every copy the file holds (old
@@ -365,12 +333,18 @@ func TestRepairWithoutCoveringSnapshot(t *testing.T) {
 	}
 	// The state is the one after event 599.
 	mem := journal.NewMem()
-	st.Iterate(0, false, func(e *journal.Envelope) error {
+	if err := st.Iterate(0, false, func(e *journal.Envelope) error {
 		if e.Seq < 600 {
-			mem.Append([]journal.Record{{Type: e.Type, Version: e.Version, Payload: append([]byte(nil), e.Payload...)}}).Wait()
+			_, err := mem.Append([]journal.Record{{Type: e.Type, Version: e.Version, Payload: append([]byte(nil), e.Payload...)}}).Wait()
+			return err
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if head, _ := mem.Head(); head != 599 {
+		t.Fatalf("copied %d events, want 599", head)
+	}
 	ref, _, err := Load(mem, Options{})
 	if err != nil || !bytes.Equal(canonical(t, ref), canonical(t, s)) {
 		t.Fatalf("state after repair is not the state after event 599: %v", err)
@@ -383,12 +357,18 @@ func TestRepairLeavesAHealthyJournalAndRefusesWhileHeld(t *testing.T) {
 	data := t.TempDir()
 	genJournal(t, data, 100, rand.New(rand.NewSource(5)))
 	dir := filepath.Join(data, "overlayd")
-	before, _ := os.ReadFile(filepath.Join(dir, journal.FileName))
+	before, err := os.ReadFile(filepath.Join(dir, journal.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep, err := Repair(dir, RepairOptions{})
 	if err != nil || rep.Changed || rep.BrokenCopy != "" {
 		t.Fatalf("healthy journal: %+v %v", rep, err)
 	}
-	after, _ := os.ReadFile(filepath.Join(dir, journal.FileName))
+	after, err := os.ReadFile(filepath.Join(dir, journal.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !bytes.Equal(before, after) {
 		t.Fatal("repair changed a healthy journal")
 	}
@@ -409,15 +389,23 @@ func TestRepairLeavesAHealthyJournalAndRefusesWhileHeld(t *testing.T) {
 func TestForeignSnapshotIsNotUsed(t *testing.T) {
 	st := journal.NewMem()
 	appendEvents(t, st, &projections.NodeIDSet{NodeID: 3})
-	s, _, _ := Load(st, Options{})
-	h, _ := st.HashAt(1)
+	s, _, err := Load(st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := st.HashAt(1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := st.SaveSnapshot(Snapshot(s, h)); err != nil {
 		t.Fatal(err)
 	}
 	other := journal.NewMem()
 	appendEvents(t, other, &projections.NodeIDSet{NodeID: 3})
-	sn, _ := st.LoadSnapshot()
-	_ = other
+	sn, err := st.LoadSnapshot()
+	if err != nil || sn == nil {
+		t.Fatalf("snapshot: %v %v", sn, err)
+	}
 	// Give other st's snapshot, under st's id.
 	fs := &foreignSnap{Store: other, sn: sn}
 	_, stats, err := Load(fs, Options{})
@@ -464,11 +452,15 @@ func TestRepairRestoresAnEventFromAnOlderPage(t *testing.T) {
 	if v, err := Verify(st, nil, 0); err != nil || !v.OK() {
 		t.Fatalf("verify: %v %+v", err, v)
 	}
-	st.Iterate(199, true, func(e *journal.Envelope) error {
-		if !bytes.Equal(e.Encode(), h.envs[199]) {
-			t.Fatal("event 200 is not the original")
+	// Event 200 is the first Iterate(199) returns; the walk stops there.
+	stop := errors.New("stop")
+	if err := st.Iterate(199, true, func(e *journal.Envelope) error {
+		if e.Seq != 200 || !bytes.Equal(e.Encode(), h.envs[199]) {
+			return fmt.Errorf("event %d is not the original event 200", e.Seq)
 		}
-		return errors.New("stop")
-	})
+		return stop
+	}); !errors.Is(err, stop) {
+		t.Fatalf("reading event 200: %v", err)
+	}
 	t.Logf("damage found: %q", rep.Damage)
 }

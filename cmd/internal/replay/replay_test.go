@@ -106,3 +106,76 @@ func appendRecords(t *testing.T, st journal.Store, recs ...journal.Record) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// Verify compares the snapshot and the live state with a replay up to
+// their own sequence, at the head (where the full replay is the answer)
+// and before it, and names a difference either way.
+func TestVerifyComparesAtTheirSequences(t *testing.T) {
+	st := journal.NewMem()
+	key := "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
+	appendEvents(t, st, &projections.NodeIdentitySet{PublicKey: key}, &projections.NodeIDSet{NodeID: 1},
+		&projections.DNSRegistered{Name: "a.example", IP: mustAddr("10.0.0.1")})
+	at3, _, err := Load(st, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h3, err := st.HashAt(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, st, &projections.DNSRegistered{Name: "b.example", IP: mustAddr("10.0.0.2")}, &projections.DNSUnregistered{Name: "a.example"})
+	at5, _, err := Load(st, Options{NoSnapshot: true})
+	if err != nil || at5.Seq != 5 {
+		t.Fatalf("replay: %v, seq %d", err, at5.Seq)
+	}
+	h5, err := st.HashAt(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := func(s *projections.State) []byte {
+		b, err := s.CanonicalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	verify := func(live []byte, liveSeq uint64) *Report {
+		t.Helper()
+		rep, err := Verify(st, live, liveSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+
+	// A snapshot before the head.
+	if err := st.SaveSnapshot(Snapshot(at3, h3)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		live    *projections.State
+		liveSeq uint64
+		ok      bool
+	}{{at5, 5, true}, {at3, 3, true}, {at5, 3, false}, {at3, 5, false}} {
+		rep := verify(js(c.live), c.liveSeq)
+		if !strings.Contains(rep.Snapshot, "at 3 equals a replay up to 3") || rep.OK() != c.ok {
+			t.Fatalf("live state at %d given as at %d: ok %v, want %v: %+v", c.live.Seq, c.liveSeq, rep.OK(), c.ok, rep)
+		}
+	}
+	// A snapshot at the head: equal, then with the state of event 3 in
+	// its body.
+	if err := st.SaveSnapshot(Snapshot(at5, h5)); err != nil {
+		t.Fatal(err)
+	}
+	if rep := verify(nil, 0); !rep.OK() || !strings.Contains(rep.Snapshot, "at 5 equals a replay up to 5") {
+		t.Fatalf("snapshot at the head: %+v", rep)
+	}
+	wrong := Snapshot(at3, h5)
+	wrong.Seq = 5
+	if err := st.SaveSnapshot(wrong); err != nil {
+		t.Fatal(err)
+	}
+	if rep := verify(nil, 0); rep.OK() || !strings.Contains(rep.Snapshot, "at 5 differs from a replay up to 5") {
+		t.Fatalf("snapshot at the head holding another state: %+v", rep)
+	}
+}

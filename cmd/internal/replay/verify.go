@@ -56,19 +56,34 @@ func Verify(store journal.Store, live []byte, liveSeq uint64) (*Report, error) {
 		r.Invariants = err.Error()
 		r.Problems = append(r.Problems, "invariants: "+err.Error())
 	}
+	// A replay up to seq. The snapshot and the live state are usually at
+	// the end of the full replay (the daemon snapshots at its head): that
+	// replay is their answer, rather than a second one of every event.
+	replayUpTo := func(seq uint64) (*projections.State, error) {
+		if seq == full.Seq {
+			return full, nil
+		}
+		s, _, err := Load(store, Options{NoSnapshot: true, UpTo: seq})
+		return s, err
+	}
 	r.Snapshot = "none"
 	if sn, err := store.LoadSnapshot(); err != nil {
 		r.Snapshot = "unreadable (the next boot replays in full): " + err.Error()
 	} else if sn != nil {
 		r.SnapshotSeq = sn.Seq
+		head, _ := store.Head() // a daemon's journal may have grown since the full replay
 		switch {
 		case !sn.Journal.IsZero() && sn.Journal != store.Identity().ID:
 			r.Snapshot = fmt.Sprintf("at %d belongs to journal %s, not this one (%s): ignored at boot", sn.Seq, sn.Journal, store.Identity().ID)
 			r.Problems = append(r.Problems, "snapshot: "+r.Snapshot)
 		case sn.Schema != projections.SnapshotSchema:
 			r.Snapshot = fmt.Sprintf("schema %d is not this build's %d (ignored at boot)", sn.Schema, projections.SnapshotSchema)
+		case sn.Seq > head:
+			// Nothing to replay it against.
+			r.Snapshot = fmt.Sprintf("at %d is past the journal's head %d: events %d..%d are missing from the journal (run `overlayctl journal repair`)", sn.Seq, head, head+1, sn.Seq)
+			r.Problems = append(r.Problems, "snapshot: "+r.Snapshot)
 		default:
-			upto, _, err := Load(store, Options{NoSnapshot: true, UpTo: sn.Seq})
+			upto, err := replayUpTo(sn.Seq)
 			if err != nil {
 				return nil, err
 			}
@@ -79,11 +94,7 @@ func Verify(store journal.Store, live []byte, liveSeq uint64) (*Report, error) {
 				got, _ = decoded.CanonicalJSON()
 			}
 			h, herr := store.HashAt(sn.Seq)
-			head, _ := store.Head()
 			switch {
-			case sn.Seq > head:
-				r.Snapshot = fmt.Sprintf("at %d is past the journal's head %d: events %d..%d are missing from the journal (run `overlayctl journal repair`)", sn.Seq, head, head+1, sn.Seq)
-				r.Problems = append(r.Problems, "snapshot: "+r.Snapshot)
 			case sn.Seq > 0 && (herr != nil || h != sn.Hash):
 				r.Snapshot = fmt.Sprintf("at %d does not match the journal's event hash (ignored at boot)", sn.Seq)
 			case derr != nil:
@@ -97,7 +108,7 @@ func Verify(store journal.Store, live []byte, liveSeq uint64) (*Report, error) {
 		}
 	}
 	if live != nil {
-		upto, _, err := Load(store, Options{NoSnapshot: true, UpTo: liveSeq})
+		upto, err := replayUpTo(liveSeq)
 		if err != nil {
 			return nil, err
 		}

@@ -52,8 +52,9 @@ func (h *logRecorder) attr(r slog.Record, key string) slog.Value {
 	return v
 }
 
-// serve starts s (Log set to a recorder unless set) on a fresh socket.
-func serve(t *testing.T, s *Server) (string, *logRecorder) {
+// serve starts s (Log set to a recorder unless set, Handler to one that
+// answers ok unless set) on a fresh socket, closed at cleanup.
+func serve(t testing.TB, s *Server) (string, *logRecorder) {
 	t.Helper()
 	rec := &logRecorder{}
 	if s.Log == nil {

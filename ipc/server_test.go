@@ -15,15 +15,10 @@ import (
 	"time"
 )
 
-// echoServer answers status with a fixed result, delays "nat_tick" so that
-// ordering can be observed, and answers ok otherwise.
+// startServer answers status with a fixed result, delays "nat_tick" so
+// that ordering can be observed, and answers ok otherwise.
 func startServer(t *testing.T) (string, *Server) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "s.sock")
-	l, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &Server{Handler: func(m Meta, r Request) <-chan Response {
 		switch r.(type) {
 		case NatTick:
@@ -35,8 +30,7 @@ func startServer(t *testing.T) (string, *Server) {
 		}
 		return Reply(OK{})
 	}}
-	go s.Serve(l)
-	t.Cleanup(func() { s.Close() })
+	path, _ := serve(t, s)
 	return path, s
 }
 

@@ -306,7 +306,7 @@ func (c *serverConn) waitForRoom() bool {
 func (c *serverConn) dispatch(id uint64, req Request) bool {
 	m := c.meta
 	m.RequestID = id
-	if !c.s.lim.expensive(req) {
+	if !isExpensive(req) {
 		return c.answer(id, c.s.Handler(m, req))
 	}
 	if !c.acquire(c.gate) || !c.acquire(c.s.sem) {

@@ -170,8 +170,10 @@ func TestAdmissionKeepsSlotsForRoot(t *testing.T) {
 			var cs []*serverConn
 			for _, c := range tc.open {
 				sc := s.newConn(nil, Creds{}, true, c.root)
-				sc.framed = c.framed
 				s.holdSlot(sc)
+				if c.framed {
+					s.markFramed(sc)
+				}
 				cs = append(cs, sc)
 			}
 			victim, refusal, _ := s.makeRoom(tc.root)

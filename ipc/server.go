@@ -132,14 +132,13 @@ type Server struct {
 	setupOnce sync.Once
 	lim       limits
 	sem       chan struct{} // expensive requests in flight, server-wide
-	done      chan struct{} // closed by Close and Drain: stop accepting
+	done      chan struct{} // closed (under mu) by Close and Drain: stop accepting
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	open      int // connections that hold a slot of MaxConns
 	openOther int // of them, from peers that are not root
-	closed    bool
 	nextConn  atomic.Uint64
 	wg        sync.WaitGroup
 	// Connections that hold a slot and completed no frame, oldest first,
@@ -238,7 +237,7 @@ var ErrServerClosed = errors.New("ipc: server closed")
 func (s *Server) Serve(l net.Listener) error {
 	s.setup()
 	s.mu.Lock()
-	if s.closed {
+	if s.isClosed() {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
@@ -299,8 +298,7 @@ func (s *Server) Drain(ctx context.Context) {
 // stopAccepting closes the listeners and the reserved descriptor.
 func (s *Server) stopAccepting() {
 	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
+	if !s.isClosed() {
 		close(s.done)
 	}
 	for l := range s.listeners {

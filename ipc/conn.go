@@ -3,8 +3,8 @@ package ipc
 import (
 	"bufio"
 	"container/list"
-	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -171,29 +171,20 @@ func (c *serverConn) nextFrame(br *bufio.Reader) (body []byte, used int, err err
 // frameBuffered reports whether a whole frame is in br's buffer (reading
 // it will not wait).
 func frameBuffered(br *bufio.Reader) bool {
-	n := br.Buffered()
-	if n < 4 {
-		return false
+	if br.Buffered() < 4 {
+		return false // Peek would wait
 	}
 	hdr, _ := br.Peek(4)
-	l := binary.LittleEndian.Uint32(hdr)
-	return l <= MaxFrame && 4+int(l) <= n
+	n, err := frameLen(hdr)
+	return err == nil && 4+n <= br.Buffered()
 }
 
 func frameErr(what string, err error) error {
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	return &frameError{what: what, err: err}
+	return fmt.Errorf("ipc: %s: %w", what, err)
 }
-
-type frameError struct {
-	what string
-	err  error
-}
-
-func (e *frameError) Error() string { return "ipc: " + e.what + ": " + e.err.Error() }
-func (e *frameError) Unwrap() error { return e.err }
 
 // read decodes requests and hands them to the handler in order.
 func (c *serverConn) read() {

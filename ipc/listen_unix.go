@@ -66,11 +66,17 @@ func (l *lockedListener) SetDeadline(t time.Time) error {
 	return l.inner.SetDeadline(t)
 }
 
+// Close closes the socket and removes its file, unless the file at the
+// path is no longer this socket's (removed by hand, or another process's
+// since): that one is left alone.
 func (l *lockedListener) Close() error {
 	l.mu.Lock()
 	l.closed = true
-	in := l.inner
+	in, file := l.inner, l.file
 	l.mu.Unlock()
+	if fi, err := os.Lstat(l.path); err != nil || !os.SameFile(fi, file) {
+		in.SetUnlinkOnClose(false)
+	}
 	err := in.Close()
 	l.lock.Close()
 	return err

@@ -14,7 +14,7 @@ import (
 
 // A socket file removed by hand is bound again; a connection accepted
 // before keeps working, and Accept goes on with the new socket. A file a
-// live server answers on is never taken.
+// live server answers on is never taken, nor removed by Close.
 func TestRestoreRemovedSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.sock")
 	l, err := Listen(path)
@@ -84,6 +84,12 @@ func TestRestoreRemovedSocket(t *testing.T) {
 	if done, err := r.Restore(); done || !errors.Is(err, ErrSocketInUse) {
 		t.Fatalf("Restore took a path a live server answers on: %v %v", done, err)
 	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("Close removed the other server's socket file: %v", err)
+	}
 }
 
 // An accept deadline set before a Restore holds on the new socket (the
@@ -119,5 +125,10 @@ func TestRestoreCarriesTheAcceptDeadline(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Accept on the restored socket ignores the deadline")
+	}
+	// The restored file is this listener's own: Close removes it.
+	l.Close()
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the restored socket file after Close: %v", err)
 	}
 }

@@ -212,7 +212,7 @@ func TestIdleConnectionCost(t *testing.T) {
 		runtime.ReadMemStats(&ms)
 		return ms.HeapAlloc + ms.StackInuse
 	}
-	before := measure()
+	before, goroutines := measure(), runtime.NumGoroutine()
 	cs := make([]net.Conn, 0, n)
 	for i := 0; i < n; i++ {
 		c := rawConn(t, path)
@@ -220,7 +220,10 @@ func TestIdleConnectionCost(t *testing.T) {
 		cs = append(cs, c)
 	}
 	waitFor(t, 5*time.Second, "all open", func() bool { return s.Stats().Open == n })
-	time.Sleep(flusherLinger + 200*time.Millisecond) // what is measured: idle, lingering flushers gone
+	// Idle: a reader and a collector per connection, no flusher lingering.
+	waitFor(t, flusherLinger+5*time.Second, "two goroutines per idle connection", func() bool {
+		return runtime.NumGoroutine() <= goroutines+2*n
+	})
 	each := (int64(measure()) - int64(before)) / n
 	t.Logf("an idle connection costs %d bytes (heap and stacks, both ends)", each)
 	if each > 64<<10 {

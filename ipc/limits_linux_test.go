@@ -2,6 +2,7 @@ package ipc
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -234,7 +235,9 @@ func emfileChild() {
 	}
 	fmt.Println("ready", rl.Cur)
 	<-stop
-	time.Sleep(50 * time.Millisecond) // the shutdown's answer goes out
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.Drain(ctx) // the shutdown's answer goes out
+	cancel()
 	b, _ := json.Marshal(s.Stats())
 	fmt.Println("stats " + string(b))
 	os.Exit(0)

@@ -176,7 +176,10 @@ func TestAdmissionKeepsSlotsForRoot(t *testing.T) {
 				}
 				cs = append(cs, sc)
 			}
-			victim, refusal, _ := s.makeRoom(tc.root)
+			victim, refusal, atLimit := s.makeRoom(tc.root)
+			if want := tc.refuse != "" || tc.evict >= 0; atLimit != want {
+				t.Fatalf("atLimit %v", atLimit)
+			}
 			switch {
 			case tc.refuse != "":
 				if !strings.HasPrefix(refusal, tc.refuse) || victim != nil {

@@ -308,7 +308,7 @@ func (s *Server) stopAccepting() {
 	s.dropReserve()
 }
 
-// Stats are the server's counters, for the daemon's status and metrics.
+// Stats are the server's counters.
 type Stats struct {
 	// Open is the number of connections being served.
 	Open int

@@ -63,14 +63,21 @@ func serve(t testing.TB, s *Server) (string, *logRecorder) {
 	if s.Handler == nil {
 		s.Handler = func(Meta, Request) <-chan Response { return Reply(OK{}) }
 	}
+	path, l := listen(t)
+	go s.Serve(l)
+	t.Cleanup(func() { s.Close() })
+	return path, rec
+}
+
+// listen binds a fresh socket (closed by whoever closes the listener).
+func listen(t testing.TB) (string, net.Listener) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "s.sock")
 	l, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.Serve(l)
-	t.Cleanup(func() { s.Close() })
-	return path, rec
+	return path, l
 }
 
 // waitFor polls cond until it holds or d passes.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -16,11 +15,7 @@ import (
 // before keeps working, and Accept goes on with the new socket. A file a
 // live server answers on is never taken, nor removed by Close.
 func TestRestoreRemovedSocket(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
-	l, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, l := listen(t)
 	defer l.Close()
 	accepted := make(chan net.Conn, 4)
 	go func() {
@@ -95,11 +90,7 @@ func TestRestoreRemovedSocket(t *testing.T) {
 // An accept deadline set before a Restore holds on the new socket (the
 // server's accepts on its reserved descriptor must not block).
 func TestRestoreCarriesTheAcceptDeadline(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
-	l, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, l := listen(t)
 	defer l.Close()
 	if err := l.(interface{ SetDeadline(time.Time) error }).SetDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
 		t.Fatal(err)

@@ -92,13 +92,12 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func statusFrame(id uint64) []byte {
-	return []byte(`{"frame":"request","id":` + strconv.FormatUint(id, 10) + `,"request":{"op":"status"}}`)
-}
-
+// requestFrame is a request frame for an op without fields.
 func requestFrame(id uint64, op string) []byte {
 	return []byte(`{"frame":"request","id":` + strconv.FormatUint(id, 10) + `,"request":{"op":"` + op + `"}}`)
 }
+
+func statusFrame(id uint64) []byte { return requestFrame(id, "status") }
 
 // roundTrip sends a status request and reads one frame back.
 func roundTrip(t *testing.T, c net.Conn, id uint64) Frame {

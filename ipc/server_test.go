@@ -8,7 +8,6 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -94,7 +93,7 @@ func TestServerHonoursDecodeVectors(t *testing.T) {
 					t.Fatalf("want err with id %d, got %+v", de.ID, f)
 				}
 				// Still open and serving.
-				if err := WriteFrame(c, []byte(`{"frame":"request","id":77,"request":{"op":"status"}}`)); err != nil {
+				if err := WriteFrame(c, statusFrame(77)); err != nil {
 					t.Fatalf("connection unusable after err: %v", err)
 				}
 				if f := readResp(t, c); f.ID != 77 {
@@ -111,7 +110,7 @@ func TestHugeLengthPrefixClosesWithoutAllocating(t *testing.T) {
 	path, _ := startServer(t)
 	c := rawConn(t, path)
 	// Warm up so that the server's goroutines exist before measuring.
-	if err := WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"status"}}`)); err != nil {
+	if err := WriteFrame(c, statusFrame(1)); err != nil {
 		t.Fatal(err)
 	}
 	readResp(t, c)
@@ -181,11 +180,11 @@ func TestResponsesInRequestOrderPerConnection(t *testing.T) {
 	path, _ := startServer(t)
 	c := rawConn(t, path)
 	// A slow request followed by fast ones: answers come back in order.
-	if err := WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"nat_tick"}}`)); err != nil {
+	if err := WriteFrame(c, requestFrame(1, "nat_tick")); err != nil {
 		t.Fatal(err)
 	}
-	for id := 2; id <= 20; id++ {
-		if err := WriteFrame(c, []byte(`{"frame":"request","id":`+strconv.Itoa(id)+`,"request":{"op":"status"}}`)); err != nil {
+	for id := uint64(2); id <= 20; id++ {
+		if err := WriteFrame(c, statusFrame(id)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -370,5 +369,5 @@ func copyFile(from, to string) error {
 		out.Close()
 		return err
 	}
-	return errors.Join(out.Close())
+	return out.Close()
 }

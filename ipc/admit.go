@@ -13,7 +13,7 @@ func (s *Server) admit(nc net.Conn) {
 	peer, hasPeer := peerCreds(nc)
 	root := hasPeer && peer.UID == 0
 	s.mu.Lock()
-	if s.closed {
+	if s.isClosed() {
 		s.mu.Unlock()
 		nc.Close()
 		return
@@ -84,7 +84,8 @@ func (s *Server) makeRoom(root bool) (victim *serverConn, refusal string, atLimi
 		s.openOther, otherLimit, reserved), true
 }
 
-// holdSlot counts c against the limit and queues it as not yet framed.
+// holdSlot counts c against the limit and queues it as not yet framed
+// (markFramed takes it off the queue).
 func (s *Server) holdSlot(c *serverConn) {
 	if c.counted {
 		return
@@ -94,9 +95,7 @@ func (s *Server) holdSlot(c *serverConn) {
 	if !c.root {
 		s.openOther++
 	}
-	if !c.framed {
-		c.elem = s.unframedOf(c).PushBack(c)
-	}
+	c.elem = s.unframedOf(c).PushBack(c)
 }
 
 // unframedOf is the list of unframed connections c belongs in.
@@ -126,7 +125,6 @@ func (s *Server) releaseSlot(c *serverConn) {
 // markFramed records c's first complete frame: it is no longer evictable.
 func (s *Server) markFramed(c *serverConn) {
 	s.mu.Lock()
-	c.framed = true
 	if c.elem != nil {
 		s.unframedOf(c).Remove(c.elem)
 		c.elem = nil

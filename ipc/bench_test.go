@@ -4,26 +4,22 @@ import (
 	"bufio"
 	"context"
 	"net"
-	"path/filepath"
 	"testing"
 )
 
-func benchServer(b *testing.B) string {
+// benchServer serves h, or a handler that answers status at once.
+func benchServer(b *testing.B, h Handler) string {
 	b.Helper()
-	path := filepath.Join(b.TempDir(), "b.sock")
-	l, err := Listen(path)
-	if err != nil {
-		b.Fatal(err)
+	if h == nil {
+		h = func(m Meta, r Request) <-chan Response { return Reply(StatusResult{PeerCount: 1}) }
 	}
-	s := &Server{Handler: func(m Meta, r Request) <-chan Response { return Reply(StatusResult{PeerCount: 1}) }}
-	go s.Serve(l)
-	b.Cleanup(func() { s.Close() })
+	path, _ := serve(b, &Server{Handler: h})
 	return path
 }
 
-// BenchmarkCall is one client doing round trips, one at a time.
-func BenchmarkCall(b *testing.B) {
-	path := benchServer(b)
+// benchCalls is one client doing b.N round trips, one at a time.
+func benchCalls(b *testing.B, path string) {
+	b.Helper()
 	cl, err := Dial(context.Background(), path, DialOptions{})
 	if err != nil {
 		b.Fatal(err)
@@ -37,11 +33,14 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
+// BenchmarkCall is one client doing round trips, one at a time.
+func BenchmarkCall(b *testing.B) { benchCalls(b, benchServer(b, nil)) }
+
 // BenchmarkPipelined writes b.N status requests on one connection while
 // another goroutine reads the answers: the server's batching of many small
 // frames per read and per write.
 func BenchmarkPipelined(b *testing.B) {
-	path := benchServer(b)
+	path := benchServer(b, nil)
 	nc, err := net.Dial("unix", path)
 	if err != nil {
 		b.Fatal(err)
@@ -76,7 +75,7 @@ func BenchmarkPipelined(b *testing.B) {
 
 // BenchmarkConcurrentCalls is 16 clients doing round trips at once.
 func BenchmarkConcurrentCalls(b *testing.B) {
-	path := benchServer(b)
+	path := benchServer(b, nil)
 	b.SetParallelism(8) // 16 goroutines on 2 cores
 	b.RunParallel(func(pb *testing.PB) {
 		cl, err := Dial(context.Background(), path, DialOptions{})
@@ -103,28 +102,10 @@ func BenchmarkCallAsync(b *testing.B) {
 			ch <- StatusResult{PeerCount: 1}
 		}
 	}()
-	defer close(jobs)
-	path := filepath.Join(b.TempDir(), "b.sock")
-	l, err := Listen(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := &Server{Handler: func(m Meta, r Request) <-chan Response {
+	b.Cleanup(func() { close(jobs) }) // after the server's Close (cleanups run last first)
+	benchCalls(b, benchServer(b, func(m Meta, r Request) <-chan Response {
 		ch := make(chan Response, 1)
 		jobs <- ch
 		return ch
-	}}
-	go s.Serve(l)
-	defer s.Close()
-	cl, err := Dial(context.Background(), path, DialOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := cl.Call(context.Background(), Status{}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	}))
 }

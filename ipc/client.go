@@ -138,15 +138,16 @@ func (c *Client) read() {
 		}
 		switch f.Kind {
 		case "response":
-			if e, ok := f.Response.(Err); ok && f.ID == 0 {
+			e, isErr := f.Response.(Err)
+			switch {
+			case isErr && f.ID == 0:
 				// Not an answer (ids start at 1): the daemon refuses this
 				// connection and closes it.
 				c.fail(&RefusedError{Message: e.Message})
 				return
-			}
-			if e, ok := f.Response.(Err); ok {
+			case isErr:
 				c.deliver(f.ID, callResult{err: &RemoteError{Message: e.Message}})
-			} else {
+			default:
 				c.deliver(f.ID, callResult{resp: f.Response})
 			}
 		case "event":
@@ -223,8 +224,9 @@ func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
 		case <-ctx.Done():
 		}
 		t.Stop()
-		if rerr := c.refusal(); rerr != nil {
-			return nil, rerr
+		var re *RefusedError
+		if errors.As(c.Err(), &re) {
+			return nil, re
 		}
 		c.fail(fmt.Errorf("%w: write: %v", ErrClientClosed, err))
 		return nil, fmt.Errorf("ipc: %s: %w", req.Op(), err)
@@ -238,17 +240,6 @@ func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("ipc: %s (id %d): %w", req.Op(), id, ctx.Err())
 	}
-}
-
-// refusal is the daemon's refusal of this connection, if it sent one.
-func (c *Client) refusal() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var re *RefusedError
-	if errors.As(c.err, &re) {
-		return c.err
-	}
-	return nil
 }
 
 // Err is why the connection is gone (a *RefusedError when the daemon

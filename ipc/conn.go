@@ -3,8 +3,8 @@ package ipc
 import (
 	"bufio"
 	"container/list"
-	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -30,16 +30,14 @@ type serverConn struct {
 
 	// Under s.mu.
 	counted bool          // holds a slot of MaxConns
-	framed  bool          // completed a frame
-	elem    *list.Element // in s.unframedRoot or s.unframedOther
+	elem    *list.Element // in s.unframedRoot or s.unframedOther: holds a slot and completed no frame
 
 	pending     chan *pendingResp // reader → collector, in request order (pointers: the buffer of MaxInFlight stays small)
 	outstanding atomic.Int32      // entries pushed to pending and not yet through the collector
 	gate        chan struct{}     // holds a token while an expensive response is unwritten
 	kick        chan struct{}     // wakes a lingering flusher
 	drained     chan struct{}     // signalled after each write of the queue
-	dead        chan struct{}     // closed by kill: stop producing
-	once        sync.Once         // of stopReading
+	dead        chan struct{}     // closed by kill (under omu): stop producing
 
 	// Read deadline of a started frame. Reader goroutine only, but
 	// stopping (under rmu) is set by Drain.
@@ -56,7 +54,6 @@ type serverConn struct {
 	writing  int  // bytes of the batch being written
 	flushing bool // someone writes the queue: the reader, or a flusher goroutine
 	closing  bool // the collector is done: flush, then tear down
-	killed   bool
 }
 
 // pendingResp is a request's place in the response order: its encoded
@@ -91,12 +88,10 @@ func (s *Server) newConn(nc net.Conn, peer Creds, hasPeer, root bool) *serverCon
 // stopReading makes the reader return at its next read (Drain); the
 // collector and flusher finish what was read.
 func (c *serverConn) stopReading() {
-	c.once.Do(func() {
-		c.rmu.Lock()
-		c.stopping = true
-		c.nc.SetReadDeadline(time.Now())
-		c.rmu.Unlock()
-	})
+	c.rmu.Lock()
+	c.stopping = true
+	c.nc.SetReadDeadline(time.Now())
+	c.rmu.Unlock()
 }
 
 // frameReader is the reader's view of the connection: the first read that
@@ -176,29 +171,20 @@ func (c *serverConn) nextFrame(br *bufio.Reader) (body []byte, used int, err err
 // frameBuffered reports whether a whole frame is in br's buffer (reading
 // it will not wait).
 func frameBuffered(br *bufio.Reader) bool {
-	n := br.Buffered()
-	if n < 4 {
-		return false
+	if br.Buffered() < 4 {
+		return false // Peek would wait
 	}
 	hdr, _ := br.Peek(4)
-	l := binary.LittleEndian.Uint32(hdr)
-	return l <= MaxFrame && 4+int(l) <= n
+	n, err := frameLen(hdr)
+	return err == nil && 4+n <= br.Buffered()
 }
 
 func frameErr(what string, err error) error {
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	return &frameError{what: what, err: err}
+	return fmt.Errorf("ipc: %s: %w", what, err)
 }
-
-type frameError struct {
-	what string
-	err  error
-}
-
-func (e *frameError) Error() string { return "ipc: " + e.what + ": " + e.err.Error() }
-func (e *frameError) Unwrap() error { return e.err }
 
 // read decodes requests and hands them to the handler in order.
 func (c *serverConn) read() {
@@ -255,12 +241,8 @@ func (c *serverConn) readFailed(err error) {
 	c.rmu.Lock()
 	stopping := c.stopping
 	c.rmu.Unlock()
-	select {
-	case <-c.dead:
-		return
-	default:
-	}
 	switch {
+	case c.isDead():
 	case stopping:
 	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 	case c.armed && errors.Is(err, os.ErrDeadlineExceeded):
@@ -281,10 +263,10 @@ func (c *serverConn) readFailed(err error) {
 func (c *serverConn) waitForRoom() bool {
 	for {
 		c.omu.Lock()
-		held, killed := c.staged+c.queued+c.writing, c.killed
+		held, dead := c.staged+c.queued+c.writing, c.isDead()
 		c.omu.Unlock()
 		switch {
-		case killed:
+		case dead:
 			return false
 		case held < c.s.lim.maxQueued/2:
 			return true
@@ -306,7 +288,7 @@ func (c *serverConn) waitForRoom() bool {
 func (c *serverConn) dispatch(id uint64, req Request) bool {
 	m := c.meta
 	m.RequestID = id
-	if !c.s.lim.expensive(req) {
+	if !isExpensive(req) {
 		return c.answer(id, c.s.Handler(m, req))
 	}
 	if !c.acquire(c.gate) || !c.acquire(c.s.sem) {

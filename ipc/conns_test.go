@@ -170,11 +170,16 @@ func TestAdmissionKeepsSlotsForRoot(t *testing.T) {
 			var cs []*serverConn
 			for _, c := range tc.open {
 				sc := s.newConn(nil, Creds{}, true, c.root)
-				sc.framed = c.framed
 				s.holdSlot(sc)
+				if c.framed {
+					s.markFramed(sc)
+				}
 				cs = append(cs, sc)
 			}
-			victim, refusal, _ := s.makeRoom(tc.root)
+			victim, refusal, atLimit := s.makeRoom(tc.root)
+			if want := tc.refuse != "" || tc.evict >= 0; atLimit != want {
+				t.Fatalf("atLimit %v", atLimit)
+			}
 			switch {
 			case tc.refuse != "":
 				if !strings.HasPrefix(refusal, tc.refuse) || victim != nil {
@@ -210,7 +215,7 @@ func TestIdleConnectionCost(t *testing.T) {
 		runtime.ReadMemStats(&ms)
 		return ms.HeapAlloc + ms.StackInuse
 	}
-	before := measure()
+	before, goroutines := measure(), runtime.NumGoroutine()
 	cs := make([]net.Conn, 0, n)
 	for i := 0; i < n; i++ {
 		c := rawConn(t, path)
@@ -218,7 +223,10 @@ func TestIdleConnectionCost(t *testing.T) {
 		cs = append(cs, c)
 	}
 	waitFor(t, 5*time.Second, "all open", func() bool { return s.Stats().Open == n })
-	time.Sleep(flusherLinger + 200*time.Millisecond) // what is measured: idle, lingering flushers gone
+	// Idle: a reader and a collector per connection, no flusher lingering.
+	waitFor(t, flusherLinger+5*time.Second, "two goroutines per idle connection", func() bool {
+		return runtime.NumGoroutine() <= goroutines+2*n
+	})
 	each := (int64(measure()) - int64(before)) / n
 	t.Logf("an idle connection costs %d bytes (heap and stacks, both ends)", each)
 	if each > 64<<10 {

@@ -13,15 +13,15 @@ import (
 	"time"
 )
 
-// Requests IsExpensive names, and only those.
+// Requests isExpensive names, and only those.
 func TestIsExpensive(t *testing.T) {
 	for _, r := range []Request{JournalList{}, JournalVerify{}, StateDump{}, &JournalList{}} {
-		if !IsExpensive(r) {
+		if !isExpensive(r) {
 			t.Errorf("%s is not expensive", r.Op())
 		}
 	}
 	for _, r := range []Request{Status{}, RegisterDNS{}, AttachContainer{}, NatTick{}, Shutdown{}} {
-		if IsExpensive(r) {
+		if isExpensive(r) {
 			t.Errorf("%s is expensive", r.Op())
 		}
 	}
@@ -139,7 +139,7 @@ func TestExpensiveRequestsAreBounded(t *testing.T) {
 func TestExpensiveWaitsForThePreviousAnswerToBeWritten(t *testing.T) {
 	var calls atomic.Int32
 	s := &Server{Handler: func(m Meta, r Request) <-chan Response {
-		if IsExpensive(r) {
+		if isExpensive(r) {
 			calls.Add(1)
 			return Reply(JournalReport{OK: true, Report: json.RawMessage(`{}`), Problems: []string{strings.Repeat("w", 2<<20)}})
 		}

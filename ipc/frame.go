@@ -14,7 +14,9 @@ const MaxFrame = 8 * 1024 * 1024
 // firstChunk is the buffer a frame body larger than the caller's buffer
 // starts in. It doubles, capped at the declared length, each time it fills:
 // a peer that declares 8 MiB and sends 10 bytes costs 4 KiB, not 8 MiB, and
-// a body that does arrive costs at most twice its size in allocations.
+// a body that does arrive costs less than three times its size in
+// allocations (the buffers it outgrew, under twice its size, and the last;
+// TestReadFrameGrowsAsBytesArrive).
 const firstChunk = 4 << 10
 
 // ErrFrameTooLarge is returned for a length prefix above MaxFrame.

@@ -52,8 +52,9 @@ func (h *logRecorder) attr(r slog.Record, key string) slog.Value {
 	return v
 }
 
-// serve starts s (Log set to a recorder unless set) on a fresh socket.
-func serve(t *testing.T, s *Server) (string, *logRecorder) {
+// serve starts s (Log set to a recorder unless set, Handler to one that
+// answers ok unless set) on a fresh socket, closed at cleanup.
+func serve(t testing.TB, s *Server) (string, *logRecorder) {
 	t.Helper()
 	rec := &logRecorder{}
 	if s.Log == nil {
@@ -62,14 +63,21 @@ func serve(t *testing.T, s *Server) (string, *logRecorder) {
 	if s.Handler == nil {
 		s.Handler = func(Meta, Request) <-chan Response { return Reply(OK{}) }
 	}
+	path, l := listen(t)
+	go s.Serve(l)
+	t.Cleanup(func() { s.Close() })
+	return path, rec
+}
+
+// listen binds a fresh socket (closed by whoever closes the listener).
+func listen(t testing.TB) (string, net.Listener) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "s.sock")
 	l, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.Serve(l)
-	t.Cleanup(func() { s.Close() })
-	return path, rec
+	return path, l
 }
 
 // waitFor polls cond until it holds or d passes.
@@ -84,13 +92,12 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func statusFrame(id uint64) []byte {
-	return []byte(`{"frame":"request","id":` + strconv.FormatUint(id, 10) + `,"request":{"op":"status"}}`)
-}
-
+// requestFrame is a request frame for an op without fields.
 func requestFrame(id uint64, op string) []byte {
 	return []byte(`{"frame":"request","id":` + strconv.FormatUint(id, 10) + `,"request":{"op":"` + op + `"}}`)
 }
+
+func statusFrame(id uint64) []byte { return requestFrame(id, "status") }
 
 // roundTrip sends a status request and reads one frame back.
 func roundTrip(t *testing.T, c net.Conn, id uint64) Frame {

@@ -2,8 +2,8 @@ package ipc
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -234,7 +234,9 @@ func emfileChild() {
 	}
 	fmt.Println("ready", rl.Cur)
 	<-stop
-	time.Sleep(50 * time.Millisecond) // the shutdown's answer goes out
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.Drain(ctx) // the shutdown's answer goes out
+	cancel()
 	b, _ := json.Marshal(s.Stats())
 	fmt.Println("stats " + string(b))
 	os.Exit(0)
@@ -367,5 +369,5 @@ func copyFile(from, to string) error {
 		out.Close()
 		return err
 	}
-	return errors.Join(out.Close())
+	return out.Close()
 }

@@ -26,8 +26,8 @@ type lockedListener struct {
 
 	mu       sync.Mutex
 	inner    *net.UnixListener
-	ino      uint64    // the socket file's inode
-	deadline time.Time // the accept deadline last set, carried to a new socket
+	file     os.FileInfo // the socket file inner is bound to (nil if it could not be read)
+	deadline time.Time   // the accept deadline last set, carried to a new socket
 	closed   bool
 }
 
@@ -66,11 +66,17 @@ func (l *lockedListener) SetDeadline(t time.Time) error {
 	return l.inner.SetDeadline(t)
 }
 
+// Close closes the socket and removes its file, unless the file at the
+// path is no longer this socket's (removed by hand, or another process's
+// since): that one is left alone.
 func (l *lockedListener) Close() error {
 	l.mu.Lock()
 	l.closed = true
-	in := l.inner
+	in, file := l.inner, l.file
 	l.mu.Unlock()
+	if fi, err := os.Lstat(l.path); err != nil || !os.SameFile(fi, file) {
+		in.SetUnlinkOnClose(false)
+	}
 	err := in.Close()
 	l.lock.Close()
 	return err
@@ -80,26 +86,22 @@ func (l *lockedListener) Restore() (bool, error) {
 	l.restoreMu.Lock()
 	defer l.restoreMu.Unlock()
 	l.mu.Lock()
-	closed, ino := l.closed, l.ino
+	closed, file := l.closed, l.file
 	l.mu.Unlock()
 	if closed {
 		return false, net.ErrClosed
 	}
 	// The checks and the probe run without l.mu: Accept goes on meanwhile.
 	if fi, err := os.Lstat(l.path); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ino == ino {
+		if os.SameFile(fi, file) {
 			return false, nil
 		}
 		// Something else is at the path: take it only if nobody serves it.
-		if c, err := net.DialTimeout("unix", l.path, 500*time.Millisecond); err == nil {
-			c.Close()
-			return false, fmt.Errorf("%w: %s was replaced by a socket another process answers on", ErrSocketInUse, l.path)
-		}
-		if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return false, fmt.Errorf("ipc: remove %s: %w", l.path, err)
+		if err := removeStale(l.path, l.path+" was replaced by a socket another process answers on"); err != nil {
+			return false, err
 		}
 	}
-	in, newIno, err := bindSocket(l.path)
+	in, newFile, err := bindSocket(l.path)
 	if err != nil {
 		return false, err
 	}
@@ -114,37 +116,45 @@ func (l *lockedListener) Restore() (bool, error) {
 	}
 	old := l.inner
 	old.SetUnlinkOnClose(false) // the path is the new socket's now
-	l.inner, l.ino = in, newIno
+	l.inner, l.file = in, newFile
 	old.Close() // wakes Accept, which goes on with the new socket
 	return true, nil
 }
 
+// removeStale removes the file at path unless a server answers on it: then
+// the error is ErrSocketInUse, saying inUse. A file already gone is fine.
+func removeStale(path, inUse string) error {
+	if c, err := net.DialTimeout("unix", path, 500*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("%w: %s", ErrSocketInUse, inUse)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("ipc: remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
 // bindSocket listens on path with mode 0660 and, when it exists, group
-// zlayer.
-func bindSocket(path string) (*net.UnixListener, uint64, error) {
+// zlayer. It returns the socket file's FileInfo, nil if it cannot be read.
+func bindSocket(path string) (*net.UnixListener, os.FileInfo, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, 0, fmt.Errorf("ipc: create socket directory: %w", err)
+		return nil, nil, fmt.Errorf("ipc: create socket directory: %w", err)
 	}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
-		return nil, 0, fmt.Errorf("ipc: listen on %s: %w", path, err)
+		return nil, nil, fmt.Errorf("ipc: listen on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		l.Close()
-		return nil, 0, fmt.Errorf("ipc: chmod %s: %w", path, err)
+		return nil, nil, fmt.Errorf("ipc: chmod %s: %w", path, err)
 	}
 	if g, err := user.LookupGroup("zlayer"); err == nil {
 		if gid, err := strconv.Atoi(g.Gid); err == nil {
 			_ = os.Chown(path, -1, gid) // best effort: root-only access stays
 		}
 	}
-	var ino uint64
-	if fi, err := os.Lstat(path); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			ino = st.Ino
-		}
-	}
-	return l, ino, nil
+	fi, _ := os.Lstat(path) // nil on error: Restore then treats the file as a stranger's
+	return l, fi, nil
 }
 
 // Listen binds the daemon's unix socket at path. It holds an exclusive lock
@@ -169,21 +179,15 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("ipc: lock %s: %w", lockPath, err)
 	}
 	if _, err := os.Lstat(path); err == nil {
-		c, derr := net.DialTimeout("unix", path, 500*time.Millisecond)
-		if derr == nil {
-			c.Close()
+		if err := removeStale(path, "a live daemon answers on "+path); err != nil {
 			lock.Close()
-			return nil, fmt.Errorf("%w: a live daemon answers on %s", ErrSocketInUse, path)
-		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			lock.Close()
-			return nil, fmt.Errorf("ipc: remove stale socket %s: %w", path, err)
+			return nil, err
 		}
 	}
-	l, ino, err := bindSocket(path)
+	l, file, err := bindSocket(path)
 	if err != nil {
 		lock.Close()
 		return nil, err
 	}
-	return &lockedListener{path: path, lock: lock, inner: l, ino: ino}, nil
+	return &lockedListener{path: path, lock: lock, inner: l, file: file}, nil
 }

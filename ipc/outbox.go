@@ -70,7 +70,7 @@ func (c *serverConn) encodeResponse(id uint64, r Response) []byte {
 // (and the connection closed) when it does not fit.
 func (c *serverConn) stage(n int) bool {
 	c.omu.Lock()
-	if c.killed {
+	if c.isDead() {
 		c.omu.Unlock()
 		return false
 	}
@@ -131,7 +131,7 @@ const (
 // connection instead: its client does not read.
 func (c *serverConn) enqueue(b []byte, expensive, staged bool, by enqueuer) {
 	c.omu.Lock()
-	if c.killed || c.closing {
+	if c.isDead() || c.closing {
 		c.omu.Unlock()
 		return
 	}
@@ -169,7 +169,7 @@ func (c *serverConn) enqueue(b []byte, expensive, staged bool, by enqueuer) {
 // reader's), unless a flusher goroutine is at it.
 func (c *serverConn) flushInline() {
 	c.omu.Lock()
-	if c.flushing || c.killed || len(c.out) == 0 {
+	if c.flushing || c.isDead() || len(c.out) == 0 {
 		c.omu.Unlock()
 		return
 	}
@@ -195,8 +195,9 @@ func (c *serverConn) flush(linger bool) {
 	var idle *time.Timer
 	for {
 		c.omu.Lock()
-		if c.killed || len(c.out) == 0 {
-			if linger && !c.killed && !c.closing {
+		dead := c.isDead()
+		if dead || len(c.out) == 0 {
+			if linger && !dead && !c.closing {
 				c.omu.Unlock()
 				if idle == nil {
 					idle = time.NewTimer(flusherLinger)
@@ -291,11 +292,10 @@ func (c *serverConn) finish() {
 // and when nothing is being written, the client is told why first.
 func (c *serverConn) kill(msg string) {
 	c.omu.Lock()
-	if c.killed {
+	if c.isDead() {
 		c.omu.Unlock()
 		return
 	}
-	c.killed = true
 	idle := !c.flushing
 	c.out, c.queued, c.staged = nil, 0, 0
 	close(c.dead)

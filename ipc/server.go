@@ -63,7 +63,7 @@ const (
 	// DefaultMaxQueuedBytes bounds a connection's encoded frames waiting
 	// to be written: two frames of the largest size.
 	DefaultMaxQueuedBytes = 2 * (MaxFrame + 4)
-	// DefaultMaxExpensive is how many expensive requests (IsExpensive) run
+	// DefaultMaxExpensive is how many expensive requests (isExpensive) run
 	// at once, server-wide: one per core of a small node.
 	DefaultMaxExpensive = 2
 	// DefaultMaxInFlight bounds pipelined requests per connection.
@@ -119,30 +119,26 @@ type Server struct {
 	// came later) closes the connection at once. Either way what was
 	// queued is dropped.
 	MaxQueuedBytes int
-	// Expensive tells the requests that are costly to answer (default
-	// IsExpensive). Per connection at most one runs: the reader dispatches
-	// the next expensive request once the previous one's response has been
-	// written. Server-wide at most MaxExpensive handlers of expensive
-	// requests run at once. Cheap requests never wait for them, except
-	// behind an expensive request of their own connection.
-	Expensive func(Request) bool
-	// MaxExpensive bounds expensive requests in flight server-wide
-	// (default 2): a slot is taken before the handler is called and given
-	// back once its response has arrived and been encoded (encoding a
-	// large response is part of the cost).
+	// MaxExpensive bounds expensive requests (isExpensive) in flight
+	// server-wide (default 2): a slot is taken before the handler is
+	// called and given back once its response has arrived and been encoded
+	// (encoding a large response is part of the cost). Per connection at
+	// most one runs: the reader dispatches the next expensive request once
+	// the previous one's response has been written. Cheap requests never
+	// wait for them, except behind an expensive request of their own
+	// connection.
 	MaxExpensive int
 
 	setupOnce sync.Once
 	lim       limits
 	sem       chan struct{} // expensive requests in flight, server-wide
-	done      chan struct{} // closed by Close and Drain: stop accepting
+	done      chan struct{} // closed (under mu) by Close and Drain: stop accepting
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	open      int // connections that hold a slot of MaxConns
 	openOther int // of them, from peers that are not root
-	closed    bool
 	nextConn  atomic.Uint64
 	wg        sync.WaitGroup
 	// Connections that hold a slot and completed no frame, oldest first,
@@ -164,13 +160,12 @@ type limits struct {
 	writeTimeout           time.Duration
 	maxQueued              int
 	maxInFlight            int
-	expensive              func(Request) bool
 }
 
-// IsExpensive is the default Server.Expensive: the inspection ops that
-// read the whole journal or state (journal_list, journal_verify,
-// state_dump).
-func IsExpensive(r Request) bool {
+// isExpensive tells the requests that are costly to answer: the
+// inspection ops that read the whole journal or state (journal_list,
+// journal_verify, state_dump).
+func isExpensive(r Request) bool {
 	switch r.(type) {
 	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump:
 		return true
@@ -187,7 +182,6 @@ func (s *Server) setup() {
 			writeTimeout: s.WriteTimeout,
 			maxQueued:    s.MaxQueuedBytes,
 			maxInFlight:  s.MaxInFlight,
-			expensive:    s.Expensive,
 		}
 		if l.maxConns <= 0 {
 			l.maxConns = DefaultMaxConns
@@ -213,9 +207,6 @@ func (s *Server) setup() {
 		}
 		if l.maxInFlight <= 0 {
 			l.maxInFlight = DefaultMaxInFlight
-		}
-		if l.expensive == nil {
-			l.expensive = IsExpensive
 		}
 		s.lim = l
 		n := s.MaxExpensive
@@ -246,7 +237,7 @@ var ErrServerClosed = errors.New("ipc: server closed")
 func (s *Server) Serve(l net.Listener) error {
 	s.setup()
 	s.mu.Lock()
-	if s.closed {
+	if s.isClosed() {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
@@ -307,8 +298,7 @@ func (s *Server) Drain(ctx context.Context) {
 // stopAccepting closes the listeners and the reserved descriptor.
 func (s *Server) stopAccepting() {
 	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
+	if !s.isClosed() {
 		close(s.done)
 	}
 	for l := range s.listeners {
@@ -318,7 +308,7 @@ func (s *Server) stopAccepting() {
 	s.dropReserve()
 }
 
-// Stats are the server's counters, for the daemon's status and metrics.
+// Stats are the server's counters.
 type Stats struct {
 	// Open is the number of connections being served.
 	Open int

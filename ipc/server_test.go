@@ -8,22 +8,16 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-// echoServer answers status with a fixed result, delays "nat_tick" so that
-// ordering can be observed, and answers ok otherwise.
+// startServer answers status with a fixed result, delays "nat_tick" so
+// that ordering can be observed, and answers ok otherwise.
 func startServer(t *testing.T) (string, *Server) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "s.sock")
-	l, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &Server{Handler: func(m Meta, r Request) <-chan Response {
 		switch r.(type) {
 		case NatTick:
@@ -35,8 +29,7 @@ func startServer(t *testing.T) (string, *Server) {
 		}
 		return Reply(OK{})
 	}}
-	go s.Serve(l)
-	t.Cleanup(func() { s.Close() })
+	path, _ := serve(t, s)
 	return path, s
 }
 
@@ -100,7 +93,7 @@ func TestServerHonoursDecodeVectors(t *testing.T) {
 					t.Fatalf("want err with id %d, got %+v", de.ID, f)
 				}
 				// Still open and serving.
-				if err := WriteFrame(c, []byte(`{"frame":"request","id":77,"request":{"op":"status"}}`)); err != nil {
+				if err := WriteFrame(c, statusFrame(77)); err != nil {
 					t.Fatalf("connection unusable after err: %v", err)
 				}
 				if f := readResp(t, c); f.ID != 77 {
@@ -117,7 +110,7 @@ func TestHugeLengthPrefixClosesWithoutAllocating(t *testing.T) {
 	path, _ := startServer(t)
 	c := rawConn(t, path)
 	// Warm up so that the server's goroutines exist before measuring.
-	if err := WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"status"}}`)); err != nil {
+	if err := WriteFrame(c, statusFrame(1)); err != nil {
 		t.Fatal(err)
 	}
 	readResp(t, c)
@@ -187,11 +180,11 @@ func TestResponsesInRequestOrderPerConnection(t *testing.T) {
 	path, _ := startServer(t)
 	c := rawConn(t, path)
 	// A slow request followed by fast ones: answers come back in order.
-	if err := WriteFrame(c, []byte(`{"frame":"request","id":1,"request":{"op":"nat_tick"}}`)); err != nil {
+	if err := WriteFrame(c, requestFrame(1, "nat_tick")); err != nil {
 		t.Fatal(err)
 	}
-	for id := 2; id <= 20; id++ {
-		if err := WriteFrame(c, []byte(`{"frame":"request","id":`+strconv.Itoa(id)+`,"request":{"op":"status"}}`)); err != nil {
+	for id := uint64(2); id <= 20; id++ {
+		if err := WriteFrame(c, statusFrame(id)); err != nil {
 			t.Fatal(err)
 		}
 	}

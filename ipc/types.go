@@ -530,7 +530,22 @@ type PeerStatus struct {
 	Endpoint              string `json:"endpoint"`
 	AllowedIPs            string `json:"allowed_ips"`
 	LastHandshakeUnixSecs int64  `json:"last_handshake_unix_secs"`
+	// Extensions (issue 10, CLI slice; a reference decoder ignores
+	// unknown fields), from the device's counters as `wg show` prints
+	// them: bytes received from and sent to the peer, and Health:
+	// "healthy" (a handshake at most the daemon's --peer-unhealthy-after
+	// old), "unhealthy" (older, or none), "" when the device cannot be
+	// read.
+	RxBytes uint64 `json:"rx_bytes,omitempty" ovl:"default"`
+	TxBytes uint64 `json:"tx_bytes,omitempty" ovl:"default"`
+	Health  string `json:"health,omitempty" ovl:"default"`
 }
+
+// Peer health values (PeerStatus.Health).
+const (
+	PeerHealthy   = "healthy"
+	PeerUnhealthy = "unhealthy"
+)
 
 func (p *PeerStatus) UnmarshalJSON(b []byte) error {
 	type plain PeerStatus

@@ -15,6 +15,9 @@ import (
 // Creds are a connected peer's credentials (SO_PEERCRED on Linux).
 type Creds struct {
 	UID, GID, PID uint32
+	// Exe is the peer's executable when the connection was accepted
+	// (/proc/PID/exe on Linux; "" when it could not be read).
+	Exe string
 }
 
 // Meta describes where a request came from.

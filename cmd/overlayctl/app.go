@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
 )
@@ -48,7 +49,7 @@ func endpointSocket(dataDir string) string {
 // daemon gives an error matching journal.ErrLocked.
 func (a *app) store() (*journal.BoltStore, error) {
 	dir := a.journalDir()
-	st, err := journal.Open(dir, journal.Options{ReadOnly: true, LockTimeout: 200 * time.Millisecond})
+	st, err := journal.Open(dir, replay.Indexing(journal.Options{ReadOnly: true, LockTimeout: 200 * time.Millisecond}))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no journal in %s (is --data-dir right?): %w", dir, err)
 	}

@@ -169,6 +169,8 @@ func isExpensive(r Request) bool {
 	switch r.(type) {
 	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump:
 		return true
+	case JournalBackup, *JournalBackup: // LIVE: a copy of the journal file
+		return true
 	}
 	return false
 }

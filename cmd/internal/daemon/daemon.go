@@ -86,6 +86,7 @@ type Daemon struct {
 	// followers are the journal_follow streams (follow.go); backups the
 	// journal_backup copies being served (backup.go).
 	followers followers
+	backups   backups
 	jw        *journalWatch
 	probs     effects.ProblemSet // the daemon's own (the socket)
 
@@ -357,6 +358,7 @@ func (d *Daemon) shutdown(graceful bool) {
 			d.server.Drain(ctx)
 			cancel()
 		}
+		d.backups.dropAll()
 		if d.health != nil {
 			d.health.stop()
 		}

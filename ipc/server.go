@@ -164,10 +164,11 @@ type limits struct {
 
 // isExpensive tells the requests that are costly to answer: the
 // inspection ops that read the whole journal or state (journal_list,
-// journal_verify, state_dump).
+// journal_verify, state_dump, journal_query, journal_stats).
 func isExpensive(r Request) bool {
 	switch r.(type) {
-	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump:
+	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump,
+		JournalQuery, JournalStats, *JournalQuery, *JournalStats:
 		return true
 	case JournalBackup, *JournalBackup: // LIVE: a copy of the journal file
 		return true

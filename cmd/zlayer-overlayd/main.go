@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/zlayer/overlayd/cmd/internal/daemon"
 	"github.com/zlayer/overlayd/cmd/internal/failpoint"
+	"github.com/zlayer/overlayd/cmd/internal/version"
 	"github.com/zlayer/overlayd/effects/dns"
 	"github.com/zlayer/overlayd/ipc"
 )
@@ -29,7 +31,7 @@ func main() {
 		dataDir   = flag.String("data-dir", ipc.DefaultDataDir, "data directory; the journal lives in <data-dir>/overlayd")
 		socket    = flag.String("socket", "", "IPC socket (default: /var/run/zlayer-overlayd.sock for the default data dir, else <data-dir>/run/zlayer-overlayd.sock)")
 		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
-		keyFile   = flag.String("wg-private-key-file", "", "import the node's WireGuard private key (base64, as `wg genkey` writes) from this file")
+		keyFile   = flag.String("wg-private-key-file", "", "import the node's WireGuard private key (base64, as 'wg genkey' writes) from this file")
 		slice4    = flag.Int("slice-prefix", 24, "prefix length of the node slice derived in an IPv4 cluster when setup_global_overlay gives none")
 		slice6    = flag.Int("slice-prefix6", 64, "prefix length of the node slice derived in an IPv6 cluster")
 		snapEvery = flag.Uint64("snapshot-every", 10000, "take a projection snapshot every N journaled events")
@@ -40,8 +42,13 @@ func main() {
 		resolv    = flag.String("resolv-conf", "/etc/resolv.conf", "file whose nameservers are the DNS upstreams (loopback stubs skipped); re-read when it changes")
 		maxConns  = flag.Int("max-connections", ipc.DefaultMaxConns, "most client connections open at once; past it a new one is answered err and closed (16 of them are kept for root)")
 		unhealthy = flag.Duration("peer-unhealthy-after", 180*time.Second, "a peer whose last handshake is older than this is reported unhealthy")
+		showVer   = flag.Bool("version", false, "print the version (release, commit, protocol) and exit")
 	)
-	flag.Parse()
+	parseFlags(os.Args[1:])
+	if *showVer {
+		fmt.Println(version.String())
+		return
+	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "zlayer-overlayd: unexpected argument %q\n", flag.Arg(0))
 		os.Exit(2)
@@ -105,6 +112,37 @@ func main() {
 	if err := d.Serve(); err != nil {
 		log.Error("stopped with an error", "err", err)
 		os.Exit(1)
+	}
+}
+
+const usageHead = `zlayer-overlayd is the node overlay-network daemon: it owns the node's
+WireGuard mesh, address management, service bridges, DNS and NAT, and
+journals every decision before acknowledging it. The orchestrator drives it
+over a Unix socket (PROTOCOL.md); overlayctl audits it.
+
+usage: zlayer-overlayd [flags]
+
+flags:
+`
+
+// parseFlags parses the command line: --help prints the usage on stdout
+// and exits 0; a bad flag prints the error and the usage on stderr and
+// exits 2.
+func parseFlags(args []string) {
+	fs := flag.CommandLine
+	fs.Init(os.Args[0], flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(os.Stdout)
+		fs.Usage()
+		os.Exit(0)
+	case err != nil:
+		os.Exit(2) // the flag package has printed the error and the usage
 	}
 }
 

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math/rand"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,4 +302,90 @@ func writeLoad(t *testing.T, c *ipc.Client, client int, r *rand.Rand, stop <-cha
 		}
 		acked.Store(client, s)
 	}
+}
+
+// restore refuses while the daemon runs and refuses a backup that does not
+// verify (nothing changed either time); offline it keeps the current
+// journal aside, moves aside a snapshot that does not belong to the
+// restored journal, and the node boots at the backup's state. An offline
+// backup (daemon stopped) is the same file format.
+func TestRestoreRefusalsAndSnapshot(t *testing.T) {
+	n := newNode(t, "--snapshot-every", "20")
+	n.start()
+	c := n.client()
+	call(t, c, ipc.SetupGlobalOverlay{Deployment: "restore", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", SliceCIDR: strp("10.200.0.0/18"), WgPort: 51820})
+	for i := 0; i < 10; i++ {
+		call(t, c, ipc.RegisterDNS{Name: fmt.Sprintf("before-%d.restore.test", i), IP: ipc.AddrOf(netip.AddrFrom4([4]byte{10, 99, 0, byte(i)}))})
+	}
+	file := filepath.Join(t.TempDir(), "early.db")
+	n.mustCtl("backup", file)
+	for i := 0; i < 40; i++ { // past the backup, with snapshots past it
+		call(t, c, ipc.RegisterDNS{Name: fmt.Sprintf("after-%d.restore.test", i), IP: ipc.AddrOf(netip.AddrFrom4([4]byte{10, 99, 1, byte(i)}))})
+	}
+	c.Close()
+	if out, err := n.ctl("restore", file); err == nil {
+		t.Fatalf("restore while the daemon runs succeeded: %s", out)
+	} else if !strings.Contains(err.Error(), "stop it first") {
+		t.Fatalf("restore while the daemon runs: %v", err)
+	}
+	n.stop()
+	before := offlineEvents(t, n.dataDir)
+
+	// A damaged backup is refused, and the journal is as it was.
+	bad := filepath.Join(t.TempDir(), "bad.db")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 2; i < len(b)/2+4096 && i < len(b); i++ {
+		b[i] ^= 0xFF
+	}
+	if err := os.WriteFile(bad, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.ctl("restore", bad); err == nil {
+		t.Fatalf("restore of a damaged backup succeeded: %s", out)
+	} else if !strings.Contains(err.Error(), bad) {
+		t.Fatalf("the refusal does not name the backup: %v", err)
+	} else {
+		t.Logf("damaged backup refused: %v", err)
+	}
+	if after := offlineEvents(t, n.dataDir); len(after) != len(before) {
+		t.Fatalf("a refused restore changed the journal: %d events, was %d", len(after), len(before))
+	}
+
+	// Offline backup of the current journal, then restore of the early one.
+	offline := filepath.Join(t.TempDir(), "offline.db")
+	if out := n.mustCtl("backup", offline); !strings.Contains(out, "(offline)") {
+		t.Fatalf("offline backup says %q", out)
+	}
+	out := n.mustCtl("restore", file, "-o", "json")
+	var rep struct {
+		HeadSeq  uint64 `json:"head_seq"`
+		Replaced string `json:"replaced"`
+		Snapshot string `json:"snapshot"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rep.Snapshot, "moved aside") || !strings.Contains(rep.Replaced, "journal.db.replaced-") {
+		t.Fatalf("restore report %s: want the newer snapshot moved aside and the journal kept", out)
+	}
+	if _, err := os.Stat(rep.Replaced); err != nil {
+		t.Fatalf("the replaced journal is not kept: %v", err)
+	}
+	n.start()
+	st := n.state()
+	if st.DNS["before-9.restore.test"] == nil || st.DNS["after-0.restore.test"] != nil {
+		t.Fatalf("restored state at %d: want the names before the backup and none after", st.Seq)
+	}
+	n.stop()
+
+	// The offline backup restores the later state.
+	n.mustCtl("restore", offline)
+	n.start()
+	if st := n.state(); st.DNS["after-39.restore.test"] == nil {
+		t.Fatalf("the offline backup restored to %d without the later names", st.Seq)
+	}
+	n.stop()
 }

@@ -389,3 +389,58 @@ func TestRestoreRefusalsAndSnapshot(t *testing.T) {
 	}
 	n.stop()
 }
+
+// overlayctl journal follow prints the history after --after, then live
+// events (without --after: only new ones), and stops at --limit.
+func TestJournalFollowCommand(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	c := n.client()
+	defer c.Close()
+	call(t, c, ipc.RegisterDNS{Name: "a.follow.test", IP: ipc.AddrOf(netip.MustParseAddr("10.99.0.1"))})
+	head := headOf(t, c)
+	out := n.mustCtl("journal", "follow", "--after", "0", "--limit", fmt.Sprint(head), "-o", "jsonl")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if uint64(len(lines)) != head {
+		t.Fatalf("follow --after 0 --limit %d printed %d lines:\n%s", head, len(lines), out)
+	}
+	for i, l := range lines {
+		var e ipc.JournalEvent
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e.Seq != uint64(i+1) {
+			t.Fatalf("line %d: %q (%v)", i+1, l, err)
+		}
+	}
+	// Live: a follower started now prints the next event only.
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := n.ctl("journal", "follow", "--limit", "1")
+		done <- result{out, err}
+	}()
+	// Register until the follower (connecting meanwhile) prints one.
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for i := 0; ; i++ {
+		select {
+		case r := <-done:
+			if r.err != nil || !strings.Contains(r.out, "source: live daemon") || !strings.Contains(r.out, ".b.follow.test") || strings.Contains(r.out, "a.follow.test") ||
+				strings.Count(strings.TrimSpace(r.out), "\n") != 2 {
+				t.Fatalf("follow --limit 1: %v\n%s", r.err, r.out)
+			}
+		case <-tick.C:
+			call(t, c, ipc.RegisterDNS{Name: fmt.Sprintf("n%d.b.follow.test", i), IP: ipc.AddrOf(netip.AddrFrom4([4]byte{10, 99, 1, byte(i)}))})
+			continue
+		case <-deadline:
+			t.Fatal("follow --limit 1 did not print a new event")
+		}
+		break
+	}
+	n.stop()
+	if _, err := n.ctl("journal", "follow"); err == nil || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("follow without a daemon: %v, want exit 3", err)
+	}
+}

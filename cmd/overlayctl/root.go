@@ -19,6 +19,8 @@ var topCommands = []func(*app) *cobra.Command{
 	newJournalCmd,
 	newStateCmd,
 	newCallCmd,
+	newBackupCmd,  // LIVE (backup.go)
+	newRestoreCmd, // LIVE (restore.go)
 }
 
 // journalCommands are the subcommands of "overlayctl journal".
@@ -26,6 +28,7 @@ var journalCommands = []func(*app) *cobra.Command{
 	newJournalLsCmd,
 	newJournalVerifyCmd,
 	newJournalRepairCmd,
+	newJournalFollowCmd, // LIVE (follow.go)
 }
 
 // Exit codes (documented in overlayctl --help and docs/overlayctl.md).

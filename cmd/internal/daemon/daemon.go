@@ -88,8 +88,12 @@ type Daemon struct {
 	listener net.Listener
 	boot     replay.Stats
 	dumps    dumps
-	jw       *journalWatch
-	probs    effects.ProblemSet // the daemon's own (the socket)
+	// followers are the journal_follow streams (follow.go); backups the
+	// journal_backup copies being served (backup.go).
+	followers followers
+	backups   backups
+	jw        *journalWatch
+	probs     effects.ProblemSet // the daemon's own (the socket)
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -284,6 +288,7 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 	}
 	d.log.Info("serving", "socket", l.Addr().String(), "public_key", d.nodePub)
 	go d.server.Serve(l)
+	d.writeEndpoint(l.Addr().String())
 	go d.watchSocket()
 	<-d.stopped
 	return d.failure()
@@ -369,10 +374,12 @@ func (d *Daemon) shutdown(graceful bool) {
 		d.stopping = true
 		d.mu.Unlock()
 		if d.server != nil {
+			d.removeEndpoint()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			d.server.Drain(ctx)
 			cancel()
 		}
+		d.backups.dropAll()
 		if d.health != nil {
 			d.health.stop()
 		}

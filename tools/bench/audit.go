@@ -120,7 +120,6 @@ func benchAudit(tmp string) {
 	}
 }
 
-
 func median(d []time.Duration) time.Duration {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return d[len(d)/2]

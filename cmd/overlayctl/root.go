@@ -17,6 +17,12 @@ import (
 // its constructor, func newXxxCmd(a *app) *cobra.Command.
 var topCommands = []func(*app) *cobra.Command{
 	newJournalCmd,
+	newStatusCmd,
+	newPeersCmd,
+	newIPAMCmd,
+	newServicesCmd,
+	newAttachmentsCmd,
+	newDNSCmd,
 	newStateCmd,
 	newCallCmd,
 }

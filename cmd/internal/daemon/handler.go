@@ -143,6 +143,13 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		j.read = d.status
 		j.finish = d.statusLive
 	case ipc.StateDump:
+		if r.At != nil && r.DumpID == nil {
+			// An earlier state: rebuilt from the journal, off the
+			// sequencer.
+			ch := make(chan ipc.Response, 1)
+			go func() { ch <- d.stateDumpAt(*r.At) }()
+			return ch
+		}
 		read, finish, direct := d.stateDump(r)
 		if direct != nil {
 			return ipc.Reply(direct)
@@ -155,6 +162,14 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		// Off the connection's reader: it reads the journal file.
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalList(r) }()
+		return ch
+	case ipc.JournalQuery:
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalQuery(r) }()
+		return ch
+	case ipc.JournalStats:
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalStats() }()
 		return ch
 	case ipc.JournalVerify:
 		ch := make(chan ipc.Response, 1)

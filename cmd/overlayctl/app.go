@@ -11,6 +11,7 @@ import (
 
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/projections"
 )
 
 // journalDir is where the daemon keeps its journal.
@@ -48,7 +49,8 @@ func endpointSocket(dataDir string) string {
 // daemon gives an error matching journal.ErrLocked.
 func (a *app) store() (*journal.BoltStore, error) {
 	dir := a.journalDir()
-	st, err := journal.Open(dir, journal.Options{ReadOnly: true, LockTimeout: 200 * time.Millisecond})
+	st, err := journal.Open(dir, journal.Options{ReadOnly: true, LockTimeout: 200 * time.Millisecond,
+		Indexer: projections.Terms, IndexVersion: projections.TermsVersion})
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no journal in %s (is --data-dir right?): %w", dir, err)
 	}

@@ -23,14 +23,19 @@ var topCommands = []func(*app) *cobra.Command{
 	newServicesCmd,
 	newAttachmentsCmd,
 	newDNSCmd,
+	newHistoryCmd,
 	newStateCmd,
+	newDiffCmd,
 	newCallCmd,
 }
 
 // journalCommands are the subcommands of "overlayctl journal".
 var journalCommands = []func(*app) *cobra.Command{
 	newJournalLsCmd,
+	newJournalShowCmd,
 	newJournalVerifyCmd,
+	newJournalStatsCmd,
+	newJournalExportCmd,
 	newJournalRepairCmd,
 }
 

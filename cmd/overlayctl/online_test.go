@@ -19,7 +19,16 @@ import (
 // serving sock; stop stops it and waits.
 func liveDaemon(t *testing.T, dataDir, sock string) (stop func()) {
 	t.Helper()
-	d, err := daemon.Open(daemon.Config{DataDir: dataDir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true})
+	_, stop = liveDaemonCfg(t, daemon.Config{DataDir: dataDir}, sock)
+	return stop
+}
+
+// liveDaemonCfg is liveDaemon with a configuration (Log and NoDataPlane
+// are set here).
+func liveDaemonCfg(t *testing.T, cfg daemon.Config, sock string) (*daemon.Daemon, func()) {
+	t.Helper()
+	cfg.Log, cfg.NoDataPlane = slog.New(slog.DiscardHandler), true
+	d, err := daemon.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +40,7 @@ func liveDaemon(t *testing.T, dataDir, sock string) (stop func()) {
 	done := make(chan error, 1)
 	go func() { done <- d.ServeListener(l) }()
 	stopped := false
-	stop = func() {
+	stop := func() {
 		if stopped {
 			return
 		}
@@ -44,7 +53,7 @@ func liveDaemon(t *testing.T, dataDir, sock string) (stop func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return stop
+	return d, stop
 }
 
 // ctlSock runs overlayctl with --socket.

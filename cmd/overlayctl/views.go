@@ -33,16 +33,10 @@ type view struct {
 // offlineNote is printed under a table whose live-only columns are empty.
 const offlineNote = "(offline: the daemon is not running; live-only columns are shown as -)"
 
-// loadView reads the state (and, online, the status). live: try the
-// daemon first (status, peers); else the journal first, as state does.
+// loadView reads the state (and, online, the status when live: the view
+// has live-only columns).
 func (a *app) loadView(ctx context.Context, live bool) (*view, error) {
-	var src *source
-	var err error
-	if live {
-		src, err = a.liveSource(ctx)
-	} else {
-		src, err = a.source(ctx)
-	}
+	src, err := a.source(ctx)
 	if err != nil {
 		return nil, err
 	}

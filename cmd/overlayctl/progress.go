@@ -104,7 +104,7 @@ func (p *progress) draw(force bool) {
 	fmt.Fprintf(p.w, "\r\033[K%s", line)
 }
 
-// Done erases the line.
+// Done draws the last state of the phase, then erases the line.
 func (p *progress) Done() {
 	if p == nil {
 		return
@@ -113,5 +113,6 @@ func (p *progress) Done() {
 	<-p.stopped
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.draw(true)
 	fmt.Fprint(p.w, "\r\033[K")
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/zlayer/overlayd/ipc"
 )
 
-// topCommands are overlayctl's commands, in the order help lists them.
+// topCommands are overlayctl's commands (help lists them sorted by name).
 // A command group lives in a file of its own and is registered here by
 // its constructor, func newXxxCmd(a *app) *cobra.Command.
 var topCommands = []func(*app) *cobra.Command{

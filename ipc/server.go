@@ -173,6 +173,8 @@ func isExpensive(r Request) bool {
 	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump,
 		JournalQuery, JournalStats, *JournalQuery, *JournalStats:
 		return true
+	case JournalBackup, *JournalBackup: // LIVE: a copy of the journal file
+		return true
 	}
 	return false
 }

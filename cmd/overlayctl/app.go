@@ -2,55 +2,35 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
-	"github.com/zlayer/overlayd/projections"
 )
 
 // journalDir is where the daemon keeps its journal.
 func (a *app) journalDir() string { return filepath.Join(a.dataDir, "overlayd") }
 
 // socketPath is --socket, else the socket the daemon recorded in
-// <data-dir>/overlayd/endpoint.json, else the default for --data-dir.
+// <data-dir>/overlayd/endpoint.json, else the default for --data-dir
+// (ipc.SocketFor).
 func (a *app) socketPath() string {
 	if a.socket != "" {
 		return a.socket
 	}
-	if s := endpointSocket(a.dataDir); s != "" {
-		return s
-	}
-	return ipc.DefaultSocketPath(a.dataDir)
-}
-
-// endpointSocket reads the socket from the endpoint file the daemon writes
-// once it serves ({"socket": "...", "pid": N, ...}); "" when there is none.
-func endpointSocket(dataDir string) string {
-	b, err := os.ReadFile(filepath.Join(dataDir, "overlayd", "endpoint.json"))
-	if err != nil {
-		return ""
-	}
-	var ep struct {
-		Socket string `json:"socket"`
-	}
-	if json.Unmarshal(b, &ep) != nil {
-		return ""
-	}
-	return ep.Socket
+	return ipc.SocketFor(a.dataDir)
 }
 
 // store opens the journal read-only (offline). A journal held by a running
 // daemon gives an error matching journal.ErrLocked.
 func (a *app) store() (*journal.BoltStore, error) {
 	dir := a.journalDir()
-	st, err := journal.Open(dir, journal.Options{ReadOnly: true, LockTimeout: 200 * time.Millisecond,
-		Indexer: projections.Terms, IndexVersion: projections.TermsVersion})
+	st, err := journal.Open(dir, replay.Indexing(journal.Options{ReadOnly: true, LockTimeout: 200 * time.Millisecond}))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no journal in %s (is --data-dir right?): %w", dir, err)
 	}

@@ -40,11 +40,11 @@ func fixtureNode(t *testing.T, dataDir string) *projections.State {
 		t.Fatal(err)
 	}
 	clock := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
-	st, err := journal.Open(filepath.Join(dataDir, "overlayd"), journal.Options{
+	st, err := journal.Open(filepath.Join(dataDir, "overlayd"), replay.Indexing(journal.Options{
 		NoSync: true, CreateWithID: &id,
 		Clock:   func() time.Time { clock = clock.Add(1500 * time.Millisecond); return clock },
 		Entropy: rand.New(rand.NewSource(1)),
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

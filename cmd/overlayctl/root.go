@@ -27,6 +27,8 @@ var topCommands = []func(*app) *cobra.Command{
 	newStateCmd,
 	newDiffCmd,
 	newCallCmd,
+	newBackupCmd,  // LIVE (backup.go)
+	newRestoreCmd, // LIVE (restore.go)
 }
 
 // journalCommands are the subcommands of "overlayctl journal".
@@ -37,6 +39,7 @@ var journalCommands = []func(*app) *cobra.Command{
 	newJournalStatsCmd,
 	newJournalExportCmd,
 	newJournalRepairCmd,
+	newJournalFollowCmd, // LIVE (follow.go)
 }
 
 // Exit codes (documented in overlayctl --help and docs/overlayctl.md).

@@ -35,6 +35,7 @@ func main() {
 		slice4    = flag.Int("slice-prefix", 24, "prefix length of the node slice derived in an IPv4 cluster when setup_global_overlay gives none")
 		slice6    = flag.Int("slice-prefix6", 64, "prefix length of the node slice derived in an IPv6 cluster")
 		snapEvery = flag.Uint64("snapshot-every", 10000, "take a projection snapshot every N journaled events")
+		keepEvery = flag.Uint64("keep-state-every", daemon.DefaultKeepStateEvery, "keep the projected state in the journal every N events, so that overlayctl state --at replays at most N events (0: keep none)")
 		interval  = flag.Duration("reconcile-interval", 10*time.Second, "period of the drift check against the kernel")
 		advertise = flag.String("advertise-address", "", "underlay address guests are told to reach this node at (default: the host's first global address)")
 		dnsListen = flag.String("dns-listen", "127.0.0.1:53", "local addresses (comma-separated ip:port) the DNS server answers on besides the node's overlay address port 53; \"\" for none")
@@ -70,6 +71,7 @@ func main() {
 	cfg := daemon.Config{
 		DataDir: *dataDir, Socket: *socket, WGPrivateKeyFile: *keyFile,
 		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
+		KeepStateEvery: *keepEvery, NoKeptStates: *keepEvery == 0,
 		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log, MaxConns: *maxConns,
 	}
 	var err error

@@ -18,8 +18,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
+	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
 	"github.com/zlayer/overlayd/projections"
@@ -96,17 +96,7 @@ type Querier interface {
 }
 
 // EventOf is the wire form of a stored event.
-func EventOf(e *journal.Envelope) ipc.JournalEvent {
-	je := ipc.JournalEvent{Seq: e.Seq, ID: e.ID.String(), Time: e.Time.UTC().Format(time.RFC3339Nano), Type: e.Type,
-		Version: e.Version, Op: e.Cause.Op, RequestID: e.Cause.RequestID,
-		Payload: slices.Clone(e.Payload), Hash: fmt.Sprintf("%x", e.Hash), PrevHash: fmt.Sprintf("%x", e.PrevHash)}
-	if e.Cause.HasPeer {
-		uid, pid := e.Cause.UID, e.Cause.PID
-		je.PeerUID, je.PeerPID = &uid, &pid
-	}
-	je.Exe = causeExe(e.Cause)
-	return je
-}
+func EventOf(e *journal.Envelope) ipc.JournalEvent { return replay.JournalEventOf(e) }
 
 // group is one filter over the objects (or type, or op) an event names:
 // an event matches when it carries one of terms, or (cidr) an address or

@@ -25,8 +25,11 @@ var _ Querier = (*Local)(nil)
 // NewLocal queries store, through its indexes when it has complete ones.
 func NewLocal(store journal.Store) *Local {
 	l := &Local{store: store, r: scanReader{store}, how: "scan"}
-	if r, ok := indexedReader(store); ok {
-		l.r, l.how = r, "index"
+	if r, ready, ok := indexedReader(store); ok {
+		l.r = r
+		if ready {
+			l.how = "index"
+		}
 	}
 	return l
 }

@@ -51,8 +51,6 @@ func TestStateAtEqualsReplay(t *testing.T) {
 	defer st.Close()
 	keepStates(t, st, 1000)
 	r := rand.New(rand.NewSource(seed))
-	q := NewLocal(st)
-	t.Logf("answering by %s", q.How())
 	head, _ := st.Head()
 	var envs []journal.Envelope
 	if err := st.Iterate(0, false, func(e *journal.Envelope) error {
@@ -64,7 +62,9 @@ func TestStateAtEqualsReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	qs := queriers(st)
 	for i := 0; i < 100; i++ {
+		q := qs[i%2]
 		seq := 1 + uint64(r.Int63n(int64(head)))
 		e := envs[seq-1]
 		var p Point
@@ -90,7 +90,7 @@ func TestStateAtEqualsReplay(t *testing.T) {
 			t.Fatalf("StateAt(%v): %v", p, err)
 		}
 		if g, w := canonicalOf(t, got), canonicalOf(t, want); !bytes.Equal(g, w) {
-			t.Fatalf("seed %d: StateAt(%v) (seq %d) differs from a replay up to %d:\n got %.300s\nwant %.300s", seed, p, got.Seq, seq, g, w)
+			t.Fatalf("seed %d: %s: StateAt(%v) (seq %d) differs from a replay up to %d:\n got %.300s\nwant %.300s", seed, q.How(), p, got.Seq, seq, g, w)
 		}
 	}
 }
@@ -167,8 +167,6 @@ func TestHistoryListsExactlyTheEventsNamingIt(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	q := NewLocal(st)
-	t.Logf("answering by %s", q.How())
 	kinds := slices.Sorted(func(yield func(string) bool) {
 		for k := range objects {
 			if !yield(k) {
@@ -195,15 +193,17 @@ func TestHistoryListsExactlyTheEventsNamingIt(t *testing.T) {
 					want = append(want, e.seq)
 				}
 			}
-			var got []uint64
-			if err := q.History(context.Background(), x, func(e ipc.JournalEvent) error {
-				got = append(got, e.Seq)
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(got, want) {
-				t.Fatalf("seed %d: history %s (%s): got %d events %v, want %d %v", seed, x, kind, len(got), head(got), len(want), head(want))
+			for _, q := range queriers(st) {
+				var got []uint64
+				if err := q.History(context.Background(), x, func(e ipc.JournalEvent) error {
+					got = append(got, e.Seq)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("seed %d: %s: history %s (%s): got %d events %v, want %d %v", seed, q.How(), x, kind, len(got), head(got), len(want), head(want))
+				}
 			}
 			checked++
 		}
@@ -229,8 +229,6 @@ func TestListFiltersMatchAScan(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	q := NewLocal(st)
-	t.Logf("answering by %s", q.How())
 	svc := "svc1"
 	ip := ""
 	for _, e := range all {
@@ -265,22 +263,24 @@ func TestListFiltersMatchAScan(t *testing.T) {
 		"service window": {Service: svc, Since: &since, Until: &until, Reverse: true},
 	}
 	for name, f := range cases {
-		t.Run(name, func(t *testing.T) {
-			var got []uint64
-			if err := q.List(context.Background(), f, func(e ipc.JournalEvent) error {
-				got = append(got, e.Seq)
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			want := scanFilter(t, all, f)
-			if !slices.Equal(got, want) {
-				t.Fatalf("got %d %v, want %d %v", len(got), head(got), len(want), head(want))
-			}
-			if len(want) == 0 {
-				t.Fatalf("the case selects nothing: not a test")
-			}
-		})
+		for _, q := range queriers(st) {
+			t.Run(name+"/"+q.How(), func(t *testing.T) {
+				var got []uint64
+				if err := q.List(context.Background(), f, func(e ipc.JournalEvent) error {
+					got = append(got, e.Seq)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				want := scanFilter(t, all, f)
+				if !slices.Equal(got, want) {
+					t.Fatalf("got %d %v, want %d %v", len(got), head(got), len(want), head(want))
+				}
+				if len(want) == 0 {
+					t.Fatalf("the case selects nothing: not a test")
+				}
+			})
+		}
 	}
 }
 
@@ -349,22 +349,23 @@ func scanFilter(t *testing.T, all []*journal.Envelope, f Filter) []uint64 {
 func TestShowAndPoints(t *testing.T) {
 	st := genStore(t, 500, 7)
 	defer st.Close()
-	q := NewLocal(st)
 	ctx := context.Background()
-	var e10 journal.Envelope
-	st.Iterate(9, false, func(e *journal.Envelope) error { e10 = *e; return errStop })
-	for _, ref := range []string{"10", e10.ID.String(), strings.ToLower(e10.ID.String())} {
-		got, err := q.Show(ctx, ref)
-		if err != nil {
-			t.Fatalf("show %s: %v", ref, err)
+	for _, q := range queriers(st) {
+		var e10 journal.Envelope
+		st.Iterate(9, false, func(e *journal.Envelope) error { e10 = *e; return errStop })
+		for _, ref := range []string{"10", e10.ID.String(), strings.ToLower(e10.ID.String())} {
+			got, err := q.Show(ctx, ref)
+			if err != nil {
+				t.Fatalf("show %s: %v", ref, err)
+			}
+			if got.Seq != 10 || got.Hash == "" || got.PrevHash == "" {
+				t.Fatalf("show %s: %+v", ref, got)
+			}
 		}
-		if got.Seq != 10 || got.Hash == "" || got.PrevHash == "" {
-			t.Fatalf("show %s: %+v", ref, got)
+		head, _ := st.Head()
+		if _, err := q.Show(ctx, strconv.FormatUint(head+1, 10)); err == nil || !strings.Contains(err.Error(), "ends at sequence") {
+			t.Fatalf("show past the head: %v", err)
 		}
-	}
-	head, _ := st.Head()
-	if _, err := q.Show(ctx, strconv.FormatUint(head+1, 10)); err == nil || !strings.Contains(err.Error(), "ends at sequence") {
-		t.Fatalf("show past the head: %v", err)
 	}
 	if _, err := ParsePoint("yesterday"); err == nil || !strings.Contains(err.Error(), "RFC 3339") {
 		t.Fatalf("bad point: %v", err)

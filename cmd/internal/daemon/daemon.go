@@ -37,6 +37,11 @@ type Config struct {
 	SlicePrefix4, SlicePrefix6 int
 	// SnapshotEvery takes a snapshot after this many events (0 = 10000).
 	SnapshotEvery uint64
+	// KeepStateEvery keeps the projected state in the journal every this
+	// many events, for `overlayctl state --at` (0 = DefaultKeepStateEvery);
+	// NoKeptStates turns it off.
+	KeepStateEvery uint64
+	NoKeptStates   bool
 	// ReconcileInterval is the period of the drift check (0 = 10 s).
 	ReconcileInterval time.Duration
 	// AdvertiseAddr is the underlay address guests are told to reach this
@@ -83,8 +88,12 @@ type Daemon struct {
 	listener net.Listener
 	boot     replay.Stats
 	dumps    dumps
-	jw       *journalWatch
-	probs    effects.ProblemSet // the daemon's own (the socket)
+	// followers are the journal_follow streams (follow.go); backups the
+	// journal_backup copies being served (backup.go).
+	followers followers
+	backups   backups
+	jw        *journalWatch
+	probs     effects.ProblemSet // the daemon's own (the socket)
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -92,8 +101,11 @@ type Daemon struct {
 	mu       sync.Mutex
 	failed   error
 	stopping bool
-	stopped  chan struct{}
-	stopOnce sync.Once
+	// ret keeps past states for state --at; retStop ends its backfill.
+	ret              *retainer
+	retStop, retDone chan struct{}
+	stopped          chan struct{}
+	stopOnce         sync.Once
 }
 
 // Open boots the daemon: journal, keys, snapshot and replay, identity,
@@ -138,7 +150,7 @@ func Open(cfg Config) (*Daemon, error) {
 		if err := checkBeforeOpen(d.dir); err != nil {
 			return nil, fmt.Errorf("boot: %w", err)
 		}
-		bs, err := journal.Open(d.dir, journal.Options{})
+		bs, err := journal.Open(d.dir, replay.Indexing(journal.Options{}))
 		if err != nil {
 			return nil, err
 		}
@@ -229,6 +241,19 @@ func Open(cfg Config) (*Daemon, error) {
 		d.log.Warn("boot reconcile", "err", err)
 	}
 	d.jw.start()
+	every := cfg.KeepStateEvery
+	if every == 0 {
+		every = DefaultKeepStateEvery
+	}
+	if cfg.NoKeptStates {
+		every = 0
+	}
+	d.ret = newRetainer(d, every)
+	d.retStop, d.retDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(d.retDone)
+		d.ret.backfill(d.retStop)
+	}()
 	ok = true
 	return d, nil
 }
@@ -263,6 +288,7 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 	}
 	d.log.Info("serving", "socket", l.Addr().String(), "public_key", d.nodePub)
 	go d.server.Serve(l)
+	d.writeEndpoint(l.Addr().String())
 	go d.watchSocket()
 	<-d.stopped
 	return d.failure()
@@ -348,15 +374,21 @@ func (d *Daemon) shutdown(graceful bool) {
 		d.stopping = true
 		d.mu.Unlock()
 		if d.server != nil {
+			d.removeEndpoint()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			d.server.Drain(ctx)
 			cancel()
 		}
+		d.backups.dropAll()
 		if d.health != nil {
 			d.health.stop()
 		}
 		if d.jw != nil {
 			d.jw.stop()
+		}
+		if d.retStop != nil {
+			close(d.retStop)
+			<-d.retDone
 		}
 		if d.pipe != nil {
 			d.submitMu.Lock()
@@ -457,9 +489,13 @@ func (d *Daemon) snapshot() error {
 		return err
 	}
 	encoded := time.Since(start)
-	if err := d.store.SaveSnapshot(sn); err != nil && !errors.Is(err, journal.ErrClosed) {
+	if err := d.store.SaveSnapshot(sn); err != nil {
+		if errors.Is(err, journal.ErrClosed) {
+			return nil
+		}
 		return err
 	}
+	d.ret.snapshotTaken(sn)
 	d.log.Debug("snapshot saved", "seq", sn.Seq, "bytes", len(sn.Body), "encode", encoded.Round(time.Microsecond), "took", time.Since(start).Round(time.Microsecond))
 	return nil
 }

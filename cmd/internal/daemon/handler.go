@@ -19,7 +19,7 @@ import (
 // must not block: I/O that a command needs (the process's namespace inode, a
 // generated key) is done here, before the sequencer.
 func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
-	cause := journal.Cause{Op: req.Op(), RequestID: m.RequestID, HasPeer: m.HasPeer, UID: m.Peer.UID, PID: m.Peer.PID}
+	cause := journal.Cause{Op: req.Op(), RequestID: m.RequestID, HasPeer: m.HasPeer, UID: m.Peer.UID, PID: m.Peer.PID, Exe: m.Peer.Exe}
 	j := &job{cause: cause}
 	switch r := req.(type) {
 	case ipc.SetLocalNodeID:
@@ -174,6 +174,12 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 	case ipc.JournalVerify:
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalVerify() }()
+		return ch
+	case ipc.JournalFollow: // LIVE (follow.go)
+		return ipc.Reply(d.journalFollow(r))
+	case ipc.JournalBackup: // LIVE (backup.go): off the connection's reader
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalBackup(r) }()
 		return ch
 	default:
 		return ipc.Reply(ipc.Err{Message: fmt.Sprintf("%s: not supported by this daemon", req.Op())})

@@ -2,5 +2,5 @@ package journalgen
 
 import "github.com/zlayer/overlayd/journal"
 
-// setExe records the caller's executable once the journal carries it.
-func setExe(*journal.Cause, string) {}
+// setExe records the caller's executable.
+func setExe(c *journal.Cause, exe string) { c.Exe = exe }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -64,5 +65,30 @@ func TestGoldenOffline(t *testing.T) {
 			}
 			golden(t, goldenName(args, o), scrubTimes(scrub(out, data)))
 		}
+	}
+}
+
+// journal repair on a sound journal changes nothing and says so (table
+// and JSON), and call's output is the response object.
+func TestGoldenRepairAndCall(t *testing.T) {
+	data := t.TempDir()
+	fixtureNode(t, data)
+	for _, o := range []string{"table", "json"} {
+		code, out, errs := ctl(t, data, "journal", "repair", "-o", o)
+		if code != 0 {
+			t.Fatalf("repair -o %s: exit %d: %s", o, code, errs)
+		}
+		golden(t, "journal_repair."+o, scrub(out, data))
+	}
+	sock := filepath.Join(data, "d.sock")
+	liveDaemon(t, data, sock)
+	code, out, errs := ctlSock(t, data, sock, "call", `{"op":"allocate_ip","service":"web","join_global":false}`)
+	if code != 0 {
+		t.Fatalf("call: exit %d: %s", code, errs)
+	}
+	golden(t, "call_allocate_ip", out)
+	code, _, errs = ctlSock(t, data, sock, "call", `{"op":"release_ip","ip":"10.9.9.9"}`)
+	if code != exitFailure || !strings.Contains(errs, "10.9.9.9") {
+		t.Fatalf("call with an err answer: exit %d: %s", code, errs)
 	}
 }

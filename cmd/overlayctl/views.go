@@ -237,7 +237,7 @@ endpoint in use, the last handshake's age, health and the bytes received and
 sent; offline (and for dedicated devices) those columns are "-".`, true,
 		func(v *view, p *printer) error {
 			now := time.Now()
-			return list(p, v, "peers", peerRows(v, now), []string{"SCOPE", "PUBLIC KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "HEALTH", "RX", "TX", "KEEPALIVE"},
+			return list(p, v, "peers", peerRows(v), []string{"SCOPE", "PUBLIC KEY", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "HEALTH", "RX", "TX", "KEEPALIVE"},
 				func(r peerRow) []string {
 					return []string{r.Scope, r.PublicKey, r.Endpoint, r.AllowedIPs, handshakeAge(now, r.LastHandshake, v.status != nil && r.Live),
 						r.Health, bytesOr(r.RxBytes, r.Live), bytesOr(r.TxBytes, r.Live), keepalive(r.Keepalive)}
@@ -260,7 +260,7 @@ type peerRow struct {
 	TxBytes       uint64 `json:"tx_bytes,omitempty"`
 }
 
-func peerRows(v *view, _ time.Time) []peerRow {
+func peerRows(v *view) []peerRow {
 	live := map[string]ipc.PeerStatus{}
 	if v.status != nil {
 		for _, p := range v.status.Peers {

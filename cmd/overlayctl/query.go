@@ -25,7 +25,14 @@ func (a *app) querier(ctx context.Context) (audit.Querier, *source, error) {
 		return nil, nil, err
 	}
 	if src.Online() {
+		if a.scan {
+			src.Close()
+			return nil, nil, usageErrorf("--scan: the daemon holds the journal and answers from its index; stop it to scan the file")
+		}
 		return audit.NewRemote(src.client), src, nil
+	}
+	if a.scan {
+		return audit.NewLocalScan(src.store), src, nil
 	}
 	return audit.NewLocal(src.store), src, nil
 }

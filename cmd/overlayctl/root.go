@@ -96,6 +96,7 @@ type app struct {
 	dataDir string
 	socket  string // as given; "" means the endpoint file or the default
 	output  string // table, json or jsonl
+	scan    bool   // --scan: queries read every event, not the index
 	out     io.Writer
 	errOut  io.Writer
 }
@@ -134,6 +135,7 @@ else the default derived from --data-dir.
 	pf.StringVar(&a.dataDir, "data-dir", ipc.DefaultDataDir, "the daemon's data directory (the journal is <data-dir>/overlayd/journal.db)")
 	pf.StringVar(&a.socket, "socket", "", "the daemon's socket (default: from <data-dir>/overlayd/endpoint.json, else derived from --data-dir)")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json or jsonl")
+	pf.BoolVar(&a.scan, "scan", false, "answer queries by reading every event instead of the journal's index (offline only: to cross-check the index, or to compare times)")
 	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
 		switch a.output {
 		case "table", "json", "jsonl":

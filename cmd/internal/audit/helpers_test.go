@@ -56,5 +56,5 @@ func queriers(st journal.Store) []*Local {
 	if ix.How() != "index" {
 		panic("the store's index is not ready")
 	}
-	return []*Local{ix, {store: st, r: scanReader{st}, how: "scan"}}
+	return []*Local{ix, NewLocalScan(st)}
 }

@@ -34,6 +34,13 @@ func NewLocal(store journal.Store) *Local {
 	return l
 }
 
+// NewLocalScan queries store by reading every event it needs to, never
+// its index or kept states (only the snapshot file): the baseline the
+// index is measured against, and a cross-check of it.
+func NewLocalScan(store journal.Store) *Local {
+	return &Local{store: store, r: scanReader{store}, how: "scan"}
+}
+
 // How is "index" or "scan".
 func (l *Local) How() string { return l.how }
 

@@ -229,7 +229,6 @@ func TestListFiltersMatchAScan(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	svc := "svc1"
 	ip := ""
 	for _, e := range all {
 		if e.Type == "ip_reserved" {
@@ -244,6 +243,24 @@ func TestListFiltersMatchAScan(t *testing.T) {
 	mid := all[len(all)/2]
 	since := Point{Kind: PointTime, Time: mid.Time}
 	until := Point{Kind: PointSeq, Seq: mid.Seq + 700}
+	// The service most attached to inside the window, so that the
+	// combined cases select something whatever the seed.
+	attaches := map[string]int{}
+	svc := ""
+	for _, e := range all[mid.Seq-1 : min(int(mid.Seq)+700, len(all))] {
+		if e.Type != "container_attached" || !e.Cause.HasPeer {
+			continue
+		}
+		var p struct{ Service string }
+		json.Unmarshal(e.Payload, &p)
+		attaches[p.Service]++
+		if attaches[p.Service] > attaches[svc] {
+			svc = p.Service
+		}
+	}
+	if svc == "" {
+		t.Fatalf("seed %d: no container attached between events %d and %d", seed, mid.Seq, mid.Seq+700)
+	}
 	cases := map[string]Filter{
 		"type":           {Types: []string{"dns_registered"}},
 		"types":          {Types: []string{"dns_registered", "peer_added"}},
@@ -257,7 +274,7 @@ func TestListFiltersMatchAScan(t *testing.T) {
 		"since until":    {Since: &since, Until: &until},
 		"type limit":     {Types: []string{"dns_registered"}, Limit: 100},
 		"type reverse":   {Types: []string{"peer_removed"}, Limit: 30, Reverse: true},
-		"combined":       {Types: []string{"container_attached"}, Service: svc, Cause: CauseRequest},
+		"combined":       {Types: []string{"container_attached"}, Service: svc, Cause: CauseRequest, Since: &since},
 		"reverse range":  {Reverse: true, Since: &since, Limit: 50},
 		"after":          {After: 3000, Types: []string{"ip_released"}},
 		"service window": {Service: svc, Since: &since, Until: &until, Reverse: true},

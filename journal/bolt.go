@@ -153,8 +153,7 @@ func (h *handle) mapping() (uintptr, int) {
 
 type item struct {
 	recs   []Record
-	terms  [][]string // index terms of each of recs (nil: the index is off)
-	raw    [][]byte   // encoded envelopes to store as they are (Rewrite)
+	raw    [][]byte // encoded envelopes to store as they are (Rewrite)
 	epoch  uint64
 	commit *Commit
 }
@@ -605,7 +604,7 @@ func (s *BoltStore) closeHandle(h *handle) error {
 // Close waits for queued commits and closes the file. Calls after Close
 // fail with ErrClosed; a second Close returns nil.
 func (s *BoltStore) Close() error {
-	s.stopMigration()
+	s.stopIndexer()
 	if !s.opt.ReadOnly {
 		s.sendMu.Lock()
 		s.mu.Lock()

@@ -51,7 +51,7 @@ func (s *BoltStore) initIndex(h *handle) {
 		if m := tx.Bucket(bucketMeta); m != nil {
 			rec, present = decodeIndexRecord(m.Get(keyIndex))
 		}
-		buckets = tx.Bucket(bucketIndex) != nil && tx.Bucket(bucketStates) != nil
+		buckets = tx.Bucket(bucketIndex) != nil && tx.Bucket(bucketTerms) != nil && tx.Bucket(bucketStates) != nil
 		return nil
 	})
 	if err != nil {
@@ -68,11 +68,13 @@ func (s *BoltStore) initIndex(h *handle) {
 	if !present || rec.version != s.opt.IndexVersion || !buckets {
 		err := s.updateOn(h, "create the index", func(tx *bolt.Tx) error {
 			if present && rec.version != s.opt.IndexVersion {
-				if err := tx.DeleteBucket(bucketIndex); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
-					return err
+				for _, name := range [][]byte{bucketIndex, bucketTerms} {
+					if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+						return err
+					}
 				}
 			}
-			for _, name := range [][]byte{bucketIndex, bucketStates} {
+			for _, name := range [][]byte{bucketIndex, bucketTerms, bucketStates} {
 				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
@@ -336,7 +338,6 @@ func (s *BoltStore) Postings(term string, from, to uint64, reverse bool, fn func
 	if !ok {
 		return nil
 	}
-	prefix := append([]byte(term), 0)
 	var userErr error
 	emit := func(seq uint64) error {
 		if err := callUserFunc(func() error { return fn(seq) }); err != nil {
@@ -366,7 +367,7 @@ func (s *BoltStore) Postings(term string, from, to uint64, reverse bool, fn func
 			}
 		}
 		if b := tx.Bucket(bucketIndex); b != nil && from <= through {
-			if err := walkPostings(b.Cursor(), prefix, from, min(to, through), reverse, emit); err != nil {
+			if err := walkPostings(b.Cursor(), term, from, min(to, through), reverse, emit); err != nil {
 				return err
 			}
 		}
@@ -395,37 +396,50 @@ func indexedThrough(tx *bolt.Tx) uint64 {
 	return 0
 }
 
-// walkPostings calls emit for the keys of prefix (term, 0) with a sequence
-// in [from, to], ascending or descending.
-func walkPostings(c *bolt.Cursor, prefix []byte, from, to uint64, reverse bool, emit func(uint64) error) error {
-	visit := func(k []byte) (bool, error) {
-		if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
-			return false, nil
+// walkPostings calls emit for the keys of term with a sequence in [from,
+// to], ascending or descending: one seek per epoch.
+func walkPostings(c *bolt.Cursor, term string, from, to uint64, reverse bool, emit func(uint64) error) error {
+	first, last := epochOf(from), epochOf(to)
+	for i := uint64(0); i <= uint64(last-first); i++ {
+		ep := first + uint32(i)
+		if reverse {
+			ep = last - uint32(i)
 		}
-		seq := binary.BigEndian.Uint64(k[len(prefix):])
-		if seq < from || seq > to {
-			return false, nil
-		}
-		return true, emit(seq)
-	}
-	key := func(seq uint64) []byte { return binary.BigEndian.AppendUint64(slices.Clone(prefix), seq) }
-	if !reverse {
-		for k, _ := c.Seek(key(from)); k != nil; k, _ = c.Next() {
-			if more, err := visit(k); err != nil || !more {
-				return err
+		lo, hi := max(from, epochFirst(ep)), min(to, epochFirst(ep+1)-1)
+		prefix := append(binary.BigEndian.AppendUint32(nil, ep), term...)
+		prefix = append(prefix, 0)
+		visit := func(k []byte) (bool, error) {
+			if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+				return false, nil
 			}
+			seq := binary.BigEndian.Uint64(k[len(prefix):])
+			if seq < lo || seq > hi {
+				return false, nil
+			}
+			return true, emit(seq)
 		}
-		return nil
-	}
-	k, _ := c.Seek(key(to + 1))
-	if k == nil {
-		k, _ = c.Last()
-	} else {
-		k, _ = c.Prev()
-	}
-	for ; k != nil; k, _ = c.Prev() {
-		if more, err := visit(k); err != nil || !more {
-			return err
+		if !reverse {
+			for k, _ := c.Seek(postingKey(nil, term, lo)); k != nil; k, _ = c.Next() {
+				if more, err := visit(k); err != nil {
+					return err
+				} else if !more {
+					break
+				}
+			}
+			continue
+		}
+		k, _ := c.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), hi+1))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for ; k != nil; k, _ = c.Prev() {
+			if more, err := visit(k); err != nil {
+				return err
+			} else if !more {
+				break
+			}
 		}
 	}
 	return nil
@@ -490,17 +504,13 @@ func (s *BoltStore) Terms(prefix string, fn func(term string) error) error {
 		tail := slices.Sorted(maps.Keys(set))
 		// Merge the index's terms with the tail's, in order.
 		i := 0
-		if b := tx.Bucket(bucketIndex); b != nil {
+		if b := tx.Bucket(bucketTerms); b != nil && through > 0 {
 			c := b.Cursor()
-			for k, _ := c.Seek([]byte(prefix)); k != nil; {
-				term, _, ok := splitPosting(k)
-				if !ok {
-					return fmt.Errorf("%w: index key %x is not term, 0, sequence", ErrMalformed, k[:min(len(k), 24)])
-				}
-				if !bytes.HasPrefix(term, []byte(prefix)) {
+			for k, _ := c.Seek([]byte(prefix)); k != nil; k, _ = c.Next() {
+				if !bytes.HasPrefix(k, []byte(prefix)) {
 					break
 				}
-				t := string(term)
+				t := string(k)
 				for ; i < len(tail) && tail[i] < t; i++ {
 					if err := emit(tail[i]); err != nil {
 						return err
@@ -512,7 +522,6 @@ func (s *BoltStore) Terms(prefix string, fn func(term string) error) error {
 				if err := emit(t); err != nil {
 					return err
 				}
-				k, _ = c.Seek(append([]byte(t), 1)) // past every key of t
 			}
 		}
 		for ; i < len(tail); i++ {
@@ -553,25 +562,15 @@ func (s *BoltStore) indexCutKeys(tx *bolt.Tx, ack uint64) [][]byte {
 	return keys
 }
 
-// allKeysAfter walks every distinct term and collects its keys past ack.
+// allKeysAfter collects every index key of a sequence past ack: they lie
+// in the epochs from ack's on.
 func allKeysAfter(b *bolt.Bucket, ack uint64) [][]byte {
 	var keys [][]byte
 	c := b.Cursor()
-	for k, _ := c.First(); k != nil; {
-		term, _, ok := splitPosting(k)
-		if !ok {
-			k, _ = c.Next()
-			continue
-		}
-		t := append([]byte(nil), term...)
-		for k, _ = c.Seek(postingKey(nil, string(t), ack+1)); k != nil; k, _ = c.Next() {
-			kt, _, ok := splitPosting(k)
-			if !ok || !bytes.Equal(kt, t) {
-				break
-			}
+	for k, _ := c.Seek(binary.BigEndian.AppendUint32(nil, epochOf(ack+1))); k != nil; k, _ = c.Next() {
+		if _, seq, ok := splitPosting(k); ok && seq > ack {
 			keys = append(keys, append([]byte(nil), k...))
 		}
-		k, _ = c.Seek(append(t, 1))
 	}
 	return keys
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -170,6 +172,7 @@ func (s *BoltStore) indexBatch() (through uint64, complete bool, err error) {
 	}
 	to := min(from+uint64(s.batchSize())-1, head)
 	var keys [][]byte
+	newTerms := map[string]bool{}
 	err = s.view("index events", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		if b == nil {
@@ -193,6 +196,18 @@ func (s *BoltStore) indexBatch() (through uint64, complete bool, err error) {
 				return err
 			}
 			keys = postingKeys(keys, terms, seq)
+			for _, t := range terms {
+				newTerms[t] = true
+			}
+		}
+		// The terms the terms bucket does not hold yet (a Put of one it
+		// holds would rewrite its page for nothing).
+		if tb := tx.Bucket(bucketTerms); tb != nil {
+			for t := range newTerms {
+				if tb.Get([]byte(t)) != nil {
+					delete(newTerms, t)
+				}
+			}
 		}
 		return nil
 	})
@@ -221,6 +236,15 @@ func (s *BoltStore) indexBatch() (through uint64, complete bool, err error) {
 		b.FillPercent = indexFillPercent
 		for _, k := range keys {
 			if err := b.Put(k, nil); err != nil {
+				return err
+			}
+		}
+		tb := tx.Bucket(bucketTerms)
+		if tb == nil {
+			return fmt.Errorf("the terms bucket is missing")
+		}
+		for _, t := range slices.Sorted(maps.Keys(newTerms)) {
+			if err := tb.Put([]byte(t), nil); err != nil {
 				return err
 			}
 		}

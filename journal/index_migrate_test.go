@@ -23,7 +23,7 @@ func stripIndex(t *testing.T, dir string) {
 	}
 	defer db.Close()
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketIndex, bucketStates} {
+		for _, b := range [][]byte{bucketIndex, bucketTerms, bucketStates} {
 			if err := tx.DeleteBucket(b); err != nil {
 				return err
 			}

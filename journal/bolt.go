@@ -66,12 +66,13 @@ type Options struct {
 	// Indexer names the objects an event touches, as index terms (for
 	// example "ip:10.200.3.7", "service:web"): projections.Terms. nil:
 	// only the built-in terms ("type:", "op:"). It must be a pure
-	// function of its arguments; it runs in Append's caller.
+	// function of its arguments, safe for concurrent use: it runs on the
+	// store's indexer goroutine and in index reads (doc.go, "Indexes").
 	Indexer func(typ string, ver uint16, payload []byte) []string
 	// IndexVersion is the Indexer's version: a journal indexed with
 	// another version is re-indexed by a writable Open (migration).
 	IndexVersion uint32
-	// IndexBatch bounds the events one migration transaction indexes
+	// IndexBatch bounds the events one indexing transaction indexes
 	// (default 20000).
 	IndexBatch int
 }

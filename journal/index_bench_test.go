@@ -112,7 +112,12 @@ func BenchmarkPostings1M(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	start := time.Now()
 	fillBench(b, s, n)
+	for st := s.IndexStatus(); st.Through != headOf(s); st = s.IndexStatus() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Logf("%d events written and indexed in %v", n, time.Since(start).Round(time.Millisecond))
 	s.Close()
 	s, err = Open(dir, Options{Indexer: benchIndexer, IndexVersion: 1, ReadOnly: true})
 	if err != nil {

@@ -28,7 +28,7 @@ import (
 // event puts the same keys again.
 
 // indexDelay is how long the indexer lets commits gather after one.
-const indexDelay = 100 * time.Millisecond
+const indexDelay = 250 * time.Millisecond
 
 // indexBatchHook, when set (tests), is called on the indexer goroutine
 // after each batch with the new through.

@@ -187,3 +187,45 @@ func TestIndexMigrationResumes(t *testing.T) {
 	}
 	checkIndex(t, r, s)
 }
+
+// While the index is behind the head, Postings and Terms answer from the
+// index up to its through and from a scan past it, merged.
+func TestIndexReadsWhileBehind(t *testing.T) {
+	seed := testseed.New(t)
+	r := rand.New(rand.NewSource(seed))
+	dir := t.TempDir()
+	s := openT(t, dir, indexedOptions(r))
+	fillRandom(t, r, 3000, s)
+	s.Close()
+	stripIndex(t, dir)
+	opt := indexedOptions(r)
+	opt.IndexBatch = 1100 // ends inside an epoch
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	setBatchHook(t, dir, func(through uint64) {
+		if through == 1100 {
+			once.Do(func() { close(reached) })
+			<-release
+		}
+	})
+	s = openT(t, dir, opt)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	select {
+	case <-reached:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the indexer did not reach event 1100")
+	}
+	if st := s.IndexStatus(); !st.Ready || st.Through != 1100 {
+		t.Fatalf("index behind the head: %+v", st)
+	}
+	checkIndex(t, r, s)
+	close(release)
+	waitIndexed(t, s)
+	checkIndex(t, r, s)
+}

@@ -318,3 +318,30 @@ func TestRetainedStates(t *testing.T) {
 		t.Fatalf("a changed retained state: %v", err)
 	}
 }
+
+// Faulty answers the index reads of the store it wraps, and refuses
+// PutState while it is read-only.
+func TestFaultyIndexed(t *testing.T) {
+	f := NewFaulty(NewMemIndexed(testIndexer))
+	t.Cleanup(func() { f.Close() })
+	envs := appendWait(t, f, Record{Type: "ev", Cause: Cause{Op: "a"}, Payload: []byte("ip:1")}, rec(1))
+	if got := postings(t, f, "ip:1", 0, 0, false); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("Postings through Faulty: %v", got)
+	}
+	if e, err := f.Get(2); err != nil || e.Hash != envs[1].Hash {
+		t.Fatalf("Get through Faulty: %v", err)
+	}
+	f.FailNext(1, syscall.EIO)
+	if _, err := f.Append([]Record{rec(2)}).Wait(); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("failed append: %v", err)
+	}
+	if err := f.PutState(&Snapshot{Seq: 1, Hash: envs[0].Hash}); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("PutState on a read-only Faulty: %v", err)
+	}
+	if err := f.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.PutState(&Snapshot{Seq: 1, Hash: envs[0].Hash}); err != nil {
+		t.Fatalf("PutState after Recover: %v", err)
+	}
+}

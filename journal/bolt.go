@@ -73,7 +73,7 @@ type Options struct {
 	// another version is re-indexed by a writable Open (migration).
 	IndexVersion uint32
 	// IndexBatch bounds the events one indexing transaction indexes
-	// (default 20000).
+	// (default 5000: a batch holds commits back for tens of ms).
 	IndexBatch int
 }
 

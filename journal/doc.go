@@ -94,7 +94,7 @@
 // commit transaction: after a commit it waits 250 ms for more, reads the
 // new events (no lock), then puts their keys, new terms and the meta
 // "index" record (version, through) in one write transaction under the
-// writer's lock, in batches of at most Options.IndexBatch (20000) events.
+// writer's lock, in batches of at most Options.IndexBatch (5000) events.
 // Reads cover the events past "through" by scanning them (at most 65536:
 // beyond that IndexStatus().Ready is false and Postings and Terms fail
 // with ErrNoIndex, the caller scans). Close indexes what is left when it

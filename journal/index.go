@@ -21,7 +21,7 @@ var (
 )
 
 // defaultIndexBatch is how many events one migration transaction indexes.
-const defaultIndexBatch = 20000
+const defaultIndexBatch = 5000
 
 // ErrNoIndex is returned by Postings and Terms while the index is not
 // complete (IndexStatus().Ready is false): the caller scans instead.

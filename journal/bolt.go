@@ -66,13 +66,14 @@ type Options struct {
 	// Indexer names the objects an event touches, as index terms (for
 	// example "ip:10.200.3.7", "service:web"): projections.Terms. nil:
 	// only the built-in terms ("type:", "op:"). It must be a pure
-	// function of its arguments; it runs in Append's caller.
+	// function of its arguments, safe for concurrent use: it runs on the
+	// store's indexer goroutine and in index reads (doc.go, "Indexes").
 	Indexer func(typ string, ver uint16, payload []byte) []string
 	// IndexVersion is the Indexer's version: a journal indexed with
 	// another version is re-indexed by a writable Open (migration).
 	IndexVersion uint32
-	// IndexBatch bounds the events one migration transaction indexes
-	// (default 20000).
+	// IndexBatch bounds the events one indexing transaction indexes
+	// (default 5000: a batch holds commits back for tens of ms).
 	IndexBatch int
 }
 
@@ -153,8 +154,7 @@ func (h *handle) mapping() (uintptr, int) {
 
 type item struct {
 	recs   []Record
-	terms  [][]string // index terms of each of recs (nil: the index is off)
-	raw    [][]byte   // encoded envelopes to store as they are (Rewrite)
+	raw    [][]byte // encoded envelopes to store as they are (Rewrite)
 	epoch  uint64
 	commit *Commit
 }
@@ -605,7 +605,7 @@ func (s *BoltStore) closeHandle(h *handle) error {
 // Close waits for queued commits and closes the file. Calls after Close
 // fail with ErrClosed; a second Close returns nil.
 func (s *BoltStore) Close() error {
-	s.stopMigration()
+	s.stopIndexer()
 	if !s.opt.ReadOnly {
 		s.sendMu.Lock()
 		s.mu.Lock()

@@ -8,7 +8,8 @@
 //
 // # File layout
 //
-// The bbolt file <data-dir>/overlayd/journal.db holds two buckets:
+// The bbolt file <data-dir>/overlayd/journal.db holds these buckets (index,
+// terms and states are described under "Indexes"):
 //
 //	meta       "format"    u32 big-endian file format (currently 1)
 //	           "id"        [16] the journal id (ID): random, written in the
@@ -28,7 +29,12 @@
 //	                       failed (answered as failed), written by Recover,
 //	                       so that a salvage of the raw pages, where such
 //	                       events may linger, leaves them out
+//	           "index"     u32 index version (Options.IndexVersion) + u64
+//	                       "through": every event <= through is indexed
 //	events     u64 big-endian sequence number -> encoded envelope
+//	index      posting keys, empty values (see "Indexes")
+//	terms      each distinct indexed term -> empty
+//	states     u64 sequence -> retained state (see "Indexes")
 //
 // The latest projection snapshot is the file <data-dir>/overlayd/snapshot,
 // replaced atomically (temp file, fsync, rename, fsync of the directory).
@@ -66,6 +72,58 @@
 // breaks either that event's hash or the next event's link; Verify names the
 // first event that does not check out.
 //
+// # Indexes
+//
+// Each event is indexed under terms: "type:<type>", "op:<cause op>", and
+// what Options.Indexer names (projections.Terms: "ip:10.200.3.7",
+// "service:web", ...). A term is non-empty and holds no 0x00 byte (others
+// are dropped). The index bucket has one key per (term, event), with an
+// empty value:
+//
+//	u32     epoch: sequence >> 10 (blocks of 1024 events)
+//	...     term
+//	u8      0x00
+//	u64     sequence
+//
+// so bbolt's order is epoch, then term, then sequence; a term's events are
+// one cursor seek per epoch (Postings: ascending or descending, bounded),
+// and the keys one indexing transaction adds fall on the few pages of the
+// newest epoch. The terms bucket lists every distinct term once (Terms).
+//
+// The index is written by the store's indexer goroutine, not in the
+// commit transaction: after a commit it waits 250 ms for more, reads the
+// new events (no lock), then puts their keys, new terms and the meta
+// "index" record (version, through) in one write transaction under the
+// writer's lock, in batches of at most Options.IndexBatch (5000) events.
+// Reads cover the events past "through" by scanning them (at most 65536:
+// beyond that IndexStatus().Ready is false and Postings and Terms fail
+// with ErrNoIndex, the caller scans). Close indexes what is left when it
+// fits in one batch, so a journal closed cleanly is indexed to its head.
+//
+// Migration is the same loop: a writable Open of a file without an index
+// record (written before indexes) creates the buckets with through 0; a
+// file indexed with another IndexVersion has its index and terms buckets
+// dropped first. A crash between batches resumes from "through" (putting
+// a key again is harmless). A read-only open never writes: it reports the
+// file's index as it is. Recover deletes the index keys and retained
+// states of the events it removes (the indexer indexes acknowledged
+// events only, so there are normally none) and writes the index record
+// back with through no later than the acknowledged head. The failpoint
+// "journal/index-batch" is hit after each indexing transaction.
+//
+// Retained states (PutState, StateAtOrBefore) are projection bodies at
+// sequences the caller chooses (the daemon keeps one every N events, for
+// `state --at`); the key is the u64 sequence, the value:
+//
+//	u32     projection schema version
+//	[32]    hash of the event at the sequence
+//	[32]    SHA-256 of (u64 sequence, the two fields above, body)
+//	...     body (projections' binary codec)
+//
+// Get, Range (bounded, ascending or descending), SeqAtTime and SeqOfID
+// (binary searches over the sequence keys: times and ULIDs are monotonic
+// in sequence order) need no index.
+//
 // # Snapshot encoding (the snapshot file)
 //
 //	[4]     magic "OVS2"
@@ -90,7 +148,8 @@
 // Commits resolve in Append order. Failpoints (Failpoint) mark the crash
 // windows: "journal/before-commit" (events put, nothing synced),
 // "journal/after-commit" (synced, not yet answered), "journal/snapshot-write"
-// (half of a snapshot's temporary file written).
+// (half of a snapshot's temporary file written), "journal/index-batch" (an
+// indexing transaction committed).
 //
 // # Faults
 //

@@ -16,11 +16,12 @@ import (
 var (
 	bucketIndex  = []byte("index")
 	bucketStates = []byte("states")
+	bucketTerms  = []byte("terms")
 	keyIndex     = []byte("index")
 )
 
 // defaultIndexBatch is how many events one migration transaction indexes.
-const defaultIndexBatch = 20000
+const defaultIndexBatch = 5000
 
 // ErrNoIndex is returned by Postings and Terms while the index is not
 // complete (IndexStatus().Ready is false): the caller scans instead.
@@ -92,9 +93,22 @@ func safeTerms(ix func(string, uint16, []byte) []string, seq uint64, typ string,
 	return eventTerms(ix, typ, ver, op, payload), nil
 }
 
-// postingKey is the index key of term for event seq: term, 0x00, u64
-// big-endian sequence. It is appended to buf.
+// epochShift groups the index keys by blocks of 1024 sequences: a key
+// starts with its block (the epoch), so the keys an indexer transaction
+// adds fall on the few pages of the newest block instead of on one page
+// per term all over the index; a term's postings are one seek per block.
+const epochShift = 10
+
+func epochOf(seq uint64) uint32 { return uint32(seq >> epochShift) }
+
+// epochFirst is the first sequence of epoch ep.
+func epochFirst(ep uint32) uint64 { return uint64(ep) << epochShift }
+
+// postingKey is the index key of term for event seq: u32 big-endian epoch
+// (seq >> epochShift), term, 0x00, u64 big-endian sequence. It is appended
+// to buf.
 func postingKey(buf []byte, term string, seq uint64) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, epochOf(seq))
 	buf = append(buf, term...)
 	buf = append(buf, 0)
 	return binary.BigEndian.AppendUint64(buf, seq)
@@ -102,10 +116,14 @@ func postingKey(buf []byte, term string, seq uint64) []byte {
 
 // splitPosting parses an index key; ok is false for one that is not.
 func splitPosting(k []byte) (term []byte, seq uint64, ok bool) {
-	if len(k) < 9 || k[len(k)-9] != 0 {
+	if len(k) < 4+9 || k[len(k)-9] != 0 {
 		return nil, 0, false
 	}
-	return k[:len(k)-9], binary.BigEndian.Uint64(k[len(k)-8:]), true
+	seq = binary.BigEndian.Uint64(k[len(k)-8:])
+	if epochOf(seq) != binary.BigEndian.Uint32(k) {
+		return nil, 0, false
+	}
+	return k[4 : len(k)-9], seq, true
 }
 
 // postingKeys appends the keys of one event's terms to keys, all in one
@@ -113,7 +131,7 @@ func splitPosting(k []byte) (term []byte, seq uint64, ok bool) {
 func postingKeys(keys [][]byte, terms []string, seq uint64) [][]byte {
 	n := 0
 	for _, t := range terms {
-		n += len(t) + 9
+		n += 4 + len(t) + 9
 	}
 	buf := make([]byte, 0, n)
 	for _, t := range terms {

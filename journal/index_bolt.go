@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -13,19 +16,28 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
+// indexFillPercent is the index bucket's fill when bbolt splits a page:
+// each term's keys are added at the end of its range, so a page left of a
+// split is never written again and is best left full.
+const indexFillPercent = 0.95
+
+// maxIndexLag is how far the index may be behind Head and still be Ready:
+// index reads scan the events past it (index_bolt.go, Postings).
+const maxIndexLag = 65536
+
 // indexState is a BoltStore's view of its secondary index.
 type indexState struct {
 	// Guarded by BoltStore.mu; through changes only under wmu too (the
-	// writer and the migration), so a commit reads it stably.
+	// indexer's transactions).
 	present bool   // the file has an index record
-	on      bool   // writable, and the index is of opt.IndexVersion: commits write terms
+	on      bool   // writable, and the index is of opt.IndexVersion: the indexer runs
 	version uint32 // the file's index version
 	through uint64 // every event <= through is indexed
-	target  uint64 // the migration indexes up to here, then through = head
 
-	// The migration goroutine: guarded by BoltStore.mu.
+	// The indexer goroutine: guarded by BoltStore.mu.
 	stop chan struct{}
 	done chan struct{} // nil: none running
+	kick chan struct{} // a commit happened (buffered 1)
 }
 
 // initIndex reads the index record and, on a writable open, creates the
@@ -39,7 +51,7 @@ func (s *BoltStore) initIndex(h *handle) {
 		if m := tx.Bucket(bucketMeta); m != nil {
 			rec, present = decodeIndexRecord(m.Get(keyIndex))
 		}
-		buckets = tx.Bucket(bucketIndex) != nil && tx.Bucket(bucketStates) != nil
+		buckets = tx.Bucket(bucketIndex) != nil && tx.Bucket(bucketTerms) != nil && tx.Bucket(bucketStates) != nil
 		return nil
 	})
 	if err != nil {
@@ -56,11 +68,13 @@ func (s *BoltStore) initIndex(h *handle) {
 	if !present || rec.version != s.opt.IndexVersion || !buckets {
 		err := s.updateOn(h, "create the index", func(tx *bolt.Tx) error {
 			if present && rec.version != s.opt.IndexVersion {
-				if err := tx.DeleteBucket(bucketIndex); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
-					return err
+				for _, name := range [][]byte{bucketIndex, bucketTerms} {
+					if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+						return err
+					}
 				}
 			}
-			for _, name := range [][]byte{bucketIndex, bucketStates} {
+			for _, name := range [][]byte{bucketIndex, bucketTerms, bucketStates} {
 				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
@@ -83,14 +97,15 @@ func (s *BoltStore) initIndex(h *handle) {
 	s.mu.Lock()
 	s.idx.present, s.idx.on, s.idx.version = true, true, s.opt.IndexVersion
 	s.idx.through = min(rec.through, head)
-	s.idx.target = head
+	s.idx.kick = make(chan struct{}, 1)
 	s.mu.Unlock()
-	s.startMigration()
+	s.startIndexer()
 }
 
 // IndexStatus says whether Postings and Terms answer: the file's index is
-// of Options.IndexVersion and covers every event up to Head. A read-only
-// open reports what the file holds (it never indexes).
+// of Options.IndexVersion and at most maxIndexLag events behind Head (they
+// scan the events it does not cover yet). A read-only open reports what
+// the file holds (it never indexes).
 func (s *BoltStore) IndexStatus() IndexStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -99,7 +114,7 @@ func (s *BoltStore) IndexStatus() IndexStatus {
 
 func (s *BoltStore) indexStatusLocked() IndexStatus {
 	st := IndexStatus{Version: s.idx.version, Through: s.idx.through}
-	st.Ready = s.idx.present && s.idx.version == s.opt.IndexVersion && s.idx.through == s.headSeq
+	st.Ready = s.idx.present && s.idx.version == s.opt.IndexVersion && s.headSeq-s.idx.through <= maxIndexLag
 	return st
 }
 
@@ -118,72 +133,6 @@ func (s *BoltStore) notReady() error {
 		return fmt.Errorf("%w: %s is indexed with version %d, not %d", ErrNoIndex, s.path, s.idx.version, s.opt.IndexVersion)
 	}
 	return fmt.Errorf("%w: %s is indexed through event %d of %d", ErrNoIndex, s.path, st.Through, s.headSeq)
-}
-
-// recordTerms returns the terms of each record of an Append (nil when the
-// index is off).
-func (s *BoltStore) recordTerms(recs []Record) ([][]string, error) {
-	s.mu.Lock()
-	on := s.idx.on
-	s.mu.Unlock()
-	if !on {
-		return nil, nil
-	}
-	terms := make([][]string, len(recs))
-	for i, r := range recs {
-		t, err := safeTerms(s.opt.Indexer, 0, r.Type, r.Version, r.Cause.Op, r.Payload)
-		if err != nil {
-			return nil, err
-		}
-		terms[i] = t
-	}
-	return terms, nil
-}
-
-// rawTerms returns the terms of a stored envelope (nil when the index is
-// off).
-func (s *BoltStore) rawTerms(e *Envelope) ([]string, error) {
-	s.mu.Lock()
-	on := s.idx.on
-	s.mu.Unlock()
-	if !on {
-		return nil, nil
-	}
-	return safeTerms(s.opt.Indexer, e.Seq, e.Type, e.Version, e.Cause.Op, e.Payload)
-}
-
-// indexCommit writes a commit's index keys in its transaction; when the
-// index was complete before it (through == before), it stays complete
-// through last.
-func (s *BoltStore) indexCommit(tx *bolt.Tx, keys [][]byte, before, last uint64) error {
-	s.mu.Lock()
-	on, complete, version := s.idx.on, s.idx.through == before, s.idx.version
-	s.mu.Unlock()
-	if !on {
-		return nil
-	}
-	b := tx.Bucket(bucketIndex)
-	if b == nil {
-		return fmt.Errorf("the index bucket is missing")
-	}
-	sortKeys(keys)
-	for _, k := range keys {
-		if err := b.Put(k, nil); err != nil {
-			return fmt.Errorf("index: %w", err)
-		}
-	}
-	if complete {
-		return tx.Bucket(bucketMeta).Put(keyIndex, encodeIndexRecord(indexRecord{version: version, through: last}))
-	}
-	return nil
-}
-
-// indexCommitted advances through after a commit of (before, last]; s.mu
-// is held.
-func (s *BoltStore) indexCommittedLocked(before, last uint64) {
-	if s.idx.on && s.idx.through == before {
-		s.idx.through = last
-	}
 }
 
 // Get returns acknowledged event seq, its payload copied. ErrNotFound
@@ -377,8 +326,9 @@ func (s *BoltStore) SeqOfID(id ulid.ULID) (uint64, error) {
 
 // Postings calls fn with the sequence of each acknowledged event indexed
 // under term, in [from, to] (to 0: Head), ascending or descending. It
-// fails with ErrNoIndex while the index is not Ready. fn's error ends the
-// walk and is returned as it is.
+// fails with ErrNoIndex while the index is not Ready. The events the index
+// does not cover yet (at most maxIndexLag, past its "through") are
+// scanned. fn's error ends the walk and is returned as it is.
 func (s *BoltStore) Postings(term string, from, to uint64, reverse bool, fn func(seq uint64) error) error {
 	if err := s.notReady(); err != nil {
 		return err
@@ -388,45 +338,44 @@ func (s *BoltStore) Postings(term string, from, to uint64, reverse bool, fn func
 	if !ok {
 		return nil
 	}
-	prefix := append([]byte(term), 0)
 	var userErr error
+	emit := func(seq uint64) error {
+		if err := callUserFunc(func() error { return fn(seq) }); err != nil {
+			userErr = err
+			return err
+		}
+		return nil
+	}
 	err := s.view("read the index", func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketIndex)
-		if b == nil {
-			return nil
+		through := indexedThrough(tx)
+		var tail []uint64 // the matches past through, ascending
+		if to > through {
+			err := s.scanTail(tx, max(from, through+1), to, func(seq uint64, terms []string) {
+				if _, ok := slices.BinarySearch(terms, term); ok {
+					tail = append(tail, seq)
+				}
+			})
+			if err != nil {
+				return err
+			}
 		}
-		c := b.Cursor()
-		visit := func(k []byte) (bool, error) {
-			if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
-				return false, nil
-			}
-			seq := binary.BigEndian.Uint64(k[len(prefix):])
-			if seq < from || seq > to {
-				return false, nil
-			}
-			if err := callUserFunc(func() error { return fn(seq) }); err != nil {
-				userErr = err
-				return false, err
-			}
-			return true, nil
-		}
-		if !reverse {
-			for k, _ := c.Seek(postingKey(nil, term, from)); k != nil; k, _ = c.Next() {
-				if more, err := visit(k); err != nil || !more {
+		if reverse {
+			for i := len(tail) - 1; i >= 0; i-- {
+				if err := emit(tail[i]); err != nil {
 					return err
 				}
 			}
-			return nil
 		}
-		k, _ := c.Seek(postingKey(nil, term, to+1))
-		if k == nil {
-			k, _ = c.Last()
-		} else {
-			k, _ = c.Prev()
-		}
-		for ; k != nil; k, _ = c.Prev() {
-			if more, err := visit(k); err != nil || !more {
+		if b := tx.Bucket(bucketIndex); b != nil && from <= through {
+			if err := walkPostings(b.Cursor(), term, from, min(to, through), reverse, emit); err != nil {
 				return err
+			}
+		}
+		if !reverse {
+			for _, seq := range tail {
+				if err := emit(seq); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -437,33 +386,148 @@ func (s *BoltStore) Postings(term string, from, to uint64, reverse bool, fn func
 	return s.readErr(err)
 }
 
+// indexedThrough is the index record's through in tx (0 without one).
+func indexedThrough(tx *bolt.Tx) uint64 {
+	if m := tx.Bucket(bucketMeta); m != nil {
+		if r, ok := decodeIndexRecord(m.Get(keyIndex)); ok {
+			return r.through
+		}
+	}
+	return 0
+}
+
+// walkPostings calls emit for the keys of term with a sequence in [from,
+// to], ascending or descending: one seek per epoch.
+func walkPostings(c *bolt.Cursor, term string, from, to uint64, reverse bool, emit func(uint64) error) error {
+	first, last := epochOf(from), epochOf(to)
+	for i := uint64(0); i <= uint64(last-first); i++ {
+		ep := first + uint32(i)
+		if reverse {
+			ep = last - uint32(i)
+		}
+		lo, hi := max(from, epochFirst(ep)), min(to, epochFirst(ep+1)-1)
+		prefix := append(binary.BigEndian.AppendUint32(nil, ep), term...)
+		prefix = append(prefix, 0)
+		visit := func(k []byte) (bool, error) {
+			if !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+8 {
+				return false, nil
+			}
+			seq := binary.BigEndian.Uint64(k[len(prefix):])
+			if seq < lo || seq > hi {
+				return false, nil
+			}
+			return true, emit(seq)
+		}
+		if !reverse {
+			for k, _ := c.Seek(postingKey(nil, term, lo)); k != nil; k, _ = c.Next() {
+				if more, err := visit(k); err != nil {
+					return err
+				} else if !more {
+					break
+				}
+			}
+			continue
+		}
+		k, _ := c.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), hi+1))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for ; k != nil; k, _ = c.Prev() {
+			if more, err := visit(k); err != nil {
+				return err
+			} else if !more {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// scanTail calls fn with the terms of each event in [from, to] (those the
+// index does not cover yet).
+func (s *BoltStore) scanTail(tx *bolt.Tx, from, to uint64, fn func(seq uint64, terms []string)) error {
+	b := tx.Bucket(bucketEvents)
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	var e Envelope
+	for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+		seq := ne64(k)
+		if seq > to || seq == 0 {
+			break
+		}
+		if err := decodeInto(&e, v, false); err != nil {
+			return fmt.Errorf("event %d: %w", seq, err)
+		}
+		terms, err := safeTerms(s.opt.Indexer, seq, e.Type, e.Version, e.Cause.Op, e.Payload)
+		if err != nil {
+			return err
+		}
+		fn(seq, terms)
+	}
+	return nil
+}
+
 // Terms calls fn for each distinct indexed term that starts with prefix,
-// in byte order. It fails with ErrNoIndex while the index is not Ready.
+// in byte order (the events the index does not cover yet are scanned). It
+// fails with ErrNoIndex while the index is not Ready.
 func (s *BoltStore) Terms(prefix string, fn func(term string) error) error {
 	if err := s.notReady(); err != nil {
 		return err
 	}
+	head, _ := s.Head()
 	var userErr error
-	err := s.view("read the index", func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketIndex)
-		if b == nil {
-			return nil
+	emit := func(t string) error {
+		if err := callUserFunc(func() error { return fn(t) }); err != nil {
+			userErr = err
+			return err
 		}
-		c := b.Cursor()
-		for k, _ := c.Seek([]byte(prefix)); k != nil; {
-			term, _, ok := splitPosting(k)
-			if !ok {
-				return fmt.Errorf("%w: index key %x is not term, 0, sequence", ErrMalformed, k[:min(len(k), 24)])
-			}
-			if !bytes.HasPrefix(term, []byte(prefix)) {
-				return nil
-			}
-			t := string(term)
-			if err := callUserFunc(func() error { return fn(t) }); err != nil {
-				userErr = err
+		return nil
+	}
+	err := s.view("read the index", func(tx *bolt.Tx) error {
+		through := indexedThrough(tx)
+		set := map[string]bool{}
+		if head > through {
+			if err := s.scanTail(tx, through+1, head, func(_ uint64, terms []string) {
+				for _, t := range terms {
+					if strings.HasPrefix(t, prefix) {
+						set[t] = true
+					}
+				}
+			}); err != nil {
 				return err
 			}
-			k, _ = c.Seek(append([]byte(t), 1)) // past every key of t
+		}
+		tail := slices.Sorted(maps.Keys(set))
+		// Merge the index's terms with the tail's, in order.
+		i := 0
+		if b := tx.Bucket(bucketTerms); b != nil && through > 0 {
+			c := b.Cursor()
+			for k, _ := c.Seek([]byte(prefix)); k != nil; k, _ = c.Next() {
+				if !bytes.HasPrefix(k, []byte(prefix)) {
+					break
+				}
+				t := string(k)
+				for ; i < len(tail) && tail[i] < t; i++ {
+					if err := emit(tail[i]); err != nil {
+						return err
+					}
+				}
+				if i < len(tail) && tail[i] == t {
+					i++
+				}
+				if err := emit(t); err != nil {
+					return err
+				}
+			}
+		}
+		for ; i < len(tail); i++ {
+			if err := emit(tail[i]); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -498,25 +562,15 @@ func (s *BoltStore) indexCutKeys(tx *bolt.Tx, ack uint64) [][]byte {
 	return keys
 }
 
-// allKeysAfter walks every distinct term and collects its keys past ack.
+// allKeysAfter collects every index key of a sequence past ack: they lie
+// in the epochs from ack's on.
 func allKeysAfter(b *bolt.Bucket, ack uint64) [][]byte {
 	var keys [][]byte
 	c := b.Cursor()
-	for k, _ := c.First(); k != nil; {
-		term, _, ok := splitPosting(k)
-		if !ok {
-			k, _ = c.Next()
-			continue
-		}
-		t := append([]byte(nil), term...)
-		for k, _ = c.Seek(postingKey(nil, string(t), ack+1)); k != nil; k, _ = c.Next() {
-			kt, _, ok := splitPosting(k)
-			if !ok || !bytes.Equal(kt, t) {
-				break
-			}
+	for k, _ := c.Seek(binary.BigEndian.AppendUint32(nil, epochOf(ack+1))); k != nil; k, _ = c.Next() {
+		if _, seq, ok := splitPosting(k); ok && seq > ack {
 			keys = append(keys, append([]byte(nil), k...))
 		}
-		k, _ = c.Seek(append(t, 1))
 	}
 	return keys
 }

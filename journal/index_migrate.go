@@ -2,42 +2,67 @@ package journal
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// Migration: a writable Open of a journal whose index is missing, of
-// another IndexVersion, or incomplete (a migration cut short) indexes the
-// events up to the head it found, in the background. Each batch reads its
-// events and computes their terms in a read transaction (commits go on),
-// then writes the keys and the new "through" in a write transaction of its
-// own, under the writer's lock: a commit waits for at most one batch's
-// puts. Events committed meanwhile are indexed by their own commit. A
-// crash (or Close) between batches resumes from "through" at the next
-// writable Open; re-indexing an event puts the same keys again.
+// The indexer: one goroutine of a writable BoltStore indexes the
+// acknowledged events past "through", in transactions of its own, so that
+// a commit never writes index keys (each event's terms fall on pages of
+// their own all over the index: written in the commit, they made a group
+// commit several times slower). Each batch reads its events and computes
+// their terms in a read transaction (commits go on), then writes the keys
+// and the new "through" in a write transaction under the writer's lock: a
+// commit waits for at most one batch's puts. After a commit the indexer
+// waits indexDelay to gather more events into one transaction.
+//
+// The same loop is the migration: a journal written before indexes (or
+// indexed with another IndexVersion) starts at through 0. A crash between
+// batches resumes from "through" at the next writable Open; re-indexing an
+// event puts the same keys again.
 
-// startMigration starts the migration goroutine unless the index is
-// complete, off, or already being built.
-// indexBatchHook, when set (tests), is called on the migration goroutine
+// indexDelay is how long the indexer lets commits gather after one.
+const indexDelay = 250 * time.Millisecond
+
+// indexBatchHook, when set (tests), is called on the indexer goroutine
 // after each batch with the new through.
 var indexBatchHook func(s *BoltStore, through uint64)
 
-func (s *BoltStore) startMigration() {
+// startIndexer starts the indexer goroutine unless the index is off or it
+// is already running.
+func (s *BoltStore) startIndexer() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.idx.on || s.idx.done != nil || s.closing || s.idx.through >= s.idx.target {
+	if !s.idx.on || s.idx.done != nil || s.closing {
 		return
 	}
 	s.idx.stop, s.idx.done = make(chan struct{}), make(chan struct{})
-	go s.migrate(s.idx.stop, s.idx.done)
+	go s.indexer(s.idx.stop, s.idx.done)
 }
 
-// stopMigration stops the migration after its current batch and waits
-// for it.
-func (s *BoltStore) stopMigration() {
+// kickIndexer tells the indexer that events were committed.
+func (s *BoltStore) kickIndexer() {
+	s.mu.Lock()
+	kick := s.idx.kick
+	s.mu.Unlock()
+	if kick != nil {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// stopIndexer stops the indexer and waits for it: when what is left to
+// index fits in one batch it is indexed first, so that a journal closed
+// cleanly is indexed to its head.
+func (s *BoltStore) stopIndexer() {
 	s.mu.Lock()
 	stop, done := s.idx.stop, s.idx.done
 	s.idx.stop = nil
@@ -51,99 +76,152 @@ func (s *BoltStore) stopMigration() {
 	<-done
 }
 
-func (s *BoltStore) migrate(stop, done chan struct{}) {
+func (s *BoltStore) indexer(stop, done chan struct{}) {
 	defer func() {
 		s.mu.Lock()
 		s.idx.done = nil
 		s.mu.Unlock()
 		close(done)
 	}()
-	start := time.Now()
 	s.mu.Lock()
-	from, target := s.idx.through, s.idx.target
+	kick, from, head := s.idx.kick, s.idx.through, s.headSeq
 	s.mu.Unlock()
-	slog.Info("journal: indexing events in the background", "file", s.path, "from", from+1, "to", target)
+	if head-from > uint64(s.batchSize()) {
+		start := time.Now()
+		slog.Info("journal: indexing events in the background", "file", s.path, "from", from+1, "to", head)
+		if !s.catchUp(stop, false) {
+			return
+		}
+		slog.Info("journal: index complete", "file", s.path, "events", head-from, "took", time.Since(start).Round(time.Millisecond))
+	}
+	for {
+		if !s.catchUp(stop, false) {
+			return
+		}
+		select {
+		case <-stop:
+			s.catchUp(nil, true)
+			return
+		case <-kick:
+		}
+		select {
+		case <-stop:
+			s.catchUp(nil, true)
+			return
+		case <-time.After(indexDelay):
+		}
+	}
+}
+
+func (s *BoltStore) batchSize() int {
+	if s.opt.IndexBatch > 0 {
+		return s.opt.IndexBatch
+	}
+	return defaultIndexBatch
+}
+
+// catchUp indexes batches until the index reaches the head; false when it
+// stopped (stop closed, or an error, logged). final: only when what is
+// left fits in one batch (Close).
+func (s *BoltStore) catchUp(stop chan struct{}, final bool) bool {
+	if final {
+		s.mu.Lock()
+		lag, failed := s.headSeq-s.idx.through, s.failed
+		s.mu.Unlock()
+		if lag == 0 || lag > uint64(s.batchSize()) || failed != nil {
+			return false
+		}
+	}
 	for {
 		select {
 		case <-stop:
-			return
+			return false
 		default:
 		}
-		through, complete, err := s.migrateBatch()
+		through, complete, err := s.indexBatch()
+		if errors.Is(err, ErrReadOnly) {
+			slog.Info("journal: indexing paused until the journal recovers", "file", s.path)
+			return false
+		}
 		if err != nil {
 			slog.Warn("journal: indexing stopped; index reads fall back to scans", "file", s.path, "err", err)
-			return
+			return false
 		}
-		if indexBatchHook != nil {
+		if indexBatchHook != nil && through > 0 {
 			indexBatchHook(s, through)
 		}
 		if complete {
-			slog.Info("journal: index complete", "file", s.path, "events", target-from, "took", time.Since(start).Round(time.Millisecond))
-			return
+			return true
 		}
 		// Let the writer take its lock (Go's mutex is not fair).
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// migrateBatch indexes the next batch; complete when the index covers the
-// head.
-func (s *BoltStore) migrateBatch() (through uint64, complete bool, err error) {
-	batch := s.opt.IndexBatch
-	if batch <= 0 {
-		batch = defaultIndexBatch
-	}
+// indexBatch indexes the next batch of acknowledged events; complete when
+// the index covers the head. through is 0 when there was nothing to do.
+func (s *BoltStore) indexBatch() (through uint64, complete bool, err error) {
 	s.mu.Lock()
-	from, target, failed := s.idx.through+1, s.idx.target, s.failed
+	from, head, failed := s.idx.through+1, s.headSeq, s.failed
 	s.mu.Unlock()
 	if failed != nil {
 		return 0, false, failed
 	}
-	to := min(from+uint64(batch)-1, target)
-	var keys [][]byte
-	if from <= to {
-		err = s.view("index events", func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketEvents)
-			if b == nil {
-				return nil
-			}
-			c := b.Cursor()
-			var e Envelope
-			for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
-				if len(k) != 8 {
-					return fmt.Errorf("%w: an event stored under a key of %d bytes", ErrMalformed, len(k))
-				}
-				seq := binary.BigEndian.Uint64(k)
-				if seq > to {
-					break
-				}
-				if err := decodeInto(&e, v, false); err != nil {
-					return fmt.Errorf("event %d: %w", seq, err)
-				}
-				terms, err := safeTerms(s.opt.Indexer, seq, e.Type, e.Version, e.Cause.Op, e.Payload)
-				if err != nil {
-					return err
-				}
-				keys = postingKeys(keys, terms, seq)
-			}
-			return nil
-		})
-		if err != nil {
-			return 0, false, s.readErr(err)
-		}
-		sortKeys(keys)
+	if from > head {
+		return 0, true, nil
 	}
+	to := min(from+uint64(s.batchSize())-1, head)
+	var keys [][]byte
+	newTerms := map[string]bool{}
+	err = s.view("index events", func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		var e Envelope
+		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+			if len(k) != 8 {
+				return fmt.Errorf("%w: an event stored under a key of %d bytes", ErrMalformed, len(k))
+			}
+			seq := binary.BigEndian.Uint64(k)
+			if seq > to {
+				break
+			}
+			if err := decodeInto(&e, v, false); err != nil {
+				return fmt.Errorf("event %d: %w", seq, err)
+			}
+			terms, err := safeTerms(s.opt.Indexer, seq, e.Type, e.Version, e.Cause.Op, e.Payload)
+			if err != nil {
+				return err
+			}
+			keys = postingKeys(keys, terms, seq)
+			for _, t := range terms {
+				newTerms[t] = true
+			}
+		}
+		// The terms the terms bucket does not hold yet (a Put of one it
+		// holds would rewrite its page for nothing).
+		if tb := tx.Bucket(bucketTerms); tb != nil {
+			for t := range newTerms {
+				if tb.Get([]byte(t)) != nil {
+					delete(newTerms, t)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, false, s.readErr(err)
+	}
+	sortKeys(keys)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	head, version, failed := s.headSeq, s.idx.version, s.failed
+	version, failed := s.idx.version, s.failed
 	s.mu.Unlock()
 	if failed != nil {
 		return 0, false, failed
-	}
-	through = to
-	if to >= target {
-		through = head // every event past target was indexed by its commit
 	}
 	h, err := s.acquire()
 	if err != nil {
@@ -155,12 +233,22 @@ func (s *BoltStore) migrateBatch() (through uint64, complete bool, err error) {
 		if b == nil {
 			return fmt.Errorf("the index bucket is missing")
 		}
+		b.FillPercent = indexFillPercent
 		for _, k := range keys {
 			if err := b.Put(k, nil); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyIndex, encodeIndexRecord(indexRecord{version: version, through: through}))
+		tb := tx.Bucket(bucketTerms)
+		if tb == nil {
+			return fmt.Errorf("the terms bucket is missing")
+		}
+		for _, t := range slices.Sorted(maps.Keys(newTerms)) {
+			if err := tb.Put([]byte(t), nil); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyIndex, encodeIndexRecord(indexRecord{version: version, through: to}))
 	})
 	if err != nil {
 		err = fmt.Errorf("journal: index events %d..%d of %s: %w", from, to, s.path, err)
@@ -169,7 +257,8 @@ func (s *BoltStore) migrateBatch() (through uint64, complete bool, err error) {
 	}
 	hit("journal/index-batch")
 	s.mu.Lock()
-	s.idx.through = through
+	s.idx.through = to
+	head = s.headSeq
 	s.mu.Unlock()
-	return through, to >= target, nil
+	return to, to >= head, nil
 }

@@ -204,7 +204,10 @@ func checkIndex(t *testing.T, r *rand.Rand, s Indexed) {
 }
 
 func indexedOptions(r *rand.Rand) Options {
-	return Options{Indexer: testIndexer, IndexVersion: 1, NoSync: true, Clock: testClock(r), Entropy: lockedReader(r)}
+	// Clock and entropy draw from sources of their own: they run on the
+	// writer goroutine.
+	return Options{Indexer: testIndexer, IndexVersion: 1, NoSync: true,
+		Clock: testClock(rand.New(rand.NewSource(r.Int63()))), Entropy: lockedReader(rand.New(rand.NewSource(r.Int63())))}
 }
 
 func openT(t *testing.T, dir string, opt Options) *BoltStore {

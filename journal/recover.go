@@ -113,7 +113,7 @@ func (s *BoltStore) Recover() error {
 	s.failed = nil
 	s.mu.Unlock()
 	publish(nil)
-	s.startMigration() // if a failed write stopped it
+	s.startIndexer() // if a failed write stopped it
 	return nil
 }
 

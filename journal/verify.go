@@ -20,10 +20,10 @@ type Report struct {
 	// journal was never compacted, the chain starts at event 1).
 	CheckpointSeq uint64    `json:"checkpoint_seq,omitempty"`
 	Events        uint64    `json:"events"`
-	FirstSeq uint64    `json:"first_seq"`
-	LastSeq  uint64    `json:"last_seq"`
-	HeadHash string    `json:"head_hash"`
-	Problems []Problem `json:"problems,omitempty"`
+	FirstSeq      uint64    `json:"first_seq"`
+	LastSeq       uint64    `json:"last_seq"`
+	HeadHash      string    `json:"head_hash"`
+	Problems      []Problem `json:"problems,omitempty"`
 }
 
 // OK reports whether the chain verified.

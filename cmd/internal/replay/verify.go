@@ -27,8 +27,8 @@ type Report struct {
 	CheckpointSeq uint64 `json:"checkpoint_seq,omitempty"`
 	// Archives is the check of the archives (VerifyArchives), when asked.
 	Archives *ArchivesReport `json:"archives,omitempty"`
-	Live        string          `json:"live,omitempty"`
-	Problems    []string        `json:"problems,omitempty"`
+	Live     string          `json:"live,omitempty"`
+	Problems []string        `json:"problems,omitempty"`
 }
 
 // OK reports whether everything checked out.

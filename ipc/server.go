@@ -167,7 +167,8 @@ type limits struct {
 // journal_verify, state_dump).
 func isExpensive(r Request) bool {
 	switch r.(type) {
-	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump:
+	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump,
+		JournalCompact, *JournalCompact: // CMP: a compaction reads and writes the whole journal
 		return true
 	}
 	return false

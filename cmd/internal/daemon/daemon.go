@@ -37,6 +37,11 @@ type Config struct {
 	SlicePrefix4, SlicePrefix6 int
 	// SnapshotEvery takes a snapshot after this many events (0 = 10000).
 	SnapshotEvery uint64
+	// RetainEvents, when set, compacts the journal (archive + checkpoint)
+	// so that it keeps at least the newest RetainEvents events: checked
+	// after each snapshot, run once SnapshotEvery more have accumulated
+	// (compact.go).
+	RetainEvents uint64
 	// ReconcileInterval is the period of the drift check (0 = 10 s).
 	ReconcileInterval time.Duration
 	// AdvertiseAddr is the underlay address guests are told to reach this
@@ -65,26 +70,27 @@ type Config struct {
 
 // Daemon is one running zlayer-overlayd.
 type Daemon struct {
-	cfg      Config
-	log      *slog.Logger
-	dir      string
-	store    journal.Store
-	owner    effects.Owner
-	pcfg     projections.Config
-	nodeKey  wgtypes.Key
-	nodePub  string
-	keys     keyStore
-	decided  *decidedState
-	pipe     *pipeline
-	runner   *effects.Runner
-	wg       *wireguard.Reconciler // nil without a data plane
-	health   *healthMonitor
-	server   *ipc.Server
-	listener net.Listener
-	boot     replay.Stats
-	dumps    dumps
-	jw       *journalWatch
-	probs    effects.ProblemSet // the daemon's own (the socket)
+	cfg         Config
+	log         *slog.Logger
+	dir         string
+	store       journal.Store
+	owner       effects.Owner
+	pcfg        projections.Config
+	nodeKey     wgtypes.Key
+	nodePub     string
+	keys        keyStore
+	decided     *decidedState
+	pipe        *pipeline
+	runner      *effects.Runner
+	wg          *wireguard.Reconciler // nil without a data plane
+	health      *healthMonitor
+	server      *ipc.Server
+	listener    net.Listener
+	boot        replay.Stats
+	dumps       dumps
+	jw          *journalWatch
+	probs       effects.ProblemSet // the daemon's own (the socket)
+	compactGate compactGate        // one compaction at a time (compact.go)
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool

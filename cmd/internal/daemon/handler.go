@@ -156,6 +156,10 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalList(r) }()
 		return ch
+	case ipc.JournalCompact:
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalCompact(r) }()
+		return ch
 	case ipc.JournalVerify:
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalVerify() }()

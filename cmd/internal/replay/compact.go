@@ -9,6 +9,13 @@ import (
 	"github.com/zlayer/overlayd/projections"
 )
 
+// Compactable is a journal that compaction can rewrite: journal.BoltStore,
+// or a journal.Faulty over one.
+type Compactable interface {
+	journal.Store
+	Compact(through uint64, state journal.CheckpointState) (*journal.CompactResult, error)
+}
+
 // CompactOptions say where a compaction cuts: every event before
 // BeforeSeq, or every event whose time is before BeforeTime, is sealed
 // into the archive (exactly one of the two is set).
@@ -62,7 +69,7 @@ func CompactPoint(store journal.Store, opt CompactOptions) (uint64, error) {
 // what `overlayctl journal compact` (offline) and the daemon's
 // journal_compact run. Commits go on meanwhile; they wait only while the
 // file is rewritten and swapped (journal.BoltStore.Compact).
-func Compact(store *journal.BoltStore, opt CompactOptions) (*journal.CompactResult, error) {
+func Compact(store Compactable, opt CompactOptions) (*journal.CompactResult, error) {
 	n, err := CompactPoint(store, opt)
 	if err != nil {
 		return nil, err
@@ -71,7 +78,7 @@ func Compact(store *journal.BoltStore, opt CompactOptions) (*journal.CompactResu
 }
 
 // CompactThrough is Compact with the checkpoint's sequence given.
-func CompactThrough(store *journal.BoltStore, n uint64) (*journal.CompactResult, error) {
+func CompactThrough(store Compactable, n uint64) (*journal.CompactResult, error) {
 	st, _, err := Load(store, Options{UpTo: n, Verify: true})
 	if err != nil {
 		return nil, fmt.Errorf("replay: compact through %d: rebuild the state there: %w", n, err)

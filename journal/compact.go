@@ -128,12 +128,15 @@ func (s *BoltStore) Compact(through uint64, state CheckpointState) (*CompactResu
 		return nil, fmt.Errorf("journal: compact %s: rewrite: %w (the journal is unchanged; the archive %s was written and is named by no checkpoint)", s.path, err, apath)
 	}
 
+	rewritten := time.Now()
+
 	// 3. The swap, reads held.
 	if err := s.swapIn(tmp, ck); err != nil {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("journal: compact %s: %w", s.path, err)
 	}
 	res.Held = time.Since(held)
+	slog.Debug("journal compaction phases", "archive", held.Sub(start), "rewrite", rewritten.Sub(held), "swap", time.Since(rewritten))
 	res.Checkpoint = s.Checkpoint()
 	res.Head = head
 	if fi, err := os.Stat(s.path); err == nil {

@@ -27,9 +27,15 @@ func (s *BoltStore) rewriteCompacted(tmp string, ck *Checkpoint, head uint64) er
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	// Mapped at the old file's size from the start: a remap in a write
+	// transaction copies every node it holds (bbolt's dereference).
+	mmap := 0
+	if fi, err := os.Stat(s.path); err == nil && fi.Size() < 1<<30 {
+		mmap = int(fi.Size())
+	}
 	var dst *bolt.DB
 	if err := guard(tmp, "open", nil, func() (err error) {
-		dst, err = bolt.Open(tmp, 0o600, &bolt.Options{Timeout: s.opt.LockTimeout, FreelistType: freelistType, NoSync: s.opt.NoSync})
+		dst, err = bolt.Open(tmp, 0o600, &bolt.Options{Timeout: s.opt.LockTimeout, FreelistType: freelistType, NoSync: s.opt.NoSync, InitialMmapSize: mmap})
 		return err
 	}); err != nil {
 		return err
@@ -71,7 +77,38 @@ func (s *BoltStore) rewriteCompacted(tmp string, ck *Checkpoint, head uint64) er
 	if err != nil {
 		c.rollback()
 	}
+	// The file ends at the tree's high-water mark: bbolt grows a file in
+	// steps of up to 16 MiB, and what was left of the last one is cut off.
+	var size int64
+	if err == nil {
+		err = guard(tmp, "compact: size", nil, func() error {
+			return dst.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
+		})
+	}
 	if cerr := guard(tmp, "close", nil, dst.Close); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = truncateSync(tmp, size)
+	}
+	return err
+}
+
+// truncateSync cuts the file at path to size bytes (when it is longer)
+// and syncs it.
+func truncateSync(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err == nil && size > 0 && fi.Size() > size {
+		err = f.Truncate(size)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -2,6 +2,8 @@ package ipc
 
 import (
 	"net"
+	"os"
+	"strconv"
 	"syscall"
 )
 
@@ -22,5 +24,8 @@ func peerCreds(c net.Conn) (Creds, bool) {
 	}); err != nil || serr != nil {
 		return Creds{}, false
 	}
-	return Creds{UID: cr.Uid, GID: cr.Gid, PID: uint32(cr.Pid)}, true
+	// The executable is read now: by the time a request is journaled the
+	// peer may have exited and its pid been reused.
+	exe, _ := os.Readlink("/proc/" + strconv.Itoa(int(cr.Pid)) + "/exe")
+	return Creds{UID: cr.Uid, GID: cr.Gid, PID: uint32(cr.Pid), Exe: exe}, true
 }

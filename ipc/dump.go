@@ -8,7 +8,17 @@ import (
 // FetchState reads the daemon's state (canonical JSON) with state_dump,
 // part by part.
 func FetchState(ctx context.Context, c *Client) (seq uint64, state []byte, err error) {
-	r, err := c.Call(ctx, StateDump{})
+	return FetchStateAt(ctx, c, "")
+}
+
+// FetchStateAt is FetchState for the state after an earlier point of the
+// journal (a sequence, an RFC 3339 time or a ULID; "" for now).
+func FetchStateAt(ctx context.Context, c *Client, at string) (seq uint64, state []byte, err error) {
+	req := StateDump{}
+	if at != "" {
+		req.At = &at
+	}
+	r, err := c.Call(ctx, req)
 	if err != nil {
 		return 0, nil, err
 	}

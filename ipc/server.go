@@ -15,6 +15,9 @@ import (
 // Creds are a connected peer's credentials (SO_PEERCRED on Linux).
 type Creds struct {
 	UID, GID, PID uint32
+	// Exe is the peer's executable when the connection was accepted
+	// (/proc/PID/exe on Linux; "" when it could not be read).
+	Exe string
 }
 
 // Meta describes where a request came from.
@@ -164,10 +167,11 @@ type limits struct {
 
 // isExpensive tells the requests that are costly to answer: the
 // inspection ops that read the whole journal or state (journal_list,
-// journal_verify, state_dump).
+// journal_verify, state_dump, journal_query, journal_stats).
 func isExpensive(r Request) bool {
 	switch r.(type) {
 	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump,
+		JournalQuery, JournalStats, *JournalQuery, *JournalStats,
 		JournalCompact, *JournalCompact: // CMP: a compaction reads and writes the whole journal
 		return true
 	}

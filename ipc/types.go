@@ -107,8 +107,76 @@ type (
 	StateDump struct {
 		DumpID *uint64 `json:"dump_id,omitempty"`
 		Offset *uint64 `json:"offset,omitempty"`
+		// At (issue 10) asks for the state after an earlier point of the
+		// journal (a sequence, an RFC 3339 time or a ULID) instead of now.
+		At *string `json:"at,omitempty"`
 	}
 )
+
+// Queries (issue 10, the lead's block): overlayctl's journal queries run by
+// the daemon with its indexes while it holds the journal.
+type (
+	// JournalQuery lists events matching every given filter (see
+	// cmd/internal/audit.Filter), a page at a time: the answer's Next is
+	// the cursor of the following page (absent at the end).
+	JournalQuery struct {
+		Types   []string `json:"types,omitempty" ovl:"default"`
+		OpName  *string  `json:"op_name,omitempty"`
+		Since   *string  `json:"since,omitempty"`
+		Until   *string  `json:"until,omitempty"`
+		Service *string  `json:"service,omitempty"`
+		IP      *string  `json:"ip,omitempty"`
+		CIDR    *string  `json:"cidr,omitempty"`
+		Peer    *string  `json:"peer,omitempty"`
+		PID     *uint32  `json:"pid,omitempty"`
+		Cause   *string  `json:"cause,omitempty"`
+		Object  *string  `json:"object,omitempty"`
+		Ref     *string  `json:"ref,omitempty"`
+		Reverse bool     `json:"reverse,omitempty" ovl:"default"`
+		Limit   *uint32  `json:"limit,omitempty"`
+		Cursor  *uint64  `json:"cursor,omitempty"`
+	}
+	// JournalStats counts the journal's events and bytes by type, op and
+	// day.
+	JournalStats struct{}
+)
+
+func (JournalQuery) Op() string { return "journal_query" }
+func (JournalStats) Op() string { return "journal_stats" }
+
+func init() {
+	for _, f := range []func() Request{
+		func() Request { return &JournalQuery{} },
+		func() Request { return &JournalStats{} },
+	} {
+		requestTypes[f().Op()] = f
+	}
+	for _, f := range []func() Response{
+		func() Response { return &JournalPage{} },
+		func() Response { return &JournalStatsResult{} },
+	} {
+		responseTypes[f().Result()] = f
+	}
+}
+
+type (
+	// JournalPage answers journal_query.
+	JournalPage struct {
+		HeadSeq uint64         `json:"head_seq"`
+		Events  []JournalEvent `json:"events"`
+		Next    *uint64        `json:"next,omitempty"`
+		// How says how the daemon found them: "index" or "scan".
+		How string `json:"how,omitempty" ovl:"default"`
+	}
+	// JournalStatsResult answers journal_stats: the JSON of
+	// cmd/internal/audit.Stats.
+	JournalStatsResult struct {
+		Stats json.RawMessage `json:"stats"`
+	}
+)
+
+func (JournalPage) Result() string        { return "journal_page" }
+func (JournalStatsResult) Result() string { return "journal_stats" }
 
 func (SetLocalNodeID) Op() string         { return "set_local_node_id" }
 func (SetLocalWgPubkey) Op() string       { return "set_local_wg_pubkey" }
@@ -425,17 +493,20 @@ type (
 
 // JournalEvent is one journal entry as journal_list returns it.
 type JournalEvent struct {
-	Seq       uint64          `json:"seq"`
-	ID        string          `json:"id"`
-	Time      string          `json:"time"`
-	Type      string          `json:"type"`
-	Version   uint16          `json:"version"`
-	Op        string          `json:"op"`
-	RequestID uint64          `json:"request_id"`
-	PeerUID   *uint32         `json:"peer_uid,omitempty"`
-	PeerPID   *uint32         `json:"peer_pid,omitempty"`
-	Payload   json.RawMessage `json:"payload"`
-	Hash      string          `json:"hash"`
+	Seq       uint64  `json:"seq"`
+	ID        string  `json:"id"`
+	Time      string  `json:"time"`
+	Type      string  `json:"type"`
+	Version   uint16  `json:"version"`
+	Op        string  `json:"op"`
+	RequestID uint64  `json:"request_id"`
+	PeerUID   *uint32 `json:"peer_uid,omitempty"`
+	PeerPID   *uint32 `json:"peer_pid,omitempty"`
+	// Exe is the caller's executable (issue 10; absent in older events).
+	Exe      string          `json:"exe,omitempty" ovl:"default"`
+	Payload  json.RawMessage `json:"payload"`
+	Hash     string          `json:"hash"`
+	PrevHash string          `json:"prev_hash,omitempty" ovl:"default"`
 }
 
 // Problem is one thing wrong with the node now (status extension):
@@ -459,7 +530,22 @@ type PeerStatus struct {
 	Endpoint              string `json:"endpoint"`
 	AllowedIPs            string `json:"allowed_ips"`
 	LastHandshakeUnixSecs int64  `json:"last_handshake_unix_secs"`
+	// Extensions (issue 10, CLI slice; a reference decoder ignores
+	// unknown fields), from the device's counters as `wg show` prints
+	// them: bytes received from and sent to the peer, and Health:
+	// "healthy" (a handshake at most the daemon's --peer-unhealthy-after
+	// old), "unhealthy" (older, or none), "" when the device cannot be
+	// read.
+	RxBytes uint64 `json:"rx_bytes,omitempty" ovl:"default"`
+	TxBytes uint64 `json:"tx_bytes,omitempty" ovl:"default"`
+	Health  string `json:"health,omitempty" ovl:"default"`
 }
+
+// Peer health values (PeerStatus.Health).
+const (
+	PeerHealthy   = "healthy"
+	PeerUnhealthy = "unhealthy"
+)
 
 func (p *PeerStatus) UnmarshalJSON(b []byte) error {
 	type plain PeerStatus

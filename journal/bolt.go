@@ -62,6 +62,18 @@ type Options struct {
 	// files from a seed.
 	Clock   func() time.Time
 	Entropy io.Reader
+
+	// Indexer names the objects an event touches, as index terms (for
+	// example "ip:10.200.3.7", "service:web"): projections.Terms. nil:
+	// only the built-in terms ("type:", "op:"). It must be a pure
+	// function of its arguments; it runs in Append's caller.
+	Indexer func(typ string, ver uint16, payload []byte) []string
+	// IndexVersion is the Indexer's version: a journal indexed with
+	// another version is re-indexed by a writable Open (migration).
+	IndexVersion uint32
+	// IndexBatch bounds the events one migration transaction indexes
+	// (default 20000).
+	IndexBatch int
 }
 
 // BoltStore is the durable journal in one bbolt file.
@@ -114,6 +126,8 @@ type BoltStore struct {
 
 	ids idSource // writer goroutine only
 
+	idx indexState // the secondary index (index_bolt.go)
+
 	// faultHook, when set (tests), is asked at each write: "commit"
 	// (inside the transaction, after the puts; an error fails the
 	// commit), "synced" (after the commit: an error fails it although it
@@ -143,7 +157,8 @@ func (h *handle) mapping() (uintptr, int) {
 
 type item struct {
 	recs   []Record
-	raw    [][]byte // encoded envelopes to store as they are (Rewrite)
+	terms  [][]string // index terms of each of recs (nil: the index is off)
+	raw    [][]byte   // encoded envelopes to store as they are (Rewrite)
 	epoch  uint64
 	commit *Commit
 }
@@ -204,6 +219,7 @@ func OpenFile(path string, opt Options) (*BoltStore, error) {
 	for _, w := range s.warnings {
 		slog.Warn("journal: "+w, "file", path)
 	}
+	s.initIndex(h)
 	if !opt.ReadOnly {
 		s.queue = make(chan item, 1024)
 		s.done = make(chan struct{})
@@ -611,6 +627,7 @@ func (s *BoltStore) closeHandle(h *handle) error {
 // Close waits for queued commits and closes the file. Calls after Close
 // fail with ErrClosed; a second Close returns nil.
 func (s *BoltStore) Close() error {
+	s.stopMigration()
 	if !s.opt.ReadOnly {
 		s.sendMu.Lock()
 		s.mu.Lock()

@@ -22,6 +22,11 @@ func (s *BoltStore) enqueue(it item) *Commit {
 		c.resolve(nil, fmt.Errorf("journal: %s is open read-only", s.path))
 		return c
 	}
+	var terr error
+	if it.terms, terr = s.recordTerms(it.recs); terr != nil {
+		c.resolve(nil, terr)
+		return c
+	}
 	s.sendMu.RLock()
 	defer s.sendMu.RUnlock()
 	s.mu.Lock()
@@ -129,6 +134,7 @@ func (s *BoltStore) commitBatch(batch []item) {
 	now := s.ids.now()
 	envs := make([][]Envelope, len(live))
 	var lastID [16]byte
+	var ikeys [][]byte // index keys of the events
 	err = s.updateOn(h, "commit", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		if b == nil {
@@ -149,8 +155,13 @@ func (s *BoltStore) commitBatch(batch []item) {
 				}
 				seq, prev, lastID = e.Seq, e.Hash, e.ID
 				envs[i] = append(envs[i], *e)
+				terms, err := s.rawTerms(e)
+				if err != nil {
+					return err
+				}
+				ikeys = postingKeys(ikeys, terms, e.Seq)
 			}
-			for _, r := range it.recs {
+			for j, r := range it.recs {
 				seq++
 				e := Envelope{ID: s.ids.next(now), Seq: seq, Time: now, Type: r.Type, Version: r.Version,
 					Ignorable: r.Ignorable, Cause: r.Cause, Payload: r.Payload, PrevHash: prev}
@@ -160,9 +171,15 @@ func (s *BoltStore) commitBatch(batch []item) {
 				}
 				prev = e.Hash
 				envs[i] = append(envs[i], e)
+				if it.terms != nil {
+					ikeys = postingKeys(ikeys, it.terms[j], seq)
+				}
 			}
 		}
 		if err := tx.Bucket(bucketMeta).Put(keyHead, encodeHead(seq, prev)); err != nil {
+			return err
+		}
+		if err := s.indexCommit(tx, ikeys, first-1, seq); err != nil {
 			return err
 		}
 		if s.faultHook != nil {
@@ -202,6 +219,7 @@ func (s *BoltStore) commitBatch(batch []item) {
 	}
 	hit("journal/after-commit")
 	s.mu.Lock()
+	s.indexCommittedLocked(first-1, seq)
 	s.headSeq, s.headHash = seq, prev
 	s.stats.Commits++
 	s.stats.Records += uint64(nLive)

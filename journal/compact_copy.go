@@ -10,13 +10,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// The buckets compaction knows by name; every other bucket is copied as
-// it is.
-var (
-	bucketIndex  = []byte("index")  // keys end in the u64 sequence they point to
-	bucketStates = []byte("states") // keyed by u64 sequence
-)
-
 // rewriteCompacted writes to tmp a copy of the journal without what ck
 // replaces: events <= ck.Seq, index entries whose key ends in a sequence
 // <= ck.Seq, retained states at or before ck.Seq. Every other bucket

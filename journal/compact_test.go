@@ -26,7 +26,7 @@ func fillN(t testing.TB, s Store, from, n int) {
 	}
 }
 
-func openT(t *testing.T, dir string, opt Options) *BoltStore {
+func openC(t *testing.T, dir string, opt Options) *BoltStore {
 	t.Helper()
 	s, err := Open(dir, opt)
 	if err != nil {
@@ -47,10 +47,16 @@ func fakeState(seq uint64) CheckpointState {
 // shrank, and all of it survives a reopen; appends go on.
 func TestCompactKeepsTheChainFromTheCheckpoint(t *testing.T) {
 	dir := t.TempDir()
-	s := openT(t, dir, Options{NoSync: true})
+	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 20000)
 	head, headHash := s.Head()
 	h15k, _ := s.HashAt(15000)
+	for _, at := range []uint64{10000, 17000} {
+		h, _ := s.HashAt(at)
+		if err := s.PutState(&Snapshot{Schema: 7, Seq: at, Hash: h, Body: []byte("kept")}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	res, err := s.Compact(15000, fakeState(15000))
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +93,30 @@ func TestCompactKeepsTheChainFromTheCheckpoint(t *testing.T) {
 		if _, err := s.HashAt(14999); !errors.Is(err, ErrCompacted) || !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), ck.Archive().Name) {
 			t.Fatalf("HashAt(14999): %v", err)
 		}
+		// The index and the retained states lost what is at or before
+		// the checkpoint, and kept the rest.
+		if st := s.IndexStatus(); !st.Ready || st.Through != head {
+			t.Fatalf("index status %+v", st)
+		}
+		var postings, lowest uint64
+		if err := s.Postings("type:test_event", 0, 0, false, func(seq uint64) error {
+			if postings == 0 {
+				lowest = seq
+			}
+			postings++
+			return nil
+		}); err != nil || postings != 5000 || lowest != 15001 {
+			t.Fatalf("postings of type:test_event: %d from %d, %v", postings, lowest, err)
+		}
+		if sn, err := s.StateAtOrBefore(16000); err != nil || sn != nil {
+			t.Fatalf("a retained state at or before the checkpoint survived: %+v %v", sn, err)
+		}
+		if sn, err := s.StateAtOrBefore(18000); err != nil || sn == nil || sn.Seq != 17000 {
+			t.Fatalf("the retained state at 17000: %+v %v", sn, err)
+		}
+		if _, err := s.Get(100); !errors.Is(err, ErrCompacted) {
+			t.Fatalf("Get(100): %v", err)
+		}
 		rep, err := s.Verify()
 		if err != nil || !rep.OK() || rep.CheckpointSeq != 15000 || rep.FirstSeq != 15001 || rep.LastSeq != head {
 			t.Fatalf("verify: %+v %v", rep, err)
@@ -98,7 +128,7 @@ func TestCompactKeepsTheChainFromTheCheckpoint(t *testing.T) {
 	}
 	check(s)
 	s.Close()
-	s = openT(t, dir, Options{NoSync: true})
+	s = openC(t, dir, Options{NoSync: true})
 	check(s)
 	fillN(t, s, 20001, 10)
 	if rep, err := s.Verify(); err != nil || !rep.OK() || rep.LastSeq != 20010 {
@@ -133,14 +163,14 @@ func TestCompactKeepsTheChainFromTheCheckpoint(t *testing.T) {
 // whose head is the checkpoint, across a reopen, and appends link to it.
 func TestCompactToTheHead(t *testing.T) {
 	dir := t.TempDir()
-	s := openT(t, dir, Options{NoSync: true})
+	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 300)
 	head, hh := s.Head()
 	if _, err := s.Compact(head, fakeState(head)); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	s = openT(t, dir, Options{NoSync: true})
+	s = openC(t, dir, Options{NoSync: true})
 	if h, h2 := s.Head(); h != head || h2 != hh {
 		t.Fatalf("head %d after reopen, want %d", h, head)
 	}
@@ -160,7 +190,7 @@ func TestCompactToTheHead(t *testing.T) {
 // archive and the event; in the checkpoint's state, the checkpoint.
 func TestCompactTamperIsNamed(t *testing.T) {
 	dir := t.TempDir()
-	s := openT(t, dir, Options{NoSync: true})
+	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 2000)
 	res, err := s.Compact(1500, fakeState(1500))
 	if err != nil {
@@ -198,7 +228,7 @@ func TestCompactTamperIsNamed(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s = openT(t, dir, Options{ReadOnly: true})
+	s = openC(t, dir, Options{ReadOnly: true})
 	rep, err := s.Verify()
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +257,7 @@ func TestCompactFailureLeavesTheJournal(t *testing.T) {
 	for _, op := range []string{"compact-archive", "compact-rewrite", "compact-swap"} {
 		t.Run(op, func(t *testing.T) {
 			dir := t.TempDir()
-			s := openT(t, dir, Options{NoSync: true})
+			s := openC(t, dir, Options{NoSync: true})
 			fillN(t, s, 1, 3000)
 			s.faultHook = func(o string) error {
 				if o == op {
@@ -261,7 +291,7 @@ func TestCompactFailureLeavesTheJournal(t *testing.T) {
 				t.Fatalf("compaction after the fault: %v", err)
 			}
 			s.Close()
-			s = openT(t, dir, Options{NoSync: true})
+			s = openC(t, dir, Options{NoSync: true})
 			if rep, err := s.Verify(); err != nil || !rep.OK() || rep.FirstSeq != 2001 || rep.LastSeq != 3010 {
 				t.Fatalf("verify after reopen: %+v %v", rep, err)
 			}
@@ -273,7 +303,7 @@ func TestCompactFailureLeavesTheJournal(t *testing.T) {
 // acknowledged and all in the compacted journal, in order.
 func TestCompactWhileAppending(t *testing.T) {
 	dir := t.TempDir()
-	s := openT(t, dir, Options{NoSync: true})
+	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 10000)
 	done := make(chan struct{})
 	var acked []uint64
@@ -297,7 +327,7 @@ func TestCompactWhileAppending(t *testing.T) {
 		t.Fatalf("head %d, last acked %d", head, acked[len(acked)-1])
 	}
 	s.Close()
-	s = openT(t, dir, Options{ReadOnly: true})
+	s = openC(t, dir, Options{ReadOnly: true})
 	if rep, err := s.Verify(); err != nil || !rep.OK() || rep.FirstSeq != 8001 || rep.LastSeq != 10400 {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}

@@ -48,12 +48,16 @@
 //	i64     time, Unix nanoseconds, when the batch was committed
 //	u16     event schema version
 //	u8      flags: bit 0 ignorable (a reader that does not know the type may
-//	        skip it), bit 1 the cause carries peer credentials
+//	        skip it), bit 1 the cause carries peer credentials, bit 2 the
+//	        cause carries the caller's executable (the str after pid)
 //	str     event type (stable snake_case)
 //	str     cause: IPC op ("boot", "reconcile" for the daemon's own)
 //	u64     cause: request id
 //	u32     cause: peer uid (SO_PEERCRED)
 //	u32     cause: peer pid
+//	str     cause: the caller's executable path (/proc/PID/exe when the
+//	        request was read); present only when flag bit 2 is set, so
+//	        envelopes written before it decode unchanged (Exe "")
 //	str     payload (JSON, defined by package projections)
 //	[32]    previous envelope's hash (zero for sequence 1)
 //	[32]    hash: SHA-256 of every preceding byte of this envelope

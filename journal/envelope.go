@@ -15,6 +15,7 @@ const formatVersion = 1
 const (
 	flagIgnorable = 1 << 0
 	flagPeerCred  = 1 << 1
+	flagExe       = 1 << 2 // the cause carries the caller's executable (Cause.Exe)
 )
 
 // Cause records why an event was written.
@@ -25,6 +26,9 @@ type Cause struct {
 	HasPeer bool   `json:"has_peer,omitempty"`
 	UID     uint32 `json:"uid,omitempty"`
 	PID     uint32 `json:"pid,omitempty"`
+	// Exe is the caller's executable path (/proc/PID/exe when the request
+	// was read); "" when unknown, and in envelopes written before it.
+	Exe string `json:"exe,omitempty"`
 }
 
 // Record is an event to append.
@@ -74,12 +78,18 @@ func (e *Envelope) encode(buf []byte) []byte {
 	if e.Cause.HasPeer {
 		flags |= flagPeerCred
 	}
+	if e.Cause.Exe != "" {
+		flags |= flagExe
+	}
 	b = append(b, flags)
 	b = appendStr(b, e.Type)
 	b = appendStr(b, e.Cause.Op)
 	b = binary.BigEndian.AppendUint64(b, e.Cause.RequestID)
 	b = binary.BigEndian.AppendUint32(b, e.Cause.UID)
 	b = binary.BigEndian.AppendUint32(b, e.Cause.PID)
+	if e.Cause.Exe != "" {
+		b = appendStr(b, e.Cause.Exe)
+	}
 	b = binary.AppendUvarint(b, uint64(len(e.Payload)))
 	b = append(b, e.Payload...)
 	b = append(b, e.PrevHash[:]...)
@@ -142,6 +152,10 @@ func decodeInto(e *Envelope, b []byte, checkHash bool) error {
 	e.Cause.RequestID = binary.BigEndian.Uint64(r.take(8))
 	e.Cause.UID = binary.BigEndian.Uint32(r.take(4))
 	e.Cause.PID = binary.BigEndian.Uint32(r.take(4))
+	e.Cause.Exe = ""
+	if flags&flagExe != 0 {
+		e.Cause.Exe = string(r.bytes())
+	}
 	e.Payload = r.bytes()
 	copy(e.PrevHash[:], r.take(32))
 	copy(e.Hash[:], r.take(32))

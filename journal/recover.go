@@ -113,6 +113,7 @@ func (s *BoltStore) Recover() error {
 	s.failed = nil
 	s.mu.Unlock()
 	publish(nil)
+	s.startMigration() // if a failed write stopped it
 	return nil
 }
 
@@ -124,7 +125,7 @@ func (s *BoltStore) recoverOn(h *handle, ackSeq uint64, ackHash [32]byte) error 
 	} else if len(problems) > 0 {
 		return &DamageError{Path: s.path, Op: "recover: page check", Page: pageOf(problems[0]), Msg: joinProblems(problems), Problems: problems}
 	}
-	var past [][]byte
+	var past, pastKeys [][]byte
 	err := s.viewOn(h, "recover: confirm the head", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		if b == nil {
@@ -157,6 +158,7 @@ func (s *BoltStore) recoverOn(h *handle, ackSeq uint64, ackHash [32]byte) error 
 		for k, _ := c.Seek(seqKey(ackSeq + 1)); k != nil; k, _ = c.Next() {
 			past = append(past, append([]byte(nil), k...))
 		}
+		pastKeys = s.indexCutKeys(tx, ackSeq)
 		return nil
 	})
 	if err != nil {
@@ -171,6 +173,9 @@ func (s *BoltStore) recoverOn(h *handle, ackSeq uint64, ackHash [32]byte) error 
 			if err := b.Delete(k); err != nil {
 				return err
 			}
+		}
+		if err := s.indexCut(tx, pastKeys, ackSeq); err != nil {
+			return err
 		}
 		m := tx.Bucket(bucketMeta)
 		// Record the failed commits, so that a repair scanning the raw

@@ -105,6 +105,7 @@ type MemStore struct {
 	snap   *Snapshot
 	ids    idSource
 	closed bool
+	ix     memIndex // index_mem.go
 }
 
 var _ Store = (*MemStore)(nil)

@@ -4,28 +4,40 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/zlayer/overlayd/ipc"
 )
 
+func newCallCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "call REQUEST-JSON",
+		Short: "Send one request to the daemon and print its response",
+		Long: `call sends one request, given as the JSON of the request object with its "op"
+(PROTOCOL.md), and prints the response object as JSON. It needs the daemon
+(exit 3 when it does not answer); an err response exits 4.`,
+		Example: `  overlayctl call '{"op":"status"}'
+  overlayctl call '{"op":"setup_global_overlay","deployment":"prod","instance_id":"1","cluster_cidr":"10.200.0.0/16","wg_port":51820,"nat_enabled":false}'`,
+		Args: exactArgs(1, `one argument, the request object, e.g. '{"op":"status"}'`),
+		RunE: func(c *cobra.Command, args []string) error { return a.call(c.Context(), args[0]) },
+	}
+}
+
 // call sends one request given as the JSON of the request object (with its
 // "op") and prints the response object.
-func (a *app) call(args []string) error {
-	if len(args) != 1 {
-		return usageError{fmt.Errorf(`call: want one argument, the request object, e.g. '{"op":"status"}'`)}
-	}
-	frame := fmt.Sprintf(`{"frame":"request","id":1,"request":%s}`, args[0])
+func (a *app) call(ctx context.Context, request string) error {
+	frame := fmt.Sprintf(`{"frame":"request","id":1,"request":%s}`, request)
 	f, err := ipc.DecodeFrame([]byte(frame))
 	if err != nil {
-		return usageError{fmt.Errorf("call: %v", err)}
+		return usageErrorf("call: %v", err)
 	}
-	c, err := ipc.Dial(context.Background(), a.socket, ipc.DialOptions{Attempts: 3, CallTimeout: time.Minute})
+	c, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	r, err := c.Call(context.Background(), f.Request)
+	r, err := c.Call(ctx, f.Request)
 	if err != nil {
 		return err
 	}

@@ -1,42 +1,51 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"path/filepath"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/journal"
 )
 
-// journalRepair rebuilds a damaged journal offline (replay.Repair).
-func (a *app) journalRepair(args []string) error {
+func newJournalRepairCmd(a *app) *cobra.Command {
 	var force bool
-	o, err := a.outputFlag("journal repair", args, func(fs *flag.FlagSet) {
-		fs.BoolVar(&force, "force", false, "rewrite the journal even when nothing is found wrong")
-	})
-	if err != nil {
-		return err
+	c := &cobra.Command{
+		Use:   "repair",
+		Short: "Offline: salvage every event whose hash chain verifies, rewrite the journal, report what was lost",
+		Long: `repair works offline (daemon stopped) on a damaged journal: it keeps a copy of
+the file as it was, salvages every event whose hash chain verifies, rewrites
+the journal and reports what was lost and whether the snapshot covers it.
+It refuses (exit 4) while a process holds the journal.`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return a.journalRepair(force) },
 	}
-	dir := filepath.Join(a.dataDir, "overlayd")
-	rep, err := replay.Repair(dir, replay.RepairOptions{Force: force})
+	c.Flags().BoolVar(&force, "force", false, "rewrite the journal even when nothing is found wrong")
+	return c
+}
+
+// journalRepair rebuilds a damaged journal offline (replay.Repair).
+func (a *app) journalRepair(force bool) error {
+	rep, err := replay.Repair(a.journalDir(), replay.RepairOptions{Force: force})
 	if err != nil {
 		if errors.Is(err, journal.ErrLocked) {
 			return fmt.Errorf("%w; repair works only on a journal no process holds", err)
 		}
-		if rep != nil && o != "json" {
+		if rep != nil && a.output == "table" {
 			printRepair(a, rep)
 		}
 		return err
 	}
-	if o == "json" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		fmt.Fprintf(a.out, "%s\n", b)
-		return nil
+	if a.output != "table" {
+		return a.printer().Object(struct {
+			Source string `json:"source"`
+			*replay.RepairReport
+		}{fmt.Sprintf("journal file %s (offline)", rep.File), rep})
 	}
+	fmt.Fprintf(a.out, "source:    journal file %s (offline)\n", rep.File)
 	printRepair(a, rep)
 	return nil
 }

@@ -8,50 +8,82 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/spf13/cobra"
+
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/projections"
 )
 
-func (a *app) state(args []string) error {
-	o, err := a.outputFlag("state", args, nil)
-	if err != nil {
-		return err
+func newStateCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "state",
+		Short: "The projected state: node, global overlay, services, attachments, peers, addresses, DNS",
+		Long: `state prints the node's state as the journal projects it: offline a replay of
+the journal (from its snapshot), online the daemon's state (state_dump).`,
+		Example: "  overlayctl state\n  overlayctl state -o json",
+		Args:    noArgs,
+		RunE:    func(c *cobra.Command, _ []string) error { return a.state(c.Context()) },
 	}
-	src, err := a.open()
+}
+
+func (a *app) state(ctx context.Context) error {
+	src, err := a.source(ctx)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	var raw []byte
-	if src.store != nil {
-		st, _, err := replay.Load(src.store, replay.Options{Verify: true})
-		if err != nil {
-			return err
-		}
-		if raw, err = st.CanonicalJSON(); err != nil {
-			return err
-		}
-	} else {
-		_, raw, err = ipc.FetchState(context.Background(), src.client)
-		if err != nil {
-			return fmt.Errorf("state_dump: %w", err)
-		}
-	}
-	if o == "json" {
-		var buf bytes.Buffer
-		if err := json.Indent(&buf, raw, "", "  "); err != nil {
-			return err
-		}
-		fmt.Fprintf(a.out, "%s\n", buf.Bytes())
-		return nil
-	}
-	st, err := projections.ParseCanonicalJSON(raw)
+	st, raw, err := loadState(ctx, src)
 	if err != nil {
 		return err
 	}
+	if a.output != "table" {
+		return printStateJSON(a, raw)
+	}
+	fmt.Fprintf(a.out, "source: %s\n", src)
 	printState(a, st)
 	return nil
+}
+
+// printStateJSON writes a state's canonical JSON (indented with -o json,
+// on one line with -o jsonl). It carries no "source": it is the document
+// state_dump and the snapshot hold, so that the daemon's and a replay's
+// compare byte for byte; its "seq" names the point it is at.
+func printStateJSON(a *app, raw []byte) error {
+	var buf bytes.Buffer
+	var err error
+	if a.output == "json" {
+		err = json.Indent(&buf, raw, "", "  ")
+	} else {
+		err = json.Compact(&buf, raw)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(a.out, "%s\n", buf.Bytes())
+	return err
+}
+
+// loadState is the state and its canonical JSON: offline a replay of the
+// journal (verified against the snapshot), online the daemon's state_dump.
+func loadState(ctx context.Context, src *source) (*projections.State, []byte, error) {
+	if src.store != nil {
+		st, _, err := replay.Load(src.store, replay.Options{Verify: true})
+		if err != nil {
+			return nil, nil, err
+		}
+		raw, err := st.CanonicalJSON()
+		return st, raw, err
+	}
+	_, raw, err := ipc.FetchState(ctx, src.client)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state_dump: %w", err)
+	}
+	st, err := projections.ParseCanonicalJSON(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state_dump: %w", err)
+	}
+	return st, raw, nil
 }
 
 func printState(a *app, st *projections.State) {

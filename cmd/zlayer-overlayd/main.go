@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/zlayer/overlayd/cmd/internal/daemon"
 	"github.com/zlayer/overlayd/cmd/internal/failpoint"
+	"github.com/zlayer/overlayd/cmd/internal/version"
 	"github.com/zlayer/overlayd/effects/dns"
 	"github.com/zlayer/overlayd/ipc"
 )
@@ -29,10 +31,11 @@ func main() {
 		dataDir   = flag.String("data-dir", ipc.DefaultDataDir, "data directory; the journal lives in <data-dir>/overlayd")
 		socket    = flag.String("socket", "", "IPC socket (default: /var/run/zlayer-overlayd.sock for the default data dir, else <data-dir>/run/zlayer-overlayd.sock)")
 		logLevel  = flag.String("log-level", "info", "debug, info, warn or error")
-		keyFile   = flag.String("wg-private-key-file", "", "import the node's WireGuard private key (base64, as `wg genkey` writes) from this file")
+		keyFile   = flag.String("wg-private-key-file", "", "import the node's WireGuard private key (base64, as 'wg genkey' writes) from this file")
 		slice4    = flag.Int("slice-prefix", 24, "prefix length of the node slice derived in an IPv4 cluster when setup_global_overlay gives none")
 		slice6    = flag.Int("slice-prefix6", 64, "prefix length of the node slice derived in an IPv6 cluster")
 		snapEvery = flag.Uint64("snapshot-every", 10000, "take a projection snapshot every N journaled events")
+		keepEvery = flag.Uint64("keep-state-every", daemon.DefaultKeepStateEvery, "keep the projected state in the journal every N events, so that overlayctl state --at replays at most N events (0: keep none)")
 		interval  = flag.Duration("reconcile-interval", 10*time.Second, "period of the drift check against the kernel")
 		advertise = flag.String("advertise-address", "", "underlay address guests are told to reach this node at (default: the host's first global address)")
 		dnsListen = flag.String("dns-listen", "127.0.0.1:53", "local addresses (comma-separated ip:port) the DNS server answers on besides the node's overlay address port 53; \"\" for none")
@@ -41,8 +44,13 @@ func main() {
 		maxConns  = flag.Int("max-connections", ipc.DefaultMaxConns, "most client connections open at once; past it a new one is answered err and closed (16 of them are kept for root)")
 		retain    = flag.Uint64("retain-events", 0, "keep at least the newest N events in the journal: older ones are sealed into archive files under <data-dir>/overlayd/archive and replaced by a checkpoint, checked at each snapshot (0: keep every event)")
 		unhealthy = flag.Duration("peer-unhealthy-after", 180*time.Second, "a peer whose last handshake is older than this is reported unhealthy")
+		showVer   = flag.Bool("version", false, "print the version (release, commit, protocol) and exit")
 	)
-	flag.Parse()
+	parseFlags(os.Args[1:])
+	if *showVer {
+		fmt.Println(version.String())
+		return
+	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "zlayer-overlayd: unexpected argument %q\n", flag.Arg(0))
 		os.Exit(2)
@@ -64,6 +72,7 @@ func main() {
 	cfg := daemon.Config{
 		DataDir: *dataDir, Socket: *socket, WGPrivateKeyFile: *keyFile,
 		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
+		KeepStateEvery: *keepEvery, NoKeptStates: *keepEvery == 0,
 		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log, MaxConns: *maxConns,
 		RetainEvents: *retain,
 	}
@@ -107,6 +116,37 @@ func main() {
 	if err := d.Serve(); err != nil {
 		log.Error("stopped with an error", "err", err)
 		os.Exit(1)
+	}
+}
+
+const usageHead = `zlayer-overlayd is the node overlay-network daemon: it owns the node's
+WireGuard mesh, address management, service bridges, DNS and NAT, and
+journals every decision before acknowledging it. The orchestrator drives it
+over a Unix socket (PROTOCOL.md); overlayctl audits it.
+
+usage: zlayer-overlayd [flags]
+
+flags:
+`
+
+// parseFlags parses the command line: --help prints the usage on stdout
+// and exits 0; a bad flag prints the error and the usage on stderr and
+// exits 2.
+func parseFlags(args []string) {
+	fs := flag.CommandLine
+	fs.Init(os.Args[0], flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(os.Stdout)
+		fs.Usage()
+		os.Exit(0)
+	case err != nil:
+		os.Exit(2) // the flag package has printed the error and the usage
 	}
 }
 

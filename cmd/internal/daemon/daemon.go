@@ -42,6 +42,11 @@ type Config struct {
 	// after each snapshot, run once SnapshotEvery more have accumulated
 	// (compact.go).
 	RetainEvents uint64
+	// KeepStateEvery keeps the projected state in the journal every this
+	// many events, for `overlayctl state --at` (0 = DefaultKeepStateEvery);
+	// NoKeptStates turns it off.
+	KeepStateEvery uint64
+	NoKeptStates   bool
 	// ReconcileInterval is the period of the drift check (0 = 10 s).
 	ReconcileInterval time.Duration
 	// AdvertiseAddr is the underlay address guests are told to reach this
@@ -98,8 +103,11 @@ type Daemon struct {
 	mu       sync.Mutex
 	failed   error
 	stopping bool
-	stopped  chan struct{}
-	stopOnce sync.Once
+	// ret keeps past states for state --at; retStop ends its backfill.
+	ret              *retainer
+	retStop, retDone chan struct{}
+	stopped          chan struct{}
+	stopOnce         sync.Once
 }
 
 // Open boots the daemon: journal, keys, snapshot and replay, identity,
@@ -144,7 +152,7 @@ func Open(cfg Config) (*Daemon, error) {
 		if err := checkBeforeOpen(d.dir); err != nil {
 			return nil, fmt.Errorf("boot: %w", err)
 		}
-		bs, err := journal.Open(d.dir, journal.Options{})
+		bs, err := journal.Open(d.dir, replay.Indexing(journal.Options{}))
 		if err != nil {
 			return nil, err
 		}
@@ -235,6 +243,19 @@ func Open(cfg Config) (*Daemon, error) {
 		d.log.Warn("boot reconcile", "err", err)
 	}
 	d.jw.start()
+	every := cfg.KeepStateEvery
+	if every == 0 {
+		every = DefaultKeepStateEvery
+	}
+	if cfg.NoKeptStates {
+		every = 0
+	}
+	d.ret = newRetainer(d, every)
+	d.retStop, d.retDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(d.retDone)
+		d.ret.backfill(d.retStop)
+	}()
 	ok = true
 	return d, nil
 }
@@ -364,6 +385,10 @@ func (d *Daemon) shutdown(graceful bool) {
 		if d.jw != nil {
 			d.jw.stop()
 		}
+		if d.retStop != nil {
+			close(d.retStop)
+			<-d.retDone
+		}
 		if d.pipe != nil {
 			d.submitMu.Lock()
 			d.pipeClosed = true
@@ -463,9 +488,13 @@ func (d *Daemon) snapshot() error {
 		return err
 	}
 	encoded := time.Since(start)
-	if err := d.store.SaveSnapshot(sn); err != nil && !errors.Is(err, journal.ErrClosed) {
+	if err := d.store.SaveSnapshot(sn); err != nil {
+		if errors.Is(err, journal.ErrClosed) {
+			return nil
+		}
 		return err
 	}
+	d.ret.snapshotTaken(sn)
 	d.log.Debug("snapshot saved", "seq", sn.Seq, "bytes", len(sn.Body), "encode", encoded.Round(time.Microsecond), "took", time.Since(start).Round(time.Microsecond))
 	return nil
 }

@@ -19,7 +19,7 @@ import (
 // must not block: I/O that a command needs (the process's namespace inode, a
 // generated key) is done here, before the sequencer.
 func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
-	cause := journal.Cause{Op: req.Op(), RequestID: m.RequestID, HasPeer: m.HasPeer, UID: m.Peer.UID, PID: m.Peer.PID}
+	cause := journal.Cause{Op: req.Op(), RequestID: m.RequestID, HasPeer: m.HasPeer, UID: m.Peer.UID, PID: m.Peer.PID, Exe: m.Peer.Exe}
 	j := &job{cause: cause}
 	switch r := req.(type) {
 	case ipc.SetLocalNodeID:
@@ -143,6 +143,13 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		j.read = d.status
 		j.finish = d.statusLive
 	case ipc.StateDump:
+		if r.At != nil && r.DumpID == nil {
+			// An earlier state: rebuilt from the journal, off the
+			// sequencer.
+			ch := make(chan ipc.Response, 1)
+			go func() { ch <- d.stateDumpAt(*r.At) }()
+			return ch
+		}
 		read, finish, direct := d.stateDump(r)
 		if direct != nil {
 			return ipc.Reply(direct)
@@ -159,6 +166,14 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 	case ipc.JournalCompact:
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalCompact(r) }()
+		return ch
+	case ipc.JournalQuery:
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalQuery(r) }()
+		return ch
+	case ipc.JournalStats:
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalStats() }()
 		return ch
 	case ipc.JournalVerify:
 		ch := make(chan ipc.Response, 1)

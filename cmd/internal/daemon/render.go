@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/projections"
@@ -86,8 +87,9 @@ func (d *Daemon) status(st *projections.State) ipc.Response {
 	return out
 }
 
-// statusLive fills in the endpoint each peer uses now (WireGuard roams)
-// and its last handshake as Unix time (0 = never), from the global device.
+// statusLive fills in the endpoint each peer uses now (WireGuard roams),
+// its last handshake as Unix time (0 = never), its byte counters and its
+// health (handshake age against PeerUnhealthyAfter), from the global device.
 func (d *Daemon) statusLive(r ipc.Response, _ []projections.Event) ipc.Response {
 	out, ok := r.(ipc.StatusResult)
 	if !ok {
@@ -110,10 +112,12 @@ func (d *Daemon) statusLive(r ipc.Response, _ []projections.Event) ipc.Response 
 	for i, p := range stats.Peers {
 		byKey[p.PublicKey] = i
 	}
+	now := time.Now()
 	for i := range out.Peers {
+		out.Peers[i].Health = ipc.PeerUnhealthy
 		j, ok := byKey[out.Peers[i].PublicKey]
 		if !ok {
-			continue
+			continue // not on the device (yet): no handshake
 		}
 		ps := stats.Peers[j]
 		if ps.Endpoint != "" {
@@ -122,8 +126,20 @@ func (d *Daemon) statusLive(r ipc.Response, _ []projections.Event) ipc.Response 
 		if !ps.LastHandshake.IsZero() {
 			out.Peers[i].LastHandshakeUnixSecs = ps.LastHandshake.Unix()
 		}
+		out.Peers[i].RxBytes, out.Peers[i].TxBytes = ps.RxBytes, ps.TxBytes
+		out.Peers[i].Health = peerHealth(now, ps.LastHandshake, d.cfg.PeerUnhealthyAfter)
 	}
 	return out
+}
+
+// peerHealth is "healthy" when the last handshake is at most threshold
+// old, else "unhealthy" (also when there was none), as the health monitor
+// judges it.
+func peerHealth(now, last time.Time, threshold time.Duration) string {
+	if !last.IsZero() && now.Sub(last) <= threshold {
+		return ipc.PeerHealthy
+	}
+	return ipc.PeerUnhealthy
 }
 
 func sortedServices(st *projections.State) []string {

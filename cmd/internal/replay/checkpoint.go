@@ -55,3 +55,14 @@ func startState(store journal.Store, opt Options) (s *projections.State, snapSeq
 	}
 	return s, 0, reason, nil
 }
+
+// CheckpointStateOf is the state a compacted journal's checkpoint holds
+// (its hashes checked), nil when store was never compacted: the earliest
+// state a replay of the journal can start from.
+func CheckpointStateOf(store journal.Store) (*projections.State, error) {
+	ck := journal.CheckpointOf(store)
+	if ck == nil {
+		return nil, nil
+	}
+	return checkpointState(ck)
+}

@@ -144,7 +144,7 @@ func Verify(store journal.Store, live []byte, liveSeq uint64) (*Report, error) {
 func JournalEventOf(e *journal.Envelope) ipc.JournalEvent {
 	je := ipc.JournalEvent{Seq: e.Seq, ID: e.ID.String(), Time: e.Time.UTC().Format(time.RFC3339Nano), Type: e.Type,
 		Version: e.Version, Op: e.Cause.Op, RequestID: e.Cause.RequestID,
-		Payload: append([]byte(nil), e.Payload...), Hash: fmt.Sprintf("%x", e.Hash)}
+		Exe: e.Cause.Exe, Payload: append([]byte(nil), e.Payload...), Hash: fmt.Sprintf("%x", e.Hash), PrevHash: fmt.Sprintf("%x", e.PrevHash)}
 	if e.Cause.HasPeer {
 		uid, pid := e.Cause.UID, e.Cause.PID
 		je.PeerUID, je.PeerPID = &uid, &pid

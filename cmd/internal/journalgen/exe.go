@@ -1,0 +1,6 @@
+package journalgen
+
+import "github.com/zlayer/overlayd/journal"
+
+// setExe records the caller's executable.
+func setExe(c *journal.Cause, exe string) { c.Exe = exe }

@@ -243,3 +243,25 @@ func TestCompactRefusedWhileLocked(t *testing.T) {
 		t.Fatalf("compacting before the checkpoint again: %v", err)
 	}
 }
+
+// TestRepairRefusesACompactedJournal: repair, which salvages from event 1,
+// refuses a compacted journal and leaves it (and its directory) as it was.
+func TestRepairRefusesACompactedJournal(t *testing.T) {
+	data := t.TempDir()
+	genJournalKeep(t, data, 500, rand.New(rand.NewSource(testseed.Or(t, 5))), false)
+	dir := filepath.Join(data, "overlayd")
+	if _, err := CompactDir(dir, CompactOptions{BeforeSeq: 301}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, journal.FileName))
+	ents, _ := os.ReadDir(dir)
+	_, err := Repair(dir, RepairOptions{Force: true})
+	if !errors.Is(err, ErrCompactedRepair) || !strings.Contains(err.Error(), "checkpoint at 300") {
+		t.Fatalf("repair of a compacted journal: %v", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, journal.FileName))
+	ents2, _ := os.ReadDir(dir)
+	if !bytes.Equal(before, after) || len(ents) != len(ents2) {
+		t.Fatalf("repair changed the directory: %d -> %d entries", len(ents), len(ents2))
+	}
+}

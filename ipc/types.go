@@ -99,7 +99,12 @@ type (
 		Limit    *uint32 `json:"limit,omitempty"`
 	}
 	// JournalVerify (extension) verifies the hash chain and the replay.
-	JournalVerify struct{}
+	// With Archives (a directory on the daemon's host; CMP), a compacted
+	// journal's archives are verified too: the chain from event 1 and
+	// their replay against the checkpoint.
+	JournalVerify struct {
+		Archives *string `json:"archives,omitempty"`
+	}
 	// StateDump (extension) returns the projected state as canonical JSON,
 	// in parts that fit a frame. Without DumpID the daemon takes the state
 	// at the request's turn and answers its first part; the following

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -132,7 +133,8 @@ func listEvents(ctx context.Context, src *source, after, limit uint64, emit func
 }
 
 func newJournalVerifyCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var archives string
+	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the file's pages, the hash chain, a full replay, the state's invariants and the snapshot",
 		Long: `verify checks the journal: every event's hash and link, that it replays into a
@@ -141,8 +143,11 @@ sequence and, online, that the daemon's live state equals a replay.
 It exits 1 when it finds a problem (also a file too damaged to open), naming
 the event or page at fault.`,
 		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return a.journalVerify(c.Context()) },
+		RunE: func(c *cobra.Command, _ []string) error { return a.journalVerify(c.Context(), archives) },
 	}
+	// CMP: a compacted journal's archives (journal compact).
+	c.Flags().StringVar(&archives, "archives", "", "also verify a compacted journal's archives in this directory (<data-dir>/overlayd/archive): the chain from the first event to the checkpoint, and that their replay equals the checkpoint's state")
+	return c
 }
 
 // damaged is an error reading the journal file, for verify: a problem it
@@ -156,7 +161,7 @@ func damaged(err error) error {
 	return &exitError{code: exitProblem, err: err}
 }
 
-func (a *app) journalVerify(ctx context.Context) error {
+func (a *app) journalVerify(ctx context.Context, archives string) error {
 	src, err := a.source(ctx)
 	if err != nil {
 		return damaged(err)
@@ -168,9 +173,20 @@ func (a *app) journalVerify(ctx context.Context) error {
 		if err != nil {
 			return damaged(err)
 		}
+		if archives != "" {
+			r.AddArchives(src.store, archives)
+		}
 		rep = *r
 	} else {
-		r, err := src.client.Call(ctx, ipc.JournalVerify{})
+		req := ipc.JournalVerify{}
+		if archives != "" {
+			abs, err := filepath.Abs(archives) // the daemon's working directory is not ours
+			if err != nil {
+				return err
+			}
+			req.Archives = &abs
+		}
+		r, err := src.client.Call(ctx, req)
 		if err != nil {
 			return fmt.Errorf("journal_verify: %w", err)
 		}
@@ -205,6 +221,17 @@ func printReport(a *app, rep *replay.Report, src *source) {
 	fmt.Fprintf(a.out, "head hash:  %s\n", c.HeadHash)
 	fmt.Fprintf(a.out, "replay:     %d events replayed\n", rep.Replayed)
 	fmt.Fprintf(a.out, "snapshot:   %s\n", rep.Snapshot)
+	if rep.Checkpoint != "" {
+		fmt.Fprintf(a.out, "checkpoint: %s\n", rep.Checkpoint)
+	}
+	if ar := rep.Archives; ar != nil {
+		for _, x := range ar.Archives {
+			fmt.Fprintf(a.out, "archive:    %s: events %d..%d verify\n", x.Name, x.First, x.Last)
+		}
+		if ar.State != "" {
+			fmt.Fprintf(a.out, "archives:   %d events from the first, %s\n", ar.Events, ar.State)
+		}
+	}
 	if rep.Live != "" {
 		fmt.Fprintf(a.out, "live state: %s\n", rep.Live)
 	}

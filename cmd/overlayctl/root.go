@@ -26,6 +26,7 @@ var journalCommands = []func(*app) *cobra.Command{
 	newJournalLsCmd,
 	newJournalVerifyCmd,
 	newJournalRepairCmd,
+	newJournalCompactCmd, // compact.go (CMP)
 }
 
 // Exit codes (documented in overlayctl --help and docs/overlayctl.md).

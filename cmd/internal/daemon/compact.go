@@ -64,14 +64,7 @@ func (d *Daemon) journalCompact(r ipc.JournalCompact) ipc.Response {
 		d.log.Warn("journal compaction failed; the journal is as it was", "err", err)
 		return ipc.Err{Message: "journal_compact: " + err.Error()}
 	}
-	return compactedOf(res)
-}
-
-func compactedOf(res *journal.CompactResult) ipc.JournalCompacted {
-	ck := res.Checkpoint
-	return ipc.JournalCompacted{Archive: res.Archive, FirstSeq: ck.Archive().First, CheckpointSeq: ck.Seq, Events: res.Events,
-		HeadSeq: res.Head, ArchiveBytes: res.ArchiveBytes, BytesBefore: res.BytesBefore, BytesAfter: res.BytesAfter,
-		TookMS: float64(res.Took.Microseconds()) / 1000, HeldMS: float64(res.Held.Microseconds()) / 1000}
+	return replay.CompactedOf(res)
 }
 
 // retain is called after each periodic snapshot: with RetainEvents set,

@@ -177,7 +177,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		return ch
 	case ipc.JournalVerify:
 		ch := make(chan ipc.Response, 1)
-		go func() { ch <- d.journalVerify() }()
+		go func() { ch <- d.journalVerify(r) }()
 		return ch
 	default:
 		return ipc.Reply(ipc.Err{Message: fmt.Sprintf("%s: not supported by this daemon", req.Op())})
@@ -290,7 +290,7 @@ func (d *Daemon) journalList(r ipc.JournalList) ipc.Response {
 	return out
 }
 
-func (d *Daemon) journalVerify() ipc.Response {
+func (d *Daemon) journalVerify(req ipc.JournalVerify) ipc.Response {
 	var live []byte
 	var seq uint64
 	// A copy under the lock; the encoding (and the replays) outside it,
@@ -310,6 +310,9 @@ func (d *Daemon) journalVerify() ipc.Response {
 	rep, err := replay.Verify(d.store, live, seq)
 	if err != nil {
 		return ipc.Err{Message: "journal_verify: " + err.Error()}
+	}
+	if req.Archives != nil {
+		rep.AddArchives(d.store, *req.Archives) // CMP
 	}
 	b, err := jsonMarshal(rep)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
 	"github.com/zlayer/overlayd/projections"
 )
@@ -106,4 +107,13 @@ func CompactDir(dir string, opt CompactOptions) (*journal.CompactResult, error) 
 		return res, cerr
 	}
 	return res, err
+}
+
+// CompactedOf is the wire form of a compaction's result (journal_compact's
+// answer, and overlayctl's output).
+func CompactedOf(res *journal.CompactResult) ipc.JournalCompacted {
+	ck := res.Checkpoint
+	return ipc.JournalCompacted{Archive: res.Archive, FirstSeq: ck.Archive().First, CheckpointSeq: ck.Seq, Events: res.Events,
+		HeadSeq: res.Head, ArchiveBytes: res.ArchiveBytes, BytesBefore: res.BytesBefore, BytesAfter: res.BytesAfter,
+		TookMS: float64(res.Took.Microseconds()) / 1000, HeldMS: float64(res.Held.Microseconds()) / 1000}
 }

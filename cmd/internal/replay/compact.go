@@ -98,7 +98,8 @@ const compactLockTimeout = 200 * time.Millisecond
 // directory) offline. It fails with journal.ErrLocked while a daemon
 // holds the file: compact through the daemon then (journal_compact).
 func CompactDir(dir string, opt CompactOptions) (*journal.CompactResult, error) {
-	store, err := journal.Open(dir, journal.Options{LockTimeout: compactLockTimeout})
+	// With the daemon's indexer: another one would re-index the file.
+	store, err := journal.Open(dir, Indexing(journal.Options{LockTimeout: compactLockTimeout}))
 	if err != nil {
 		return nil, err
 	}

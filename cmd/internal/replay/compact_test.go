@@ -113,13 +113,20 @@ func checkCompaction(t *testing.T, dir string, at uint64) {
 
 	// Without the snapshot file, the boot starts from the checkpoint.
 	os.Remove(filepath.Join(dir, journal.SnapshotFileName))
-	s, err := journal.Open(dir, journal.Options{ReadOnly: true})
+	s, err := journal.Open(dir, Indexing(journal.Options{ReadOnly: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, st := loadJSON(t, s, Options{Verify: true})
 	if !bytes.Equal(got, before) || st.SnapshotSeq != 0 || st.CheckpointSeq != at || st.Replayed != head(s)-at {
 		t.Fatalf("load from the checkpoint: stats %+v, state equal %v", st, bytes.Equal(got, before))
+	}
+	if ix := s.IndexStatus(); !ix.Ready {
+		t.Fatalf("the index after compaction: %+v", ix)
+	}
+	n := 0
+	if err := s.Terms("", func(string) error { n++; return nil }); err != nil || n == 0 {
+		t.Fatalf("index terms after compaction: %d, %v", n, err)
 	}
 	if _, _, err := Load(s, Options{UpTo: at - 1}); !errors.Is(err, journal.ErrCompacted) {
 		t.Fatalf("a state before the checkpoint: %v", err)
@@ -214,7 +221,7 @@ func TestCompactRefusedWhileLocked(t *testing.T) {
 	data := t.TempDir()
 	genJournalKeep(t, data, 500, rand.New(rand.NewSource(testseed.Or(t, 3))), false)
 	dir := filepath.Join(data, "overlayd")
-	s, err := journal.Open(dir, journal.Options{})
+	s, err := journal.Open(dir, Indexing(journal.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}

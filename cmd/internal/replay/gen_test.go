@@ -50,8 +50,14 @@ func genJournalKeep(t *testing.T, dataDir string, n int, r *rand.Rand, keepEnvs 
 	// A file that is a function of r: fixed id, clock and entropy.
 	id := journal.ID{0x0f, 0xee}
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	st, err := journal.Open(dir, journal.Options{NoSync: true, CreateWithID: &id, Entropy: rand.New(rand.NewSource(r.Int63())),
-		Clock: func() time.Time { now = now.Add(time.Millisecond); return now }})
+	opts := journal.Options{NoSync: true, CreateWithID: &id, Entropy: rand.New(rand.NewSource(r.Int63())),
+		Clock: func() time.Time { now = now.Add(time.Millisecond); return now }}
+	if !keepEnvs {
+		// The lean journals (the compaction tests) carry the daemon's
+		// object index, as a node's journal does.
+		opts = Indexing(opts)
+	}
+	st, err := journal.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

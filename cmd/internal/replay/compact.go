@@ -43,6 +43,17 @@ func CompactPoint(store journal.Store, opt CompactOptions) (uint64, error) {
 	case opt.BeforeSeq != 0:
 		n = min(opt.BeforeSeq-1, head)
 	case !opt.BeforeTime.IsZero():
+		if ix, ok := store.(interface {
+			SeqAtTime(time.Time) (uint64, error)
+		}); ok {
+			// The last event at or before the instant just before: O(log n).
+			seq, err := ix.SeqAtTime(opt.BeforeTime.Add(-time.Nanosecond))
+			if err != nil {
+				return 0, err
+			}
+			n = seq
+			break
+		}
 		stop := errors.New("stop")
 		n = first - 1
 		err := store.Iterate(first-1, false, func(e *journal.Envelope) error {

@@ -52,10 +52,11 @@ const compactChunk = 64 << 10
 //     checked (hash and link) and written to
 //     <dir>/archive/<id>-<first>-<through>.ovla, which is synced and
 //     renamed into place, and the directory synced;
-//  2. commits wait (the writer's lock): the journal is copied into a new
-//     file, journal.db.compact, without the archived events, without the
-//     index entries and retained states at or before through, with every
-//     other bucket and key as it is, and with the checkpoint in meta;
+//  2. the journal is copied into a new file, journal.db.compact, without
+//     the archived events, without the index entries and retained states
+//     at or before through, with every other bucket and key as it is:
+//     first in bulk while commits go on, then, commits held (the writer's
+//     lock), the commits since, and the checkpoint in meta;
 //  3. reads wait too, the new file is renamed over the journal (the
 //     directory synced) and becomes the store's handle.
 //
@@ -114,18 +115,27 @@ func (s *BoltStore) Compact(through uint64, state CheckpointState) (*CompactResu
 			ArchiveRef{Name: name, First: first, Last: through, PrevHash: prevHash, LastHash: last.Hash, Hash: digest})}
 	ck.encode()
 
-	// 2. The rewrite, commits held.
+	// 2. The rewrite: a bulk copy while commits go on, then, commits
+	// held, the commits since.
+	tmp := s.path + ".compact"
+	rewriteErr := func(err error) error {
+		os.Remove(tmp)
+		return fmt.Errorf("journal: compact %s: rewrite: %w (the journal is unchanged; the archive %s was written and is named by no checkpoint)", s.path, err, apath)
+	}
+	rw, err := s.startRewrite(tmp, ck)
+	if err != nil {
+		return nil, rewriteErr(err)
+	}
 	held := time.Now()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if h := s.Health(); !h.OK() {
+		rw.abort()
 		return nil, fmt.Errorf("journal: compact %s: %w (the archive %s was written; the journal is unchanged)", s.path, h.Err, apath)
 	}
 	head, _ = s.Head()
-	tmp := s.path + ".compact"
-	if err := s.rewriteCompacted(tmp, ck, head); err != nil {
-		os.Remove(tmp)
-		return nil, fmt.Errorf("journal: compact %s: rewrite: %w (the journal is unchanged; the archive %s was written and is named by no checkpoint)", s.path, err, apath)
+	if err := s.finishRewrite(rw, ck, head); err != nil {
+		return nil, rewriteErr(err)
 	}
 
 	rewritten := time.Now()
@@ -136,7 +146,7 @@ func (s *BoltStore) Compact(through uint64, state CheckpointState) (*CompactResu
 		return nil, fmt.Errorf("journal: compact %s: %w", s.path, err)
 	}
 	res.Held = time.Since(held)
-	slog.Debug("journal compaction phases", "archive", held.Sub(start), "rewrite", rewritten.Sub(held), "swap", time.Since(rewritten))
+	slog.Debug("journal compaction phases", "archive+bulk copy", held.Sub(start), "last commits", rewritten.Sub(held), "swap", time.Since(rewritten))
 	res.Checkpoint = s.Checkpoint()
 	res.Head = head
 	if fi, err := os.Stat(s.path); err == nil {

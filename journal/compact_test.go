@@ -331,6 +331,23 @@ func TestCompactWhileAppending(t *testing.T) {
 	if rep, err := s.Verify(); err != nil || !rep.OK() || rep.FirstSeq != 8001 || rep.LastSeq != 10400 {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
+	// The index holds every event left, those committed during the
+	// compaction too, and nothing else.
+	if st := s.IndexStatus(); !st.Ready {
+		t.Fatalf("index %+v", st)
+	}
+	for _, term := range []string{"type:test_event", "op:test"} {
+		want := uint64(8001)
+		if err := s.Postings(term, 0, 0, false, func(seq uint64) error {
+			if seq != want {
+				t.Fatalf("postings of %s: %d, want %d", term, seq, want)
+			}
+			want++
+			return nil
+		}); err != nil || want != 10401 {
+			t.Fatalf("postings of %s end before %d: %v", term, want, err)
+		}
+	}
 }
 
 // copyDir copies the regular files of src (and one level of

@@ -64,6 +64,10 @@ type Client struct {
 	pending map[uint64]chan callResult
 	err     error // set once the connection is gone
 	done    chan struct{}
+	// follow receives journal_event frames (Follow), blocking the reader:
+	// a follower that consumes slowly holds the daemon back, it does not
+	// lose events. Set before the journal_follow request is sent.
+	follow atomic.Pointer[chan JournalFollowEvent]
 }
 
 type callResult struct {
@@ -151,6 +155,15 @@ func (c *Client) read() {
 				c.deliver(f.ID, callResult{resp: f.Response})
 			}
 		case "event":
+			if je, ok := f.Event.(JournalFollowEvent); ok {
+				if sink := c.follow.Load(); sink != nil {
+					select {
+					case *sink <- je:
+					case <-c.done:
+					}
+					continue
+				}
+			}
 			if c.opt.Events != nil {
 				select {
 				case c.opt.Events <- f.Event:

@@ -49,11 +49,12 @@ type serverConn struct {
 	// Outgoing queue (outbox.go), under omu.
 	omu      sync.Mutex
 	out      []outFrame
-	staged   int  // bytes encoded by the reader, on their way to out
-	queued   int  // bytes in out, length prefixes included
-	writing  int  // bytes of the batch being written
-	flushing bool // someone writes the queue: the reader, or a flusher goroutine
-	closing  bool // the collector is done: flush, then tear down
+	staged   int           // bytes encoded by the reader, on their way to out
+	queued   int           // bytes in out, length prefixes included
+	writing  int           // bytes of the batch being written
+	flushing bool          // someone writes the queue: the reader, or a flusher goroutine
+	closing  bool          // the collector is done: flush, then tear down
+	room     chan struct{} // closed after the next write: WaitRoom callers (follow_conn.go)
 }
 
 // pendingResp is a request's place in the response order: its encoded
@@ -67,6 +68,7 @@ type pendingResp struct {
 	ch        <-chan Response
 	enc       <-chan []byte
 	expensive bool
+	start     func() // a Streaming answer's stream, started once the answer is queued
 }
 
 // testHookBodyWait, when set, is called by a reader about to wait for the
@@ -299,7 +301,7 @@ func (c *serverConn) dispatch(id uint64, req Request) bool {
 	case r := <-ch: // answered inline, like journal_list
 		b := c.encodeResponse(id, r)
 		<-c.s.sem
-		return c.queueEncoded(id, b, true)
+		return c.queueEncoded(id, b, true, nil)
 	default:
 	}
 	enc := make(chan []byte, 1)
@@ -338,7 +340,8 @@ func (c *serverConn) acquire(sem chan struct{}) bool {
 func (c *serverConn) answer(id uint64, ch <-chan Response) bool {
 	select {
 	case r := <-ch:
-		return c.queueEncoded(id, c.encodeResponse(id, r), false)
+		r, start := c.streamOf(r)
+		return c.queueEncoded(id, c.encodeResponse(id, r), false, start)
 	default:
 		c.push(&pendingResp{id: id, ch: ch})
 		return true
@@ -348,16 +351,20 @@ func (c *serverConn) answer(id uint64, ch <-chan Response) bool {
 // queueEncoded counts an encoded answer against the bound and queues it:
 // straight into the outbox when no earlier answer is still with the
 // collector (a client that waits for each answer: one goroutine hop less),
-// else behind them.
-func (c *serverConn) queueEncoded(id uint64, b []byte, expensive bool) bool {
+// else behind them. start, when set, starts a Streaming answer's stream
+// once the answer is queued.
+func (c *serverConn) queueEncoded(id uint64, b []byte, expensive bool, start func()) bool {
 	if !c.stage(len(b)) {
 		return false
 	}
 	if c.outstanding.Load() == 0 {
 		c.enqueue(b, expensive, true, byReader)
+		if start != nil {
+			start()
+		}
 		return true
 	}
-	c.push(&pendingResp{id: id, b: b, expensive: expensive})
+	c.push(&pendingResp{id: id, b: b, expensive: expensive, start: start})
 	return true
 }
 

@@ -35,9 +35,13 @@ func (c *serverConn) collect() {
 			c.enqueue(<-p.enc, p.expensive, false, byCollector)
 		default:
 			r := <-p.ch
+			r, p.start = c.streamOf(r)
 			if !c.isDead() { // else dropped, and its memory with it
 				c.enqueue(c.encodeResponse(p.id, r), p.expensive, false, byCollector)
 			}
+		}
+		if p.start != nil {
+			p.start()
 		}
 		c.outstanding.Add(-1) // after the enqueue: the reader may go straight to the outbox now
 	}
@@ -230,6 +234,7 @@ func (c *serverConn) flush(linger bool) {
 		err := c.writeBatch(batch, &hdrs)
 		c.omu.Lock()
 		c.writing = 0
+		c.wroteLocked()
 		c.omu.Unlock()
 		if err != nil {
 			if !c.isDead() {

@@ -174,6 +174,8 @@ func isExpensive(r Request) bool {
 		JournalQuery, JournalStats, *JournalQuery, *JournalStats,
 		JournalCompact, *JournalCompact: // CMP: a compaction reads and writes the whole journal
 		return true
+	case JournalBackup, *JournalBackup: // LIVE: a copy of the journal file
+		return true
 	}
 	return false
 }

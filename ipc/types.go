@@ -627,6 +627,62 @@ var eventTypes = map[string]func() Event{
 	"nat_endpoint_changed": func() Event { return &NatEndpointChanged{} },
 }
 
+// LIVE slice (issue 10): journal_follow and journal_backup.
+type (
+	// JournalFollow (extension) asks the daemon to push, on this
+	// connection, every committed event after AfterSeq, in sequence order,
+	// as journal_event events: those already in the journal first, then
+	// each one as it commits. Answered Following.
+	JournalFollow struct {
+		AfterSeq uint64 `json:"after_seq"`
+	}
+	// Following (extension) answers journal_follow: the journal's head
+	// when the follow started. The events follow the answer.
+	Following struct {
+		HeadSeq uint64 `json:"head_seq"`
+	}
+	// JournalFollowEvent (extension) is one committed event pushed to a
+	// connection that sent journal_follow.
+	JournalFollowEvent struct {
+		Entry JournalEvent `json:"entry"`
+	}
+	// JournalBackup (extension) takes a consistent copy of the journal
+	// file (without BackupID) and answers its first part; the following
+	// requests name the backup and the offset of the next part.
+	JournalBackup struct {
+		BackupID *uint64 `json:"backup_id,omitempty"`
+		Offset   *uint64 `json:"offset,omitempty"`
+	}
+	// BackupResult (extension) answers journal_backup: Part is the slice
+	// [Offset, Offset+len(Part)) of a Size-byte copy of the journal file
+	// whose SHA-256 is SHA256 (hex) and whose last event is HeadSeq (hash
+	// HeadHash, hex) of journal JournalID.
+	BackupResult struct {
+		BackupID  uint64 `json:"backup_id"`
+		JournalID string `json:"journal_id"`
+		HeadSeq   uint64 `json:"head_seq"`
+		HeadHash  string `json:"head_hash"`
+		Size      uint64 `json:"size"`
+		SHA256    string `json:"sha256"`
+		Offset    uint64 `json:"offset"`
+		Part      []byte `json:"part"`
+	}
+)
+
+func (JournalFollow) Op() string             { return "journal_follow" }
+func (JournalBackup) Op() string             { return "journal_backup" }
+func (Following) Result() string             { return "following" }
+func (BackupResult) Result() string          { return "backup" }
+func (JournalFollowEvent) EventName() string { return "journal_event" }
+
+func init() {
+	requestTypes["journal_follow"] = func() Request { return &JournalFollow{} }
+	requestTypes["journal_backup"] = func() Request { return &JournalBackup{} }
+	responseTypes["following"] = func() Response { return &Following{} }
+	responseTypes["backup"] = func() Response { return &BackupResult{} }
+	eventTypes["journal_event"] = func() Event { return &JournalFollowEvent{} }
+}
+
 // Journal compaction (issue 10, CMP slice): the journal_compact extension
 // op and its answer.
 type (

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,31 +17,13 @@ import (
 func (a *app) journalDir() string { return filepath.Join(a.dataDir, "overlayd") }
 
 // socketPath is --socket, else the socket the daemon recorded in
-// <data-dir>/overlayd/endpoint.json, else the default for --data-dir.
+// <data-dir>/overlayd/endpoint.json, else the default for --data-dir
+// (ipc.SocketFor).
 func (a *app) socketPath() string {
 	if a.socket != "" {
 		return a.socket
 	}
-	if s := endpointSocket(a.dataDir); s != "" {
-		return s
-	}
-	return ipc.DefaultSocketPath(a.dataDir)
-}
-
-// endpointSocket reads the socket from the endpoint file the daemon writes
-// once it serves ({"socket": "...", "pid": N, ...}); "" when there is none.
-func endpointSocket(dataDir string) string {
-	b, err := os.ReadFile(filepath.Join(dataDir, "overlayd", "endpoint.json"))
-	if err != nil {
-		return ""
-	}
-	var ep struct {
-		Socket string `json:"socket"`
-	}
-	if json.Unmarshal(b, &ep) != nil {
-		return ""
-	}
-	return ep.Socket
+	return ipc.SocketFor(a.dataDir)
 }
 
 // store opens the journal read-only (offline). A journal held by a running
@@ -95,9 +76,14 @@ func (s *source) Close() {
 	}
 }
 
-// source opens the journal read-only, or connects to the daemon when a
-// daemon holds the journal (exit 3 when its socket does not answer).
+// source connects to the daemon when one answers on the socket (it then
+// holds the journal), else opens the journal read-only; a journal held by
+// a daemon whose socket does not answer is exit 3.
 func (a *app) source(ctx context.Context) (*source, error) {
+	sock := a.socketPath()
+	if c, err := ipc.Dial(ctx, sock, ipc.DialOptions{Attempts: 1, CallTimeout: 5 * time.Minute}); err == nil {
+		return &source{client: c, socket: sock}, nil
+	}
 	st, err := a.store()
 	if err == nil {
 		return &source{store: st, file: filepath.Join(a.journalDir(), journal.FileName)}, nil
@@ -105,28 +91,9 @@ func (a *app) source(ctx context.Context) (*source, error) {
 	if !errors.Is(err, journal.ErrLocked) {
 		return nil, err
 	}
-	c, derr := a.client(ctx)
+	c, derr := a.client(ctx) // the daemon may be starting: a few attempts
 	if derr != nil {
 		return nil, unreachable(fmt.Errorf("the journal is held by a running daemon, and %w", errors.Unwrap(derr)))
 	}
-	return &source{client: c, socket: a.socketPath()}, nil
-}
-
-// liveSource connects to the daemon, or, when none answers and the journal
-// is free, opens the journal offline (for views that can show the journal's
-// state without the live columns).
-func (a *app) liveSource(ctx context.Context) (*source, error) {
-	sock := a.socketPath()
-	c, err := ipc.Dial(ctx, sock, ipc.DialOptions{Attempts: 1, CallTimeout: time.Minute})
-	if err == nil {
-		return &source{client: c, socket: sock}, nil
-	}
-	st, serr := a.store()
-	if serr == nil {
-		return &source{store: st, file: filepath.Join(a.journalDir(), journal.FileName)}, nil
-	}
-	if errors.Is(serr, journal.ErrLocked) {
-		return nil, unreachable(fmt.Errorf("the journal is held by a running daemon, and it does not answer on %s: %w", sock, err))
-	}
-	return nil, serr
+	return &source{client: c, socket: sock}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,127 +25,29 @@ the daemon runs, through the daemon.`
 	return c
 }
 
-func newJournalLsCmd(a *app) *cobra.Command {
-	var after, limit uint64
-	c := &cobra.Command{
-		Use:   "ls",
-		Short: "List journaled events, oldest first",
-		Example: `  overlayctl journal ls --limit 20
-  overlayctl journal ls --after 1000 -o jsonl`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			return a.journalLs(c.Context(), after, limit)
-		},
-	}
-	c.Flags().Uint64Var(&after, "after", 0, "list events after this sequence number")
-	c.Flags().Uint64Var(&limit, "limit", 0, "list at most this many events (0: all)")
-	return c
-}
-
-func (a *app) journalLs(ctx context.Context, after, limit uint64) error {
-	src, err := a.source(ctx)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	p := a.printer()
-	var t *table
-	if p.Table() {
-		fmt.Fprintf(a.out, "source: %s\n", src)
-		t = p.NewTable("SEQ", "TIME", "ID", "TYPE", "CAUSE", "PAYLOAD")
-	}
-	n := uint64(0)
-	emit := func(e ipc.JournalEvent) error {
-		n++
-		if t == nil {
-			return p.Item(e)
-		}
-		t.Row(fmt.Sprint(e.Seq), e.Time, e.ID, e.Type, causeOf(e), string(e.Payload))
-		return nil
-	}
-	if err := listEvents(ctx, src, after, limit, emit); err != nil {
-		return err
-	}
-	if t != nil {
-		return t.Flush()
-	}
-	return p.End()
-}
-
-// causeOf is an event's cause in a table: the op, the request id and the
-// caller.
-func causeOf(e ipc.JournalEvent) string {
-	who := e.Op
-	if e.RequestID != 0 {
-		who += fmt.Sprintf(" #%d", e.RequestID)
-	}
-	if e.PeerUID != nil {
-		who += fmt.Sprintf(" uid=%d", *e.PeerUID)
-	}
-	if e.PeerPID != nil {
-		who += fmt.Sprintf(" pid=%d", *e.PeerPID)
-	}
-	return who
-}
-
-var errStop = errors.New("stop")
-
-// listEvents calls emit for the events after after (at most limit; 0:
-// all), from the file or through the daemon (journal_list pages).
-func listEvents(ctx context.Context, src *source, after, limit uint64, emit func(ipc.JournalEvent) error) error {
-	n := uint64(0)
-	if src.store != nil {
-		err := src.store.Iterate(after, false, func(e *journal.Envelope) error {
-			if limit > 0 && n >= limit {
-				return errStop
-			}
-			n++
-			return emit(replay.JournalEventOf(e))
-		})
-		if errors.Is(err, errStop) {
-			return nil
-		}
-		return err
-	}
-	for {
-		page := uint32(10000)
-		if limit > 0 && limit-n < uint64(page) {
-			page = uint32(limit - n)
-		}
-		if page == 0 {
-			return nil
-		}
-		r, err := src.client.Call(ctx, ipc.JournalList{AfterSeq: after, Limit: &page})
-		if err != nil {
-			return fmt.Errorf("journal_list: %w", err)
-		}
-		evs := r.(ipc.JournalEvents).Events
-		for _, e := range evs {
-			if err := emit(e); err != nil {
-				return err
-			}
-			n++
-			after = e.Seq
-		}
-		if len(evs) == 0 || (limit > 0 && n >= limit) {
-			return nil
-		}
-	}
-}
-
 func newJournalVerifyCmd(a *app) *cobra.Command {
-	var archives string
+	var mode, archives string
 	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the file's pages, the hash chain, a full replay, the state's invariants and the snapshot",
 		Long: `verify checks the journal: every event's hash and link, that it replays into a
 state that keeps its invariants, that the snapshot equals a replay up to its
 sequence and, online, that the daemon's live state equals a replay.
+On a terminal it shows its progress on stderr (none on a pipe); it ends with
+the number of events, the seconds taken and the events per second.
 It exits 1 when it finds a problem (also a file too damaged to open), naming
 the event or page at fault.`,
 		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return a.journalVerify(c.Context(), archives) },
+		RunE: func(c *cobra.Command, _ []string) error {
+			switch mode {
+			case "auto", "always", "never":
+			default:
+				return usageErrorf("--progress %q: want auto, always or never", mode)
+			}
+			return a.journalVerify(c.Context(), mode, archives)
+		},
 	}
+	c.Flags().StringVar(&mode, "progress", "auto", "progress bar on stderr: auto (on a terminal), always or never")
 	// CMP: a compacted journal's archives (journal compact).
 	c.Flags().StringVar(&archives, "archives", "", "also verify a compacted journal's archives in this directory (<data-dir>/overlayd/archive): the chain from the first event to the checkpoint, and that their replay equals the checkpoint's state")
 	return c
@@ -161,23 +64,61 @@ func damaged(err error) error {
 	return &exitError{code: exitProblem, err: err}
 }
 
-func (a *app) journalVerify(ctx context.Context, archives string) error {
+// progressStore counts the events a verify replays, for the progress bar.
+// It embeds the store, so every method (and interface) of *BoltStore is
+// still there; Iterate and Verify are wrapped.
+type progressStore struct {
+	*journal.BoltStore
+	p *progress
+}
+
+func (s progressStore) Verify() (*journal.Report, error) {
+	s.p.Phase("checking the hash chain", 0)
+	return s.BoltStore.Verify()
+}
+
+func (s progressStore) Iterate(after uint64, verify bool, fn func(*journal.Envelope) error) error {
+	head, _ := s.Head()
+	s.p.Phase("replaying", head-min(after, head))
+	return s.BoltStore.Iterate(after, verify, func(e *journal.Envelope) error {
+		s.p.Add(1)
+		return fn(e)
+	})
+}
+
+// verifySpeed is the summary at the end of a verify.
+type verifySpeed struct {
+	Events       uint64  `json:"events"`
+	Seconds      float64 `json:"seconds"`
+	EventsPerSec float64 `json:"events_per_second"`
+}
+
+func (a *app) journalVerify(ctx context.Context, mode, archives string) error {
 	src, err := a.source(ctx)
 	if err != nil {
 		return damaged(err)
 	}
 	defer src.Close()
 	var rep replay.Report
+	start := time.Now()
+	bar := newProgress(a.errOut, mode)
 	if src.store != nil {
-		r, err := replay.Verify(src.store, nil, 0)
+		var store journal.Store = src.store
+		if bar != nil {
+			store = progressStore{src.store, bar}
+		}
+		r, err := replay.Verify(store, nil, 0)
+		if err == nil && archives != "" {
+			bar.Phase("verifying the archives", 0)
+			r.AddArchives(store, archives)
+		}
+		bar.Done()
 		if err != nil {
 			return damaged(err)
 		}
-		if archives != "" {
-			r.AddArchives(src.store, archives)
-		}
 		rep = *r
 	} else {
+		bar.Phase("the daemon is verifying", 0)
 		req := ipc.JournalVerify{}
 		if archives != "" {
 			abs, err := filepath.Abs(archives) // the daemon's working directory is not ours
@@ -187,6 +128,7 @@ func (a *app) journalVerify(ctx context.Context, archives string) error {
 			req.Archives = &abs
 		}
 		r, err := src.client.Call(ctx, req)
+		bar.Done()
 		if err != nil {
 			return fmt.Errorf("journal_verify: %w", err)
 		}
@@ -194,16 +136,25 @@ func (a *app) journalVerify(ctx context.Context, archives string) error {
 			return fmt.Errorf("journal_verify: the daemon's report: %w", err)
 		}
 	}
+	sp := verifySpeed{Seconds: time.Since(start).Seconds()}
+	if rep.Chain != nil {
+		sp.Events = rep.Chain.Events
+	}
+	if sp.Seconds > 0 {
+		sp.EventsPerSec = float64(sp.Events) / sp.Seconds
+	}
 	p := a.printer()
 	if !p.Table() {
 		if err := p.Object(struct {
 			Source string `json:"source"`
 			*replay.Report
-		}{src.String(), &rep}); err != nil {
+			Speed verifySpeed `json:"speed"`
+		}{src.String(), &rep, sp}); err != nil {
 			return err
 		}
 	} else {
 		printReport(a, &rep, src)
+		fmt.Fprintf(a.out, "speed:      %d events in %.3f s (%.0f events/s)\n", sp.Events, sp.Seconds, sp.EventsPerSec)
 	}
 	if !rep.OK() {
 		return problemsFound

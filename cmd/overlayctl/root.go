@@ -12,20 +12,34 @@ import (
 	"github.com/zlayer/overlayd/ipc"
 )
 
-// topCommands are overlayctl's commands, in the order help lists them.
+// topCommands are overlayctl's commands (help lists them sorted by name).
 // A command group lives in a file of its own and is registered here by
 // its constructor, func newXxxCmd(a *app) *cobra.Command.
 var topCommands = []func(*app) *cobra.Command{
 	newJournalCmd,
+	newStatusCmd,
+	newPeersCmd,
+	newIPAMCmd,
+	newServicesCmd,
+	newAttachmentsCmd,
+	newDNSCmd,
+	newHistoryCmd,
 	newStateCmd,
+	newDiffCmd,
 	newCallCmd,
+	newBackupCmd,  // LIVE (backup.go)
+	newRestoreCmd, // LIVE (restore.go)
 }
 
 // journalCommands are the subcommands of "overlayctl journal".
 var journalCommands = []func(*app) *cobra.Command{
 	newJournalLsCmd,
+	newJournalShowCmd,
 	newJournalVerifyCmd,
+	newJournalStatsCmd,
+	newJournalExportCmd,
 	newJournalRepairCmd,
+	newJournalFollowCmd,  // LIVE (follow.go)
 	newJournalCompactCmd, // compact.go (CMP)
 }
 

@@ -10,21 +10,36 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zlayer/overlayd/cmd/internal/audit"
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/projections"
 )
 
 func newStateCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var at string
+	c := &cobra.Command{
 		Use:   "state",
-		Short: "The projected state: node, global overlay, services, attachments, peers, addresses, DNS",
+		Short: "The projected state (now, or --at an earlier point): node, global overlay, services, attachments, peers, addresses, DNS",
 		Long: `state prints the node's state as the journal projects it: offline a replay of
-the journal (from its snapshot), online the daemon's state (state_dump).`,
-		Example: "  overlayctl state\n  overlayctl state -o json",
+the journal (from its snapshot), online the daemon's state (state_dump).
+--at SEQ|TIME|ULID gives the state right after that event (a time: the last
+event at or before it), from the nearest retained state before it.`,
+		Example: "  overlayctl state\n  overlayctl state -o json\n  overlayctl state --at 2026-11-30T18:00:00Z",
 		Args:    noArgs,
-		RunE:    func(c *cobra.Command, _ []string) error { return a.state(c.Context()) },
+		RunE: func(c *cobra.Command, _ []string) error {
+			if at == "" {
+				return a.state(c.Context())
+			}
+			p, err := point("--at", at)
+			if err != nil {
+				return err
+			}
+			return a.stateAt(c.Context(), *p)
+		},
 	}
+	c.Flags().StringVar(&at, "at", "", "the state after this point: SEQ, RFC 3339 time, ULID or head")
+	return c
 }
 
 func (a *app) state(ctx context.Context) error {
@@ -41,6 +56,28 @@ func (a *app) state(ctx context.Context) error {
 		return printStateJSON(a, raw)
 	}
 	fmt.Fprintf(a.out, "source: %s\n", src)
+	printState(a, st)
+	return nil
+}
+
+func (a *app) stateAt(ctx context.Context, p audit.Point) error {
+	q, src, err := a.querier(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	st, err := q.StateAt(ctx, p)
+	if err != nil {
+		return queryError(fmt.Errorf("state --at %s: %w", p, err))
+	}
+	if a.output != "table" {
+		raw, err := st.CanonicalJSON()
+		if err != nil {
+			return err
+		}
+		return printStateJSON(a, raw)
+	}
+	fmt.Fprintf(a.out, "source: %s, state at %s\n", src, p)
 	printState(a, st)
 	return nil
 }

@@ -75,27 +75,32 @@ type Config struct {
 
 // Daemon is one running zlayer-overlayd.
 type Daemon struct {
-	cfg         Config
-	log         *slog.Logger
-	dir         string
-	store       journal.Store
-	owner       effects.Owner
-	pcfg        projections.Config
-	nodeKey     wgtypes.Key
-	nodePub     string
-	keys        keyStore
-	decided     *decidedState
-	pipe        *pipeline
-	runner      *effects.Runner
-	wg          *wireguard.Reconciler // nil without a data plane
-	health      *healthMonitor
-	server      *ipc.Server
-	listener    net.Listener
-	boot        replay.Stats
-	dumps       dumps
-	jw          *journalWatch
-	probs       effects.ProblemSet // the daemon's own (the socket)
-	compactGate compactGate        // one compaction at a time (compact.go)
+	cfg      Config
+	log      *slog.Logger
+	dir      string
+	store    journal.Store
+	owner    effects.Owner
+	pcfg     projections.Config
+	nodeKey  wgtypes.Key
+	nodePub  string
+	keys     keyStore
+	decided  *decidedState
+	pipe     *pipeline
+	runner   *effects.Runner
+	wg       *wireguard.Reconciler // nil without a data plane
+	health   *healthMonitor
+	server   *ipc.Server
+	listener net.Listener
+	boot     replay.Stats
+	dumps    dumps
+	// followers are the journal_follow streams (follow.go); backups the
+	// journal_backup copies being served (backup.go).
+	followers followers
+	backups   backups
+	jw        *journalWatch
+	probs     effects.ProblemSet // the daemon's own (the socket)
+	// compactGate lets one compaction run at a time (compact.go).
+	compactGate compactGate
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -290,6 +295,7 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 	}
 	d.log.Info("serving", "socket", l.Addr().String(), "public_key", d.nodePub)
 	go d.server.Serve(l)
+	d.writeEndpoint(l.Addr().String())
 	go d.watchSocket()
 	<-d.stopped
 	return d.failure()
@@ -375,10 +381,12 @@ func (d *Daemon) shutdown(graceful bool) {
 		d.stopping = true
 		d.mu.Unlock()
 		if d.server != nil {
+			d.removeEndpoint()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			d.server.Drain(ctx)
 			cancel()
 		}
+		d.backups.dropAll()
 		if d.health != nil {
 			d.health.stop()
 		}

@@ -179,6 +179,12 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalVerify(r) }()
 		return ch
+	case ipc.JournalFollow: // LIVE (follow.go)
+		return ipc.Reply(d.journalFollow(r))
+	case ipc.JournalBackup: // LIVE (backup.go): off the connection's reader
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalBackup(r) }()
+		return ch
 	default:
 		return ipc.Reply(ipc.Err{Message: fmt.Sprintf("%s: not supported by this daemon", req.Op())})
 	}

@@ -320,6 +320,7 @@ func (p *pipeline) reply() {
 				continue
 			}
 			if r.own {
+				p.d.followers.notify() // journal_follow: the head moved (follow.go)
 				if p.d.runner.Relevant(r.keys) {
 					lastSeq = envs[len(envs)-1].Seq
 				} else if seq := envs[len(envs)-1].Seq; !p.d.decided.reached(seq) {

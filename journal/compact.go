@@ -283,9 +283,16 @@ func (s *BoltStore) swapIn(tmp string, ck *Checkpoint) error {
 	s.recovering = false
 	s.hcond.Broadcast()
 	s.hmu.Unlock()
-	if err := s.closeHandle(old); err != nil {
-		slog.Warn("journal: closing the handle on the file before compaction", "file", s.path, "err", err)
-	}
+	// The old file is unlinked and nothing reads it any more; unmapping a
+	// large file takes a while, and the commits need not wait for it.
+	go func() {
+		if err := s.closeHandle(old); err != nil {
+			slog.Warn("journal: closing the handle on the file before compaction", "file", s.path, "err", err)
+		}
+	}()
+	// Before the commits resume: a commit on the new file must not be
+	// acknowledged while the rename that makes it the journal could still
+	// be lost.
 	if err := syncDir(s.dir()); err != nil {
 		// The rename is done; the directory entry may not be durable yet.
 		s.fail(fmt.Errorf("compact: the rewritten journal was renamed into place, but the directory sync failed: %w", err), true)

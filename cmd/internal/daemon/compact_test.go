@@ -101,6 +101,10 @@ func TestJournalCompactOnline(t *testing.T) {
 	if _, err := c.Call(context.Background(), ipc.JournalCompact{BeforeSeq: u64p(150)}); err == nil || !strings.Contains(err.Error(), "no event to compact") {
 		t.Fatalf("compacting before the checkpoint: %v", err)
 	}
+	// Following from before the checkpoint would skip archived events.
+	if _, err := c.Call(context.Background(), ipc.JournalFollow{AfterSeq: 10}); err == nil || !strings.Contains(err.Error(), "compacted into archive") {
+		t.Fatalf("journal_follow from before the checkpoint: %v", err)
+	}
 	seq, live := stateOf(t, c)
 	for _, name := range acked {
 		if !bytes.Contains(live, []byte(`"`+name+`"`)) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zlayer/overlayd/cmd/internal/journalgen"
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/tools/testseed"
 )
 
 func u64p(v uint64) *uint64 { return &v }
@@ -227,4 +230,55 @@ func TestRetainEvents(t *testing.T) {
 	if rep, err := d.store.Verify(); err != nil || !rep.OK() {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
+}
+
+// TestBoot1MCompacted measures the daemon's boot (Open, no data plane) on
+// a 1M-event journal before and after a compaction at 900,000, with the
+// snapshot and without it, for BENCHMARKS.md. It takes minutes: it runs
+// with OVERLAYD_COMPACT_1M=1.
+func TestBoot1MCompacted(t *testing.T) {
+	if os.Getenv("OVERLAYD_COMPACT_1M") == "" {
+		t.Skip("a 1M-event journal takes minutes to generate: set OVERLAYD_COMPACT_1M=1 to run it")
+	}
+	data := t.TempDir()
+	dir := filepath.Join(data, "overlayd")
+	store, err := journal.Open(dir, replay.Indexing(journal.Options{NoSync: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := journalgen.New(store, rand.New(rand.NewSource(testseed.Or(t, 1_000_000))))
+	if err := g.Until(1_000_000); err != nil {
+		t.Fatal(err)
+	}
+	_, hash := store.Head()
+	if err := store.SaveSnapshot(replay.Snapshot(g.State, hash)); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	boot := func(what string) {
+		t.Helper()
+		start := time.Now()
+		d, err := Open(Config{DataDir: data, Log: slog.New(slog.DiscardHandler), NoDataPlane: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		b := d.BootStats()
+		d.Stop()
+		<-d.Done()
+		fi, _ := os.Stat(filepath.Join(dir, journal.FileName))
+		t.Logf("boot %s: %v (snapshot %d, checkpoint %d, replayed %d); journal %.1f MiB", what, took.Round(time.Millisecond), b.SnapshotSeq, b.CheckpointSeq, b.Replayed, float64(fi.Size())/(1<<20))
+	}
+	noSnap := func() { os.Remove(filepath.Join(dir, journal.SnapshotFileName)) }
+	boot("before compaction, with the snapshot")
+	noSnap()
+	boot("before compaction, without a snapshot (full replay)")
+	res, err := replay.CompactDir(dir, replay.CompactOptions{BeforeSeq: 900_001})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("compaction at %d: %v (commits held %v), %d -> %d bytes", res.Checkpoint.Seq, res.Took.Round(time.Millisecond), res.Held.Round(time.Millisecond), res.BytesBefore, res.BytesAfter)
+	boot("after compaction, with the snapshot")
+	noSnap()
+	boot("after compaction, without a snapshot (from the checkpoint)")
 }

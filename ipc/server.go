@@ -171,7 +171,8 @@ type limits struct {
 func isExpensive(r Request) bool {
 	switch r.(type) {
 	case JournalList, JournalVerify, StateDump, *JournalList, *JournalVerify, *StateDump,
-		JournalQuery, JournalStats, *JournalQuery, *JournalStats:
+		JournalQuery, JournalStats, *JournalQuery, *JournalStats,
+		JournalCompact, *JournalCompact: // CMP: a compaction reads and writes the whole journal
 		return true
 	case JournalBackup, *JournalBackup: // LIVE: a copy of the journal file
 		return true

@@ -99,7 +99,12 @@ type (
 		Limit    *uint32 `json:"limit,omitempty"`
 	}
 	// JournalVerify (extension) verifies the hash chain and the replay.
-	JournalVerify struct{}
+	// With Archives (a directory on the daemon's host; CMP), a compacted
+	// journal's archives are verified too: the chain from event 1 and
+	// their replay against the checkpoint.
+	JournalVerify struct {
+		Archives *string `json:"archives,omitempty"`
+	}
 	// StateDump (extension) returns the projected state as canonical JSON,
 	// in parts that fit a frame. Without DumpID the daemon takes the state
 	// at the request's turn and answers its first part; the following
@@ -676,4 +681,41 @@ func init() {
 	responseTypes["following"] = func() Response { return &Following{} }
 	responseTypes["backup"] = func() Response { return &BackupResult{} }
 	eventTypes["journal_event"] = func() Event { return &JournalFollowEvent{} }
+}
+
+// Journal compaction (issue 10, CMP slice): the journal_compact extension
+// op and its answer.
+type (
+	// JournalCompact (extension) seals the events before BeforeSeq, or
+	// before BeforeTime (RFC 3339), into an archive file and replaces them
+	// in the journal by a checkpoint. Exactly one of the two is given.
+	JournalCompact struct {
+		BeforeSeq  *uint64 `json:"before_seq,omitempty"`
+		BeforeTime *string `json:"before_time,omitempty"`
+	}
+	// JournalCompacted (extension) answers journal_compact.
+	JournalCompacted struct {
+		// Archive is the archive file's path; CheckpointSeq the last
+		// archived event (the journal holds CheckpointSeq+1..HeadSeq).
+		Archive       string `json:"archive"`
+		FirstSeq      uint64 `json:"first_seq"`
+		CheckpointSeq uint64 `json:"checkpoint_seq"`
+		Events        uint64 `json:"events"`
+		HeadSeq       uint64 `json:"head_seq"`
+		ArchiveBytes  int64  `json:"archive_bytes"`
+		BytesBefore   int64  `json:"bytes_before"`
+		BytesAfter    int64  `json:"bytes_after"`
+		// TookMS is the whole compaction; HeldMS the part during which
+		// commands waited (the rewrite and the swap of the file).
+		TookMS float64 `json:"took_ms"`
+		HeldMS float64 `json:"held_ms"`
+	}
+)
+
+func (JournalCompact) Op() string       { return "journal_compact" }
+func (JournalCompacted) Result() string { return "journal_compacted" }
+
+func init() {
+	requestTypes[JournalCompact{}.Op()] = func() Request { return &JournalCompact{} }
+	responseTypes[JournalCompacted{}.Result()] = func() Response { return &JournalCompacted{} }
 }

@@ -100,8 +100,9 @@ type BoltStore struct {
 	// file's lock, so the next open goes through a duplicate of it.
 	inherit *os.File
 
-	wmu   sync.Mutex // held by the writer while it commits; Check and Recover take it for a quiet file
-	recMu sync.Mutex // one Recover at a time
+	wmu       sync.Mutex // held by the writer while it commits; Check, Recover and Compact take it for a quiet file
+	recMu     sync.Mutex // one Recover at a time
+	compactMu sync.Mutex // one Compact at a time
 
 	queue  chan item
 	done   chan struct{}
@@ -117,6 +118,9 @@ type BoltStore struct {
 	stats    Stats
 	warnings []string      // found at open (a meta page that fails its checks)
 	discard  []discardMark // failed commits, recorded in the file by Recover
+	// ckpt is the checkpoint of a compacted journal (nil: never
+	// compacted); Compact replaces it.
+	ckpt *Checkpoint
 	// checkedOK is when the last page check found nothing wrong: Verify
 	// reuses it for a while (the check holds commits back while it runs).
 	checkedOK time.Time
@@ -227,7 +231,11 @@ func OpenFile(path string, opt Options) (*BoltStore, error) {
 // openHandle opens the file with bbolt. Inside bbolt's Open, before bbolt
 // reads anything, the file is locked and its structure walked (checkFile,
 // quick): bbolt never maps a file whose pages it would fault on.
-func (s *BoltStore) openHandle() (*handle, error) {
+func (s *BoltStore) openHandle() (*handle, error) { return s.openHandleAt(s.path) }
+
+// openHandleAt is openHandle for the file at path (Compact opens the
+// rewritten file before it is renamed over s.path).
+func (s *BoltStore) openHandleAt(path string) (*handle, error) {
 	h := &handle{}
 	var layoutErr error
 	bopt := &bolt.Options{
@@ -263,7 +271,7 @@ func (s *BoltStore) openHandle() (*handle, error) {
 				l, problems := checkFile(f, fi.Size(), false)
 				if len(problems) > 0 {
 					f.Close()
-					layoutErr = &DamageError{Path: s.path, Op: "open", Page: pageOf(problems[0]), Msg: joinProblems(problems)}
+					layoutErr = &DamageError{Path: path, Op: "open", Page: pageOf(problems[0]), Msg: joinProblems(problems)}
 					return nil, layoutErr
 				}
 				s.mu.Lock()
@@ -276,7 +284,7 @@ func (s *BoltStore) openHandle() (*handle, error) {
 	}
 	returned := false
 	err := guard(s.path, "open", nil, func() (err error) {
-		h.db, err = bolt.Open(s.path, 0o600, bopt)
+		h.db, err = bolt.Open(path, 0o600, bopt)
 		returned = true
 		return err
 	})
@@ -325,6 +333,7 @@ func (s *BoltStore) initialise(h *handle, fresh bool) error {
 		legacy                      bool
 		last                        *Envelope
 		metaHead                    *headRecord
+		ckpt                        *Checkpoint
 	)
 	err := s.viewOn(h, "read the journal's identity", func(tx *bolt.Tx) error {
 		m, b := tx.Bucket(bucketMeta), tx.Bucket(bucketEvents)
@@ -339,6 +348,10 @@ func (s *BoltStore) initialise(h *handle, fresh bool) error {
 			}
 			legacy = m.Get(keyLegacy) != nil
 			metaHead = decodeHead(m.Get(keyHead))
+		}
+		var err error
+		if ckpt, err = readCheckpoint(tx); err != nil {
+			return err
 		}
 		if b != nil {
 			k, v := b.Cursor().Last()
@@ -368,6 +381,15 @@ func (s *BoltStore) initialise(h *handle, fresh bool) error {
 		case !hasID && hasEvents:
 			return fmt.Errorf("journal: %s holds events written before journal ids: it cannot be given id %s", s.path, *c)
 		}
+	}
+	if ckpt != nil {
+		if err := s.adoptCheckpoint(ckpt, last, hasID, id); err != nil {
+			return err
+		}
+	}
+	if last == nil && ckpt != nil {
+		// Compacted up to its head: the checkpoint is the head.
+		last = &Envelope{Seq: ckpt.Seq, Hash: ckpt.Hash, ID: ckpt.LastID}
 	}
 	if last != nil {
 		if metaHead != nil && metaHead.seq > last.Seq {

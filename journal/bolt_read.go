@@ -18,6 +18,10 @@ func (s *BoltStore) Iterate(after uint64, verify bool, fn func(*Envelope) error)
 	if after >= head {
 		return nil
 	}
+	ck := s.Checkpoint()
+	if ck != nil && after < ck.Seq {
+		after = ck.Seq // the events before are in the archives
+	}
 	var userErr error // fn's own error, returned as it is
 	err := s.view("read events", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
@@ -26,7 +30,9 @@ func (s *BoltStore) Iterate(after uint64, verify bool, fn func(*Envelope) error)
 		}
 		c := b.Cursor()
 		var prev [32]byte
-		if after > 0 {
+		if ck != nil && after == ck.Seq {
+			prev = ck.Hash
+		} else if after > 0 {
 			if v := b.Get(seqKey(after)); v != nil {
 				e, err := decodeEnvelope(v, false)
 				if err != nil {
@@ -82,6 +88,12 @@ func (s *BoltStore) HashAt(seq uint64) ([32]byte, error) {
 	if head, _ := s.Head(); seq == 0 || seq > head {
 		return h, ErrNotFound
 	}
+	if ck := s.Checkpoint(); ck != nil && seq <= ck.Seq {
+		if seq == ck.Seq {
+			return ck.Hash, nil
+		}
+		return h, ck.compactedErr(seq)
+	}
 	err := s.view("read an event", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		if b == nil {
@@ -134,6 +146,8 @@ func (s *BoltStore) Verify() (*Report, error) {
 		}
 	}
 	head, _ := s.Head()
+	ck := s.Checkpoint()
+	v.fromCheckpoint(ck)
 	err := s.view("verify", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		if b == nil {

@@ -31,6 +31,8 @@
 //	                       events may linger, leaves them out
 //	           "index"     u32 index version (Options.IndexVersion) + u64
 //	                       "through": every event <= through is indexed
+//	           "checkpoint" a compacted journal's checkpoint (see
+//	                       "Compaction"): events up to it are in archives
 //	events     u64 big-endian sequence number -> encoded envelope
 //	index      posting keys, empty values (see "Indexes")
 //	terms      each distinct indexed term -> empty
@@ -41,7 +43,8 @@
 // It lives outside bbolt so that writing a large snapshot never holds up a
 // commit.
 //
-// Sequence numbers start at 1 and have no gaps; big-endian keys make bbolt's
+// Sequence numbers start at 1 (after a compaction, at the checkpoint + 1)
+// and have no gaps; big-endian keys make bbolt's
 // cursor order the log order.
 //
 // # Envelope encoding (format 1)
@@ -139,6 +142,58 @@
 // snapshot is only a cache: a missing, corrupt or old one, one of another
 // journal, or one whose event hash does not match the log, means a full
 // replay (cmd/internal/replay).
+//
+// # Compaction: archives and the checkpoint
+//
+// Compact (journal compact, journal_compact, --retain-events) seals events
+// first..N into an archive file and replaces them in the journal by a
+// checkpoint at N. Sequence numbers do not restart: the journal then holds
+// N+1..Head, event N+1 still links to event N's hash, which the checkpoint
+// records, so Verify proves the chain from the checkpoint on; Iterate from
+// before N starts at N+1, HashAt(N) is the checkpoint's hash, and a read
+// of an earlier event fails with ErrCompacted (wrapping ErrNotFound) naming
+// its archive. The checkpoint is the meta key "checkpoint":
+//
+//	[4]   magic "OVCK", u8 version (1)
+//	[16]  journal id
+//	u64   N, [32] hash of event N, [16] its ULID, i64 its time (Unix ns)
+//	i64   when the compaction ran (Unix ns)
+//	u32   projection schema of the state
+//	[32]  SHA-256 of the state
+//	u32   number of archives, oldest first, each: str name, u64 first,
+//	      u64 last, [32] the hash its first event links to, [32] hash of
+//	      its last event, [32] its digest
+//	str   the state after event N (projections' snapshot codec)
+//	[32]  SHA-256 of every preceding byte (self-hash)
+//
+// CheckIntegrity checks the state's hash and the self-hash; Verify reports a
+// failure as "checkpoint at N: state does not match its hash". A second
+// compaction appends its archive to the list, so the archives of a journal
+// chain from event 1: each one's first event links to the last event of
+// the one before (VerifyArchives).
+//
+// An archive, <dir>/archive/<journal-id>-<first:12>-<last:12>.ovla, verifies
+// on its own (VerifyArchive):
+//
+//	header   [4] "OVLA", u8 version (1), [16] journal id, u64 first,
+//	         u64 last, [32] the hash the first event links to (zero for
+//	         event 1), u64 number of events
+//	events   for each: u32 length, the envelope exactly as it was stored
+//	trailer  [4] "OVLE", [32] hash of the last event, [32] SHA-256 of every
+//	         preceding byte of the file (the digest the checkpoint records)
+//
+// Compact writes the archive first (in short read transactions, commits
+// going on), syncs it, renames it into place and syncs the directory; then,
+// commits held, it copies the journal into journal.db.compact without what
+// the checkpoint replaces (events <= N, index keys ending in a sequence <=
+// N, retained states <= N; every other bucket and key as it is) plus the
+// checkpoint, cut at its high-water mark and synced; then, reads held, it
+// renames that file over the journal, syncs the directory and continues on
+// it. A failure before the rename leaves the journal as it was (an archive
+// no checkpoint names may be left; the next compaction at the same point
+// replaces it). Failpoints: "journal/compact-archive" (half of the archive
+// written), "journal/compact-swap" (the rewritten file complete, before the
+// rename).
 //
 // # Durability and concurrency
 //

@@ -141,6 +141,9 @@ func (s *BoltStore) Get(seq uint64) (*Envelope, error) {
 	if head, _ := s.Head(); seq == 0 || seq > head {
 		return nil, fmt.Errorf("event %d: %w", seq, ErrNotFound)
 	}
+	if ck := s.Checkpoint(); ck != nil && seq <= ck.Seq {
+		return nil, ck.compactedErr(seq) // CMP: wraps ErrNotFound
+	}
 	var e *Envelope
 	err := s.view("read an event", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEvents)

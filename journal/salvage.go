@@ -45,6 +45,11 @@ type Salvage struct {
 	// Discarded counts envelopes left out because they belong to commits
 	// that failed (they were answered as failed).
 	Discarded int
+	// Checkpoint is the checkpoint of a compacted journal, when one was
+	// found (the newest, if several): the chain then starts after it, not
+	// at sequence 1, and Chain, which is built from sequence 1, does not
+	// hold its events (cmd/internal/replay.Repair refuses such a file).
+	Checkpoint *Checkpoint
 }
 
 // Found is an event found past the salvaged chain.
@@ -191,6 +196,13 @@ func (sv *salvager) meta(get func([]byte) []byte, live bool) {
 	}
 	for _, m := range decodeDiscarded(get(keyDiscarded)) {
 		sv.discards[m] = true
+	}
+	if v := get(keyCheckpoint); v != nil {
+		if ck, err := decodeCheckpoint(v); err == nil && (sv.out.Checkpoint == nil || ck.Seq > sv.out.Checkpoint.Seq) {
+			sv.out.Checkpoint = ck
+		} else if err != nil && sv.out.Checkpoint == nil {
+			sv.out.Checkpoint = &Checkpoint{} // one was there, unreadable
+		}
 	}
 }
 

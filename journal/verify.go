@@ -16,11 +16,14 @@ type Problem struct {
 
 // Report is the result of Verify.
 type Report struct {
-	Events   uint64    `json:"events"`
-	FirstSeq uint64    `json:"first_seq"`
-	LastSeq  uint64    `json:"last_seq"`
-	HeadHash string    `json:"head_hash"`
-	Problems []Problem `json:"problems,omitempty"`
+	// CheckpointSeq is the checkpoint the chain was proved from (0: the
+	// journal was never compacted, the chain starts at event 1).
+	CheckpointSeq uint64    `json:"checkpoint_seq,omitempty"`
+	Events        uint64    `json:"events"`
+	FirstSeq      uint64    `json:"first_seq"`
+	LastSeq       uint64    `json:"last_seq"`
+	HeadHash      string    `json:"head_hash"`
+	Problems      []Problem `json:"problems,omitempty"`
 }
 
 // OK reports whether the chain verified.
@@ -41,7 +44,22 @@ type verifier struct {
 	prevSeq  uint64
 	prevID   ulid.ULID
 	haveLast bool
+	start    uint64 // the checkpoint's sequence (0: none)
 	e        Envelope
+}
+
+// fromCheckpoint makes the chain start after ck (nil: at event 1), and
+// reports a checkpoint whose own hashes do not check out.
+func (v *verifier) fromCheckpoint(ck *Checkpoint) {
+	if ck == nil {
+		return
+	}
+	v.start, v.prevSeq, v.prevHash, v.prevID = ck.Seq, ck.Seq, ck.Hash, ck.LastID
+	v.r.CheckpointSeq = ck.Seq
+	v.r.HeadHash = fmt.Sprintf("%x", ck.Hash)
+	if err := ck.CheckIntegrity(); err != nil {
+		v.r.Problems = append(v.r.Problems, Problem{Seq: ck.Seq, Err: err.Error()})
+	}
 }
 
 func newVerifier() *verifier { return &verifier{} }
@@ -69,13 +87,13 @@ func (v *verifier) check(seq uint64, raw []byte) {
 		bad(fmt.Sprintf("stored under sequence %d but says %d", seq, e.Seq))
 	case e.PrevHash != v.prevHash:
 		bad(fmt.Sprintf("%v: its link (%x…) does not match the hash of event %d (%x…)", ErrHashMismatch, e.PrevHash[:6], v.prevSeq, v.prevHash[:6]))
-	case v.haveLast && e.ID.Compare(v.prevID) <= 0:
+	case (v.haveLast || v.start != 0) && e.ID.Compare(v.prevID) <= 0:
 		bad(fmt.Sprintf("id %s does not sort after the previous event's %s", e.ID, v.prevID))
 	}
-	if v.haveLast && seq != v.prevSeq+1 {
+	if (v.haveLast || v.start != 0) && seq != v.prevSeq+1 {
 		bad(fmt.Sprintf("gap: the previous event is %d", v.prevSeq))
 	}
-	if v.prevSeq == 0 && !v.haveLast && seq != 1 {
+	if v.prevSeq == 0 && !v.haveLast && seq != 1 && v.start == 0 {
 		bad("the journal does not start at sequence 1")
 	}
 	// Continue the chain from what is stored, so one bad event is reported
@@ -87,6 +105,9 @@ func (v *verifier) check(seq uint64, raw []byte) {
 }
 
 func (v *verifier) report() *Report {
+	if v.start != 0 && v.r.Events == 0 {
+		v.r.LastSeq = v.start // compacted up to its head
+	}
 	if v.haveLast {
 		v.r.HeadHash = fmt.Sprintf("%x", v.prevHash)
 	}

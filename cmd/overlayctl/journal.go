@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -25,7 +26,7 @@ the daemon runs, through the daemon.`
 }
 
 func newJournalVerifyCmd(a *app) *cobra.Command {
-	var mode string
+	var mode, archives string
 	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the file's pages, the hash chain, a full replay, the state's invariants and the snapshot",
@@ -43,10 +44,12 @@ the event or page at fault.`,
 			default:
 				return usageErrorf("--progress %q: want auto, always or never", mode)
 			}
-			return a.journalVerify(c.Context(), mode)
+			return a.journalVerify(c.Context(), mode, archives)
 		},
 	}
 	c.Flags().StringVar(&mode, "progress", "auto", "progress bar on stderr: auto (on a terminal), always or never")
+	// CMP: a compacted journal's archives (journal compact).
+	c.Flags().StringVar(&archives, "archives", "", "also verify a compacted journal's archives in this directory (<data-dir>/overlayd/archive): the chain from the first event to the checkpoint, and that their replay equals the checkpoint's state")
 	return c
 }
 
@@ -90,7 +93,7 @@ type verifySpeed struct {
 	EventsPerSec float64 `json:"events_per_second"`
 }
 
-func (a *app) journalVerify(ctx context.Context, mode string) error {
+func (a *app) journalVerify(ctx context.Context, mode, archives string) error {
 	src, err := a.source(ctx)
 	if err != nil {
 		return damaged(err)
@@ -105,6 +108,10 @@ func (a *app) journalVerify(ctx context.Context, mode string) error {
 			store = progressStore{src.store, bar}
 		}
 		r, err := replay.Verify(store, nil, 0)
+		if err == nil && archives != "" {
+			bar.Phase("verifying the archives", 0)
+			r.AddArchives(store, archives)
+		}
 		bar.Done()
 		if err != nil {
 			return damaged(err)
@@ -112,7 +119,15 @@ func (a *app) journalVerify(ctx context.Context, mode string) error {
 		rep = *r
 	} else {
 		bar.Phase("the daemon is verifying", 0)
-		r, err := src.client.Call(ctx, ipc.JournalVerify{})
+		req := ipc.JournalVerify{}
+		if archives != "" {
+			abs, err := filepath.Abs(archives) // the daemon's working directory is not ours
+			if err != nil {
+				return err
+			}
+			req.Archives = &abs
+		}
+		r, err := src.client.Call(ctx, req)
 		bar.Done()
 		if err != nil {
 			return fmt.Errorf("journal_verify: %w", err)
@@ -157,6 +172,17 @@ func printReport(a *app, rep *replay.Report, src *source) {
 	fmt.Fprintf(a.out, "head hash:  %s\n", c.HeadHash)
 	fmt.Fprintf(a.out, "replay:     %d events replayed\n", rep.Replayed)
 	fmt.Fprintf(a.out, "snapshot:   %s\n", rep.Snapshot)
+	if rep.Checkpoint != "" {
+		fmt.Fprintf(a.out, "checkpoint: %s\n", rep.Checkpoint)
+	}
+	if ar := rep.Archives; ar != nil {
+		for _, x := range ar.Archives {
+			fmt.Fprintf(a.out, "archive:    %s: events %d..%d verify\n", x.Name, x.First, x.Last)
+		}
+		if ar.State != "" {
+			fmt.Fprintf(a.out, "archives:   %d events from the first, %s\n", ar.Events, ar.State)
+		}
+	}
 	if rep.Live != "" {
 		fmt.Fprintf(a.out, "live state: %s\n", rep.Live)
 	}

@@ -110,7 +110,13 @@ func TestOfflineCommandsOnBrokenJournals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mid := (len(raw) / 2 / 4096) * 4096
+	// The page header of a page of events (a page in the middle of the
+	// file may be free, or the index's, which these commands never read).
+	at := bytes.Index(raw[len(raw)/2:], []byte(`{"name":"`))
+	if at < 0 {
+		t.Fatal("no event page in the second half of the journal")
+	}
+	mid := ((len(raw)/2 + at) / 4096) * 4096
 	for name, damaged := range map[string][]byte{
 		"empty":               {},
 		"truncated to 8192":   raw[:8192],

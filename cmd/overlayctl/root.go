@@ -39,7 +39,8 @@ var journalCommands = []func(*app) *cobra.Command{
 	newJournalStatsCmd,
 	newJournalExportCmd,
 	newJournalRepairCmd,
-	newJournalFollowCmd, // LIVE (follow.go)
+	newJournalFollowCmd,  // LIVE (follow.go)
+	newJournalCompactCmd, // compact.go (CMP)
 }
 
 // Exit codes (documented in overlayctl --help and docs/overlayctl.md).

@@ -42,6 +42,7 @@ func main() {
 		dnsUp     = flag.String("dns-upstream", "", "upstream resolvers for names outside the overlay (comma-separated ip[:port]; default: the nameservers of --resolv-conf)")
 		resolv    = flag.String("resolv-conf", "/etc/resolv.conf", "file whose nameservers are the DNS upstreams (loopback stubs skipped); re-read when it changes")
 		maxConns  = flag.Int("max-connections", ipc.DefaultMaxConns, "most client connections open at once; past it a new one is answered err and closed (16 of them are kept for root)")
+		retain    = flag.Uint64("retain-events", 0, "keep at least the newest N events in the journal: older ones are sealed into archive files under <data-dir>/overlayd/archive and replaced by a checkpoint, checked at each snapshot (0: keep every event)")
 		unhealthy = flag.Duration("peer-unhealthy-after", 180*time.Second, "a peer whose last handshake is older than this is reported unhealthy")
 		showVer   = flag.Bool("version", false, "print the version (release, commit, protocol) and exit")
 	)
@@ -73,6 +74,7 @@ func main() {
 		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
 		KeepStateEvery: *keepEvery, NoKeptStates: *keepEvery == 0,
 		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log, MaxConns: *maxConns,
+		RetainEvents: *retain,
 	}
 	var err error
 	if cfg.DNS, err = dnsOptions(*dnsListen, *dnsUp, *resolv); err != nil {

@@ -37,6 +37,11 @@ type Config struct {
 	SlicePrefix4, SlicePrefix6 int
 	// SnapshotEvery takes a snapshot after this many events (0 = 10000).
 	SnapshotEvery uint64
+	// RetainEvents, when set, compacts the journal (archive + checkpoint)
+	// so that it keeps at least the newest RetainEvents events: checked
+	// after each snapshot, run once SnapshotEvery more have accumulated
+	// (compact.go).
+	RetainEvents uint64
 	// KeepStateEvery keeps the projected state in the journal every this
 	// many events, for `overlayctl state --at` (0 = DefaultKeepStateEvery);
 	// NoKeptStates turns it off.
@@ -94,6 +99,8 @@ type Daemon struct {
 	backups   backups
 	jw        *journalWatch
 	probs     effects.ProblemSet // the daemon's own (the socket)
+	// compactGate lets one compaction run at a time (compact.go).
+	compactGate compactGate
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool

@@ -63,6 +63,12 @@ func (d *Daemon) journalFollow(r ipc.JournalFollow) ipc.Response {
 	if r.AfterSeq > head {
 		return ipc.Err{Message: fmt.Sprintf("journal_follow: after_seq: %d is past the journal's head %d", r.AfterSeq, head)}
 	}
+	if ck := journal.CheckpointOf(d.store); ck != nil && r.AfterSeq < ck.Seq {
+		// CMP: the events after it up to the checkpoint are in the
+		// archives; following from there would skip them unseen.
+		return ipc.Err{Message: fmt.Sprintf("journal_follow: after_seq: events %d..%d were compacted into archive(s) up to %s; follow from %d or later",
+			r.AfterSeq+1, ck.Seq, ck.Archive().Name, ck.Seq)}
+	}
 	return ipc.Streaming{Response: ipc.Following{HeadSeq: head}, Start: func(c ipc.Conn) { d.follow(c, r.AfterSeq) }}
 }
 

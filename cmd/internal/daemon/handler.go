@@ -163,6 +163,10 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalList(r) }()
 		return ch
+	case ipc.JournalCompact:
+		ch := make(chan ipc.Response, 1)
+		go func() { ch <- d.journalCompact(r) }()
+		return ch
 	case ipc.JournalQuery:
 		ch := make(chan ipc.Response, 1)
 		go func() { ch <- d.journalQuery(r) }()
@@ -173,7 +177,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		return ch
 	case ipc.JournalVerify:
 		ch := make(chan ipc.Response, 1)
-		go func() { ch <- d.journalVerify() }()
+		go func() { ch <- d.journalVerify(r) }()
 		return ch
 	case ipc.JournalFollow: // LIVE (follow.go)
 		return ipc.Reply(d.journalFollow(r))
@@ -292,7 +296,7 @@ func (d *Daemon) journalList(r ipc.JournalList) ipc.Response {
 	return out
 }
 
-func (d *Daemon) journalVerify() ipc.Response {
+func (d *Daemon) journalVerify(req ipc.JournalVerify) ipc.Response {
 	var live []byte
 	var seq uint64
 	// A copy under the lock; the encoding (and the replays) outside it,
@@ -312,6 +316,9 @@ func (d *Daemon) journalVerify() ipc.Response {
 	rep, err := replay.Verify(d.store, live, seq)
 	if err != nil {
 		return ipc.Err{Message: "journal_verify: " + err.Error()}
+	}
+	if req.Archives != nil {
+		rep.AddArchives(d.store, *req.Archives) // CMP
 	}
 	b, err := jsonMarshal(rep)
 	if err != nil {

@@ -95,6 +95,12 @@ func checkHistory(dir string, store journal.Store) error {
 	case snap.Seq > head:
 		return refuse("journal %s ends at event %d, but the snapshot %s holds the state up to event %d: events %d..%d are lost", jpath, head, snapPath, snap.Seq, head+1, snap.Seq)
 	}
+	if ck := journal.CheckpointOf(store); ck != nil && snap.Seq < ck.Seq {
+		// A compacted journal (CMP): the snapshot is older than the
+		// checkpoint, whose state boot starts from instead; the events the
+		// snapshot is anchored on are in the archives.
+		return nil
+	}
 	if snap.Seq > 0 {
 		h, err := store.HashAt(snap.Seq)
 		if err != nil {

@@ -413,6 +413,7 @@ func (p *pipeline) project() {
 			if err := p.d.snapshot(); err != nil {
 				p.d.log.Warn("snapshot failed; the next boot replays more", "err", err)
 			}
+			p.d.retain()
 		}
 	}
 }

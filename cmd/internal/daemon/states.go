@@ -94,7 +94,15 @@ func (r *retainer) backfill(stop <-chan struct{}) {
 
 func (r *retainer) fill(from, to uint64, stop <-chan struct{}) (int, error) {
 	st := projections.New()
-	if from > 0 {
+	if ck := journal.CheckpointOf(r.d.store); ck != nil && from < ck.Seq {
+		// A compacted journal (CMP): the events up to the checkpoint are
+		// in the archives; the replay starts from the checkpoint's state.
+		cst, err := replay.CheckpointStateOf(r.d.store)
+		if err != nil {
+			return 0, err
+		}
+		st, from = cst, ck.Seq
+	} else if from > 0 {
 		sn, err := r.ix.StateAtOrBefore(from)
 		if err != nil || sn == nil || sn.Seq != from {
 			return 0, fmt.Errorf("kept state at %d unreadable: %v", from, err)

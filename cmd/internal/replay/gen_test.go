@@ -39,12 +39,25 @@ func canonical(t *testing.T, s *projections.State) []byte {
 // does at shutdown.
 func genJournal(t *testing.T, dataDir string, n int, r *rand.Rand) history {
 	t.Helper()
+	return genJournalKeep(t, dataDir, n, r, true)
+}
+
+// genJournalKeep is genJournal; keepEnvs false leaves history.envs and
+// types empty (a 1M-event journal need not be held in memory twice).
+func genJournalKeep(t *testing.T, dataDir string, n int, r *rand.Rand, keepEnvs bool) history {
+	t.Helper()
 	dir := filepath.Join(dataDir, "overlayd")
 	// A file that is a function of r: fixed id, clock and entropy.
 	id := journal.ID{0x0f, 0xee}
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	st, err := journal.Open(dir, journal.Options{NoSync: true, CreateWithID: &id, Entropy: rand.New(rand.NewSource(r.Int63())),
-		Clock: func() time.Time { now = now.Add(time.Millisecond); return now }})
+	opts := journal.Options{NoSync: true, CreateWithID: &id, Entropy: rand.New(rand.NewSource(r.Int63())),
+		Clock: func() time.Time { now = now.Add(time.Millisecond); return now }}
+	if !keepEnvs {
+		// The lean journals (the compaction tests) carry the daemon's
+		// object index, as a node's journal does.
+		opts = Indexing(opts)
+	}
+	st, err := journal.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +142,12 @@ func genJournal(t *testing.T, dataDir string, n int, r *rand.Rand) history {
 		t.Fatal(err)
 	}
 	h := history{state: canonical(t, s)}
+	if !keepEnvs {
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
 	if err := st.Iterate(0, true, func(e *journal.Envelope) error {
 		h.envs = append(h.envs, e.Encode())
 		h.types = append(h.types, e.Type)

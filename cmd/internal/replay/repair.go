@@ -20,6 +20,9 @@ type RepairOptions struct {
 	Force bool
 }
 
+// ErrCompactedRepair is returned by Repair for a compacted journal.
+var ErrCompactedRepair = errors.New("a compacted journal cannot be repaired by salvage")
+
 // repairLockTimeout bounds Repair's wait for the journal's lock: a running
 // daemon holds it, and Repair then refuses.
 const repairLockTimeout = 200 * time.Millisecond
@@ -128,6 +131,14 @@ func Repair(dir string, opt RepairOptions) (*RepairReport, error) {
 	sv, err := journal.SalvageFile(broken)
 	if err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
+	}
+	if ck := sv.Checkpoint; ck != nil {
+		// A compacted journal starts after its checkpoint; the salvage
+		// builds chains from event 1, and a rewrite from it would drop
+		// every event left. Nothing is changed.
+		os.Remove(broken)
+		return nil, fmt.Errorf("repair: %w: %s was compacted (checkpoint at %d): repair salvages chains from event 1 and would drop the events after the checkpoint, so it changed nothing; restore the journal from a backup (overlayctl backup), and check the archives with `overlayctl journal verify --archives DIR`",
+			ErrCompactedRepair, path, ck.Seq)
 	}
 	n := sv.LastSeq()
 	r.Salvaged, r.ReadThroughBbolt, r.Highest, r.Discarded = n, sv.TreeEvents, sv.Highest, sv.Discarded

@@ -17,6 +17,7 @@ import (
 // Stats describe one load.
 type Stats struct {
 	SnapshotSeq    uint64        // 0 = no snapshot used
+	CheckpointSeq  uint64        // the compacted journal's checkpoint (0: none); the load started from it when SnapshotSeq is 0
 	SnapshotReason string        // why a snapshot was not used, if it was not
 	Replayed       uint64        // events applied after the snapshot
 	Skipped        uint64        // ignorable events of unknown type
@@ -39,22 +40,22 @@ type Options struct {
 
 // Load rebuilds the state. A snapshot is used only when it belongs to this
 // journal (its id, or none for one written before ids), its schema is the
-// current one, its checksum holds and the event it ends at still has the
-// hash it recorded; otherwise the whole journal is replayed.
+// current one, its checksum holds, the event it ends at still has the
+// hash it recorded and it is not older than the journal's checkpoint;
+// otherwise the whole journal is replayed: from event 1, or, for a
+// compacted journal, from its checkpoint's state (NoSnapshot too). A
+// state before the checkpoint (UpTo) cannot be rebuilt: ErrCompacted.
 func Load(store journal.Store, opt Options) (*projections.State, Stats, error) {
 	start := time.Now()
 	var st Stats
-	s := projections.New()
-	if !opt.NoSnapshot {
-		snap, reason := usableSnapshot(store, opt.UpTo)
-		if snap != nil {
-			s, st.SnapshotSeq = snap, snap.Seq
-		} else {
-			st.SnapshotReason = reason
-		}
-	} else {
-		st.SnapshotReason = "disabled"
+	if ck := journal.CheckpointOf(store); ck != nil {
+		st.CheckpointSeq = ck.Seq
 	}
+	s, snapSeq, reason, err := startState(store, opt)
+	if err != nil {
+		return nil, st, err
+	}
+	st.SnapshotSeq, st.SnapshotReason = snapSeq, reason
 	every := opt.ProgressEvery
 	if every == 0 {
 		every = 250_000
@@ -190,9 +191,11 @@ func Load(store journal.Store, opt Options) (*projections.State, Stats, error) {
 	return s, st, nil
 }
 
-func usableSnapshot(store journal.Store, upTo uint64) (*projections.State, string) {
+func usableSnapshot(store journal.Store, upTo uint64, ck *journal.Checkpoint) (*projections.State, string) {
 	sn, err := store.LoadSnapshot()
 	switch {
+	case err == nil && sn != nil && ck != nil && sn.Seq < ck.Seq:
+		return nil, fmt.Sprintf("snapshot at %d is older than the checkpoint at %d", sn.Seq, ck.Seq)
 	case err != nil:
 		return nil, err.Error()
 	case sn == nil:

@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/zlayer/overlayd/ipc"
@@ -20,8 +21,14 @@ type Report struct {
 	Invariants  string          `json:"invariant_error,omitempty"`
 	SnapshotSeq uint64          `json:"snapshot_seq,omitempty"`
 	Snapshot    string          `json:"snapshot"`
-	Live        string          `json:"live,omitempty"`
-	Problems    []string        `json:"problems,omitempty"`
+	// Checkpoint describes a compacted journal's checkpoint ("" when the
+	// journal was never compacted): the chain is proved from it.
+	Checkpoint    string `json:"checkpoint,omitempty"`
+	CheckpointSeq uint64 `json:"checkpoint_seq,omitempty"`
+	// Archives is the check of the archives (VerifyArchives), when asked.
+	Archives *ArchivesReport `json:"archives,omitempty"`
+	Live     string          `json:"live,omitempty"`
+	Problems []string        `json:"problems,omitempty"`
 }
 
 // OK reports whether everything checked out.
@@ -39,7 +46,15 @@ func Verify(store journal.Store, live []byte, liveSeq uint64) (*Report, error) {
 		return nil, err
 	}
 	r.Chain = chain
+	if ck := journal.CheckpointOf(store); ck != nil {
+		r.CheckpointSeq = ck.Seq
+		r.Checkpoint = fmt.Sprintf("at %d (archive %s): the chain is proved from it, and the replay starts from its state", ck.Seq, ck.Archive().Name)
+	}
 	for _, p := range chain.Problems {
+		if p.ID == "" && strings.HasPrefix(p.Err, journal.ErrCheckpointCorrupt.Error()) {
+			r.Problems = append(r.Problems, p.Err) // it names the checkpoint
+			continue
+		}
 		r.Problems = append(r.Problems, fmt.Sprintf("event %d (%s): %s", p.Seq, p.ID, p.Err))
 	}
 	if len(chain.Problems) > 0 {
@@ -78,6 +93,8 @@ func Verify(store journal.Store, live []byte, liveSeq uint64) (*Report, error) {
 			r.Problems = append(r.Problems, "snapshot: "+r.Snapshot)
 		case sn.Schema != projections.SnapshotSchema:
 			r.Snapshot = fmt.Sprintf("schema %d is not this build's %d (ignored at boot)", sn.Schema, projections.SnapshotSchema)
+		case sn.Seq < r.CheckpointSeq:
+			r.Snapshot = fmt.Sprintf("at %d is older than the checkpoint at %d (ignored at boot)", sn.Seq, r.CheckpointSeq)
 		case sn.Seq > head:
 			// Nothing to replay it against.
 			r.Snapshot = fmt.Sprintf("at %d is past the journal's head %d: events %d..%d are missing from the journal (run `overlayctl journal repair`)", sn.Seq, head, head+1, sn.Seq)

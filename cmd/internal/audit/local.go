@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
 	"github.com/zlayer/overlayd/projections"
@@ -275,6 +276,17 @@ func (l *Local) StateAt(ctx context.Context, p Point) (*projections.State, error
 		if s, err := projections.DecodeSnapshot(sn.Body); err == nil {
 			st = s
 		}
+	}
+	// A compacted journal starts from its checkpoint's state.
+	if ck := journal.CheckpointOf(l.store); ck != nil && ck.Seq > st.Seq {
+		if seq < ck.Seq {
+			return nil, fmt.Errorf("state at %s: events up to %d were compacted into archive %s (verify it with journal verify --archives)", p, ck.Seq, ck.Archive().Name)
+		}
+		cs, err := replay.CheckpointStateOf(l.store)
+		if err != nil {
+			return nil, fmt.Errorf("state at %s: the checkpoint's state: %w", p, err)
+		}
+		st = cs
 	}
 	if first, err := l.r.first(); err != nil {
 		return nil, err

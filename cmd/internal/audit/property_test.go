@@ -388,3 +388,45 @@ func TestShowAndPoints(t *testing.T) {
 		t.Fatalf("bad point: %v", err)
 	}
 }
+
+// TestQueriesOnACompactedJournal: after a compaction, StateAt of any point
+// from the checkpoint on equals a replay (which starts from the
+// checkpoint), an earlier point is refused naming the archive, and the
+// listing starts after the checkpoint, by index and by scan alike.
+func TestQueriesOnACompactedJournal(t *testing.T) {
+	seed := testseed.New(t)
+	st := genStore(t, 3000, seed).(*journal.BoltStore)
+	defer st.Close()
+	keepStates(t, st, 1000)
+	if _, err := replay.CompactThrough(st, 1500); err != nil {
+		t.Fatal(err)
+	}
+	waitIndexed(t, st)
+	ctx := context.Background()
+	head, _ := st.Head()
+	for _, q := range queriers(st) {
+		for _, seq := range []uint64{1500, 1501, 1999, 2000, 2500, head} {
+			got, err := q.StateAt(ctx, Point{Kind: PointSeq, Seq: seq})
+			if err != nil {
+				t.Fatalf("%s: state at %d: %v", q.How(), seq, err)
+			}
+			want, _, err := replay.Load(st, replay.Options{NoSnapshot: true, UpTo: seq})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(canonicalOf(t, got), canonicalOf(t, want)) {
+				t.Fatalf("seed %d: %s: state at %d differs from a replay from the checkpoint", seed, q.How(), seq)
+			}
+		}
+		if _, err := q.StateAt(ctx, Point{Kind: PointSeq, Seq: 700}); err == nil || !strings.Contains(err.Error(), "archive") {
+			t.Fatalf("%s: state at 700 (compacted): %v", q.How(), err)
+		}
+		var first uint64
+		if err := q.List(ctx, Filter{Limit: 1}, func(e ipc.JournalEvent) error { first = e.Seq; return nil }); err != nil || first != 1501 {
+			t.Fatalf("%s: first listed event %d, %v", q.How(), first, err)
+		}
+		if _, err := q.Show(ctx, "20"); err == nil || !strings.Contains(err.Error(), "compacted") {
+			t.Fatalf("%s: show 20: %v", q.How(), err)
+		}
+	}
+}

@@ -23,6 +23,8 @@ type rewrite struct {
 	// complete then (every event <= upTo indexed): only then can the
 	// commits since be added by their terms alone.
 	idxComplete bool
+	// statesPut is BoltStore.statesPut before the bulk copy.
+	statesPut uint64
 }
 
 // startRewrite makes the bulk copy into tmp (commits go on meanwhile):
@@ -50,6 +52,7 @@ func (s *BoltStore) startRewrite(tmp string, ck *Checkpoint) (*rewrite, error) {
 	rw.c = &copier{db: rw.db, path: tmp}
 	s.mu.Lock()
 	indexOn := s.idx.on
+	rw.statesPut = s.statesPut
 	s.mu.Unlock()
 	err := s.view("compact: copy", func(src *bolt.Tx) error {
 		m := src.Bucket(bucketMeta)
@@ -129,7 +132,15 @@ func (s *BoltStore) finishRewrite(rw *rewrite, ck *Checkpoint, head uint64) erro
 			if err := c.begin(); err != nil {
 				return err
 			}
-			if err := s.copyDelta(c, src, ck, rw.upTo, head); err != nil {
+			s.mu.Lock()
+			statesFrom := rw.upTo
+			if s.statesPut != rw.statesPut {
+				// A state was put since the bulk copy, maybe at an event
+				// it holds: copy them all again.
+				statesFrom = ck.Seq
+			}
+			s.mu.Unlock()
+			if err := s.copyDelta(c, src, ck, rw.upTo, head, statesFrom); err != nil {
 				return err
 			}
 		}
@@ -180,8 +191,9 @@ func (s *BoltStore) startRewriteAt(tmp string) (*rewrite, error) {
 	return rw, nil
 }
 
-// copyDelta copies into c what the commits of events from+1..to wrote.
-func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to uint64) error {
+// copyDelta copies into c what the commits of events from+1..to wrote,
+// and the retained states past statesFrom.
+func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to, statesFrom uint64) error {
 	ev := src.Bucket(bucketEvents)
 	if ev == nil {
 		return errors.New("the events bucket is missing")
@@ -218,7 +230,7 @@ func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to 
 	}
 	if sb := src.Bucket(bucketStates); sb != nil {
 		sc := sb.Cursor()
-		for k, v := sc.Seek(seqKey(max(from, ck.Seq) + 1)); k != nil; k, v = sc.Next() {
+		for k, v := sc.Seek(seqKey(max(statesFrom, ck.Seq) + 1)); k != nil; k, v = sc.Next() {
 			if err := c.put([][]byte{bucketStates}, k, v); err != nil {
 				return err
 			}

@@ -55,3 +55,37 @@ func TestIndexerBatchAcrossCompaction(t *testing.T) {
 		t.Fatalf("postings after compaction at 3000: %d sequences, %d..%d; want 1000, 3001..4000", len(got), first, last)
 	}
 }
+
+// TestPutStateDuringCompaction: a retained state put (and acknowledged)
+// while the compaction's bulk copy is done but commits are not held yet,
+// at an event the bulk copy already holds, is in the compacted journal.
+func TestPutStateDuringCompaction(t *testing.T) {
+	dir := t.TempDir()
+	s := openC(t, dir, Options{NoSync: true})
+	fillN(t, s, 1, 4000)
+	waitIndexed(t, s) // the rewrite copies the commits since its bulk copy only
+	h, _ := s.HashAt(3500)
+	put := false
+	Failpoint = func(name string) {
+		if name == "journal/compact-copied" && !put {
+			put = true
+			if err := s.PutState(&Snapshot{Schema: 7, Seq: 3500, Hash: h, Body: []byte("kept")}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer func() { Failpoint = nil }()
+	if _, err := s.Compact(3000, fakeState(3000)); err != nil {
+		t.Fatal(err)
+	}
+	if !put {
+		t.Fatal("failpoint journal/compact-copied not hit")
+	}
+	sn, err := s.StateAtOrBefore(4000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn == nil || sn.Seq != 3500 || string(sn.Body) != "kept" {
+		t.Fatalf("retained state at 3500 after the compaction: %+v", sn)
+	}
+}

@@ -19,6 +19,10 @@ type rewrite struct {
 	db   *bolt.DB
 	c    *copier
 	upTo uint64 // events copied: ck.Seq+1..upTo
+	// upToHash is the hash of event upTo in the bulk copy: a commit that
+	// failed after reaching the file may be in it, and after Recover new
+	// events take its sequence numbers.
+	upToHash [32]byte
 	// The index record at the bulk copy, and whether the index was
 	// complete then (every event <= upTo indexed): only then can the
 	// commits since be added by their terms alone.
@@ -63,7 +67,7 @@ func (s *BoltStore) startRewrite(tmp string, ck *Checkpoint) (*rewrite, error) {
 		if h == nil {
 			return errors.New("the journal has no head record")
 		}
-		rw.upTo = h.seq
+		rw.upTo, rw.upToHash = h.seq, h.hash
 		rec, present := decodeIndexRecord(m.Get(keyIndex))
 		rw.idxComplete = !indexOn || (present && rec.through == h.seq)
 		if err := rw.c.begin(); err != nil {
@@ -113,7 +117,7 @@ func (s *BoltStore) copyAll(c *copier, src *bolt.Tx, ck *Checkpoint, upTo uint64
 func (s *BoltStore) finishRewrite(rw *rewrite, ck *Checkpoint, head uint64) error {
 	c := rw.c
 	err := s.view("compact: copy the last commits", func(src *bolt.Tx) error {
-		if !rw.idxComplete || rw.upTo > head {
+		if !rw.idxComplete || rw.upTo > head || !sameEvent(src, rw.upTo, rw.upToHash) {
 			// Start over, all of it now.
 			rw.abort()
 			fresh, err := s.startRewriteAt(rw.tmp)
@@ -172,6 +176,24 @@ func (s *BoltStore) finishRewrite(rw *rewrite, ck *Checkpoint, head uint64) erro
 		err = truncateSync(rw.tmp, size)
 	}
 	return err
+}
+
+// sameEvent reports whether src holds event seq with hash h (by the hash
+// chain, every event before it is then the same too).
+func sameEvent(src *bolt.Tx, seq uint64, h [32]byte) bool {
+	b := src.Bucket(bucketEvents)
+	if b == nil {
+		return false
+	}
+	v := b.Get(seqKey(seq))
+	if v == nil {
+		return false
+	}
+	var e Envelope
+	if err := decodeInto(&e, v, false); err != nil {
+		return false
+	}
+	return e.Hash == h
 }
 
 // startRewriteAt opens an empty rewrite in tmp (the fallback of

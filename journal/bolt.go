@@ -124,6 +124,9 @@ type BoltStore struct {
 	// checkedOK is when the last page check found nothing wrong: Verify
 	// reuses it for a while (the check holds commits back while it runs).
 	checkedOK time.Time
+	// statesPut counts PutState's commits: a compaction copies every
+	// retained state again when one was put since its bulk copy.
+	statesPut uint64
 
 	ids idSource // writer goroutine only
 

@@ -126,6 +126,7 @@ func (s *BoltStore) Compact(through uint64, state CheckpointState) (*CompactResu
 	if err != nil {
 		return nil, rewriteErr(err)
 	}
+	hit("journal/compact-copied")
 	held := time.Now()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()

@@ -19,10 +19,16 @@ type rewrite struct {
 	db   *bolt.DB
 	c    *copier
 	upTo uint64 // events copied: ck.Seq+1..upTo
+	// upToHash is the hash of event upTo in the bulk copy: a commit that
+	// failed after reaching the file may be in it, and after Recover new
+	// events take its sequence numbers.
+	upToHash [32]byte
 	// The index record at the bulk copy, and whether the index was
 	// complete then (every event <= upTo indexed): only then can the
 	// commits since be added by their terms alone.
 	idxComplete bool
+	// statesPut is BoltStore.statesPut before the bulk copy.
+	statesPut uint64
 }
 
 // startRewrite makes the bulk copy into tmp (commits go on meanwhile):
@@ -50,6 +56,7 @@ func (s *BoltStore) startRewrite(tmp string, ck *Checkpoint) (*rewrite, error) {
 	rw.c = &copier{db: rw.db, path: tmp}
 	s.mu.Lock()
 	indexOn := s.idx.on
+	rw.statesPut = s.statesPut
 	s.mu.Unlock()
 	err := s.view("compact: copy", func(src *bolt.Tx) error {
 		m := src.Bucket(bucketMeta)
@@ -60,7 +67,7 @@ func (s *BoltStore) startRewrite(tmp string, ck *Checkpoint) (*rewrite, error) {
 		if h == nil {
 			return errors.New("the journal has no head record")
 		}
-		rw.upTo = h.seq
+		rw.upTo, rw.upToHash = h.seq, h.hash
 		rec, present := decodeIndexRecord(m.Get(keyIndex))
 		rw.idxComplete = !indexOn || (present && rec.through == h.seq)
 		if err := rw.c.begin(); err != nil {
@@ -110,7 +117,7 @@ func (s *BoltStore) copyAll(c *copier, src *bolt.Tx, ck *Checkpoint, upTo uint64
 func (s *BoltStore) finishRewrite(rw *rewrite, ck *Checkpoint, head uint64) error {
 	c := rw.c
 	err := s.view("compact: copy the last commits", func(src *bolt.Tx) error {
-		if !rw.idxComplete || rw.upTo > head {
+		if !rw.idxComplete || rw.upTo > head || !sameEvent(src, rw.upTo, rw.upToHash) {
 			// Start over, all of it now.
 			rw.abort()
 			fresh, err := s.startRewriteAt(rw.tmp)
@@ -129,7 +136,15 @@ func (s *BoltStore) finishRewrite(rw *rewrite, ck *Checkpoint, head uint64) erro
 			if err := c.begin(); err != nil {
 				return err
 			}
-			if err := s.copyDelta(c, src, ck, rw.upTo, head); err != nil {
+			s.mu.Lock()
+			statesFrom := rw.upTo
+			if s.statesPut != rw.statesPut {
+				// A state was put since the bulk copy, maybe at an event
+				// it holds: copy them all again.
+				statesFrom = ck.Seq
+			}
+			s.mu.Unlock()
+			if err := s.copyDelta(c, src, ck, rw.upTo, head, statesFrom); err != nil {
 				return err
 			}
 		}
@@ -163,6 +178,24 @@ func (s *BoltStore) finishRewrite(rw *rewrite, ck *Checkpoint, head uint64) erro
 	return err
 }
 
+// sameEvent reports whether src holds event seq with hash h (by the hash
+// chain, every event before it is then the same too).
+func sameEvent(src *bolt.Tx, seq uint64, h [32]byte) bool {
+	b := src.Bucket(bucketEvents)
+	if b == nil {
+		return false
+	}
+	v := b.Get(seqKey(seq))
+	if v == nil {
+		return false
+	}
+	var e Envelope
+	if err := decodeInto(&e, v, false); err != nil {
+		return false
+	}
+	return e.Hash == h
+}
+
 // startRewriteAt opens an empty rewrite in tmp (the fallback of
 // finishRewrite).
 func (s *BoltStore) startRewriteAt(tmp string) (*rewrite, error) {
@@ -180,8 +213,9 @@ func (s *BoltStore) startRewriteAt(tmp string) (*rewrite, error) {
 	return rw, nil
 }
 
-// copyDelta copies into c what the commits of events from+1..to wrote.
-func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to uint64) error {
+// copyDelta copies into c what the commits of events from+1..to wrote,
+// and the retained states past statesFrom.
+func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to, statesFrom uint64) error {
 	ev := src.Bucket(bucketEvents)
 	if ev == nil {
 		return errors.New("the events bucket is missing")
@@ -218,7 +252,7 @@ func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to 
 	}
 	if sb := src.Bucket(bucketStates); sb != nil {
 		sc := sb.Cursor()
-		for k, v := sc.Seek(seqKey(max(from, ck.Seq) + 1)); k != nil; k, v = sc.Next() {
+		for k, v := sc.Seek(seqKey(max(statesFrom, ck.Seq) + 1)); k != nil; k, v = sc.Next() {
 			if err := c.put([][]byte{bucketStates}, k, v); err != nil {
 				return err
 			}

@@ -162,7 +162,7 @@ func (s *BoltStore) catchUp(stop chan struct{}, final bool) bool {
 // the index covers the head. through is 0 when there was nothing to do.
 func (s *BoltStore) indexBatch() (through uint64, complete bool, err error) {
 	s.mu.Lock()
-	from, head, failed := s.idx.through+1, s.headSeq, s.failed
+	from, head, failed, ck := s.idx.through+1, s.headSeq, s.failed, s.ckpt
 	s.mu.Unlock()
 	if failed != nil {
 		return 0, false, failed
@@ -215,13 +215,20 @@ func (s *BoltStore) indexBatch() (through uint64, complete bool, err error) {
 		return 0, false, s.readErr(err)
 	}
 	sortKeys(keys)
+	hit("journal/index-read")
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	version, failed := s.idx.version, s.failed
+	version, failed, ckNow, throughNow := s.idx.version, s.failed, s.ckpt, s.idx.through
 	s.mu.Unlock()
 	if failed != nil {
 		return 0, false, failed
+	}
+	if ckNow != ck || throughNow+1 != from {
+		// A compaction swapped the file since the read: the batch may hold
+		// archived events (their keys must not enter the compacted file).
+		// Read it again.
+		return 0, false, nil
 	}
 	h, err := s.acquire()
 	if err != nil {

@@ -98,6 +98,9 @@ func (s *BoltStore) PutState(snap *Snapshot) error {
 		s.fail(err, true)
 		return err
 	}
+	s.mu.Lock()
+	s.statesPut++
+	s.mu.Unlock()
 	return nil
 }
 

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/zlayer/overlayd/journal"
+)
+
+// Golden outputs of the commands that change or copy the journal
+// (journal compact, backup, restore), of the read commands on a compacted
+// journal, and of journal follow from an in-process daemon.
+
+var goldenFormats = []string{"table", "json", "jsonl"}
+
+var (
+	// A duration: "12 ms" in a table, "took_ms": 12.3 in JSON.
+	durationText = regexp.MustCompile(`\b[0-9]+(\.[0-9]+)? ms\b`)
+	durationJSON = regexp.MustCompile(`("(?:took|held)_ms":\s*)[0-9.e+-]+`)
+	// A UTC time stamp in a file name (journal.db.replaced-20261130T090000Z).
+	fileTime = regexp.MustCompile(`\.replaced-[0-9]{8}T[0-9]{6}Z`)
+)
+
+// scrubAll makes an output comparable across runs, replacing only what a
+// run cannot fix: the data dir by $DATA, other temporary dirs by <TMP>,
+// measured durations by <DURATION> (and verify's speed), UTC times in file
+// names by <TIME>. Every other byte is compared.
+func scrubAll(out, dataDir string, tmps ...string) string {
+	out = scrub(out, dataDir)
+	for _, d := range tmps {
+		out = strings.ReplaceAll(out, d, "<TMP>")
+	}
+	out = durationText.ReplaceAllString(out, "<DURATION>")
+	out = durationJSON.ReplaceAllString(out, "${1}<DURATION>")
+	out = fileTime.ReplaceAllString(out, ".replaced-<TIME>")
+	return scrubTimes(out)
+}
+
+// compactedFixture is the fixture node compacted before event 11 (events
+// 1..10 archived, the checkpoint at 10, the journal holding 11..17) with
+// compact -o format; it returns the data dir and compact's output.
+func compactedFixture(t *testing.T, format string) (data, out string) {
+	t.Helper()
+	data = t.TempDir()
+	fixtureNode(t, data)
+	code, out, errs := ctl(t, data, "journal", "compact", "--before", "11", "-o", format)
+	if code != 0 {
+		t.Fatalf("journal compact --before 11 -o %s: exit %d: %s", format, code, errs)
+	}
+	return data, out
+}
+
+// journal compact (offline), table, json and jsonl.
+func TestGoldenCompact(t *testing.T) {
+	for _, o := range goldenFormats {
+		data, out := compactedFixture(t, o)
+		golden(t, "journal_compact_before_11."+o, scrubAll(out, data))
+	}
+}
+
+// The read commands on a compacted journal: verify from the checkpoint
+// and with --archives from the first event, ls, show, history, stats,
+// state at the head, at the checkpoint and after it; state --at before
+// the checkpoint is refused naming the archive.
+func TestGoldenCompacted(t *testing.T) {
+	data, _ := compactedFixture(t, "table")
+	adir := filepath.Join(data, "overlayd", journal.ArchiveDirName)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"journal_verify", []string{"journal", "verify"}},
+		{"journal_verify_archives", []string{"journal", "verify", "--archives", adir}},
+		{"journal_ls", []string{"journal", "ls"}},
+		{"journal_ls_type_ip_reserved", []string{"journal", "ls", "--type", "ip_reserved"}},
+		{"journal_ls_since_5", []string{"journal", "ls", "--since", "5"}},
+		{"journal_show_12", []string{"journal", "show", "12"}},
+		{"journal_stats", []string{"journal", "stats"}},
+		{"history_10.200.3.2", []string{"history", "10.200.3.2"}},
+		{"history_web", []string{"history", "web"}},
+		{"state", []string{"state"}},
+		{"state_at_10", []string{"state", "--at", "10"}},
+		{"state_at_12", []string{"state", "--at", "12"}},
+		{"diff_10_head", []string{"diff", "10", "head"}},
+	} {
+		for _, o := range goldenFormats {
+			code, out, errs := ctl(t, data, append(c.args, "-o", o)...)
+			if code != 0 {
+				t.Errorf("compacted: %v -o %s: exit %d: %s", c.args, o, code, errs)
+				continue
+			}
+			golden(t, "compacted_"+c.name+"."+o, scrubAll(out, data))
+		}
+	}
+	// Points the journal no longer holds: an error naming the archive
+	// (stderr, exit 4), the same in every format.
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"state_at_5", []string{"state", "--at", "5"}},
+		{"journal_show_3", []string{"journal", "show", "3"}},
+		{"diff_5_head", []string{"diff", "5", "head"}},
+	} {
+		code, out, errs := ctl(t, data, c.args...)
+		if code != exitFailure || out != "" {
+			t.Errorf("compacted: %v: exit %d (want %d), stdout %q", c.args, code, exitFailure, out)
+		}
+		golden(t, "compacted_"+c.name+".stderr", scrubAll(errs, data))
+	}
+}
+
+// backup FILE of a stopped node, then restore FILE onto it (the current
+// journal kept aside, the snapshot kept since it belongs to the backup)
+// and onto an empty data dir; backup of a compacted journal.
+func TestGoldenBackupRestore(t *testing.T) {
+	data := t.TempDir()
+	fixtureNode(t, data)
+	dest := t.TempDir()
+	for _, o := range goldenFormats {
+		file := filepath.Join(dest, "node-"+o+".db")
+		code, out, errs := ctl(t, data, "backup", file, "-o", o)
+		if code != 0 {
+			t.Fatalf("backup -o %s: exit %d: %s", o, code, errs)
+		}
+		golden(t, "backup."+o, scrubAll(out, data, dest))
+	}
+	file := filepath.Join(dest, "node-table.db")
+	for _, o := range goldenFormats {
+		code, out, errs := ctl(t, data, "restore", file, "-o", o)
+		if code != 0 {
+			t.Fatalf("restore -o %s: exit %d: %s", o, code, errs)
+		}
+		golden(t, "restore."+o, scrubAll(out, data, dest))
+	}
+	for _, o := range goldenFormats {
+		empty := t.TempDir()
+		code, out, errs := ctl(t, empty, "restore", file, "-o", o)
+		if code != 0 {
+			t.Fatalf("restore into an empty data dir -o %s: exit %d: %s", o, code, errs)
+		}
+		golden(t, "restore_empty."+o, scrubAll(out, empty, dest))
+		if code, out, errs := ctl(t, empty, "journal", "verify"); code != 0 {
+			t.Fatalf("verify after restore into an empty data dir: exit %d: %s%s", code, out, errs)
+		}
+	}
+	cdata, _ := compactedFixture(t, "table")
+	for _, o := range goldenFormats {
+		code, out, errs := ctl(t, cdata, "backup", filepath.Join(dest, "compacted-"+o+".db"), "-o", o)
+		if code != 0 {
+			t.Fatalf("backup of a compacted journal -o %s: exit %d: %s", o, code, errs)
+		}
+		golden(t, "backup_compacted."+o, scrubAll(out, cdata, dest))
+	}
+}
+
+// journal follow from an in-process daemon serving the fixture journal:
+// --after 0 --limit 15 prints the fixture's first 15 events (the daemon's
+// own boot events come after 17); on a compacted journal --after 10
+// --limit 5 prints 11..15 and --after 0 is refused naming the checkpoint.
+func TestGoldenFollow(t *testing.T) {
+	data := t.TempDir()
+	fixtureNode(t, data)
+	sock := filepath.Join(data, "d.sock")
+	liveDaemon(t, data, sock)
+	for _, o := range goldenFormats {
+		code, out, errs := ctlSock(t, data, sock, "journal", "follow", "--after", "0", "--limit", "15", "-o", o)
+		if code != 0 {
+			t.Fatalf("follow -o %s: exit %d: %s", o, code, errs)
+		}
+		golden(t, "journal_follow_after_0_limit_15."+o, scrubAll(out, data))
+	}
+
+	cdata, _ := compactedFixture(t, "table")
+	csock := filepath.Join(cdata, "d.sock")
+	liveDaemon(t, cdata, csock)
+	for _, o := range goldenFormats {
+		code, out, errs := ctlSock(t, cdata, csock, "journal", "follow", "--after", "10", "--limit", "5", "-o", o)
+		if code != 0 {
+			t.Fatalf("compacted: follow --after 10 -o %s: exit %d: %s", o, code, errs)
+		}
+		golden(t, "compacted_journal_follow_after_10_limit_5."+o, scrubAll(out, cdata))
+	}
+	code, out, errs := ctlSock(t, cdata, csock, "journal", "follow", "--after", "0", "--limit", "5")
+	if code != exitFailure {
+		t.Errorf("compacted: follow --after 0: exit %d (want %d)\n%s%s", code, exitFailure, out, errs)
+	}
+	golden(t, "compacted_journal_follow_after_0.stderr", scrubAll(errs, cdata))
+}

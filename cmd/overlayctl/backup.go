@@ -45,6 +45,11 @@ type backupReport struct {
 	HeadSeq uint64 `json:"head_seq"`
 	Size    uint64 `json:"size"`
 	SHA256  string `json:"sha256"`
+	// Of a compacted journal (offline only): the checkpoint, and the
+	// archives holding the events before it, which the copy does not hold.
+	CheckpointSeq uint64               `json:"checkpoint_seq,omitempty"`
+	Archives      []journal.ArchiveRef `json:"archives,omitempty"`
+	ArchiveDir    string               `json:"archive_dir,omitempty"`
 }
 
 func (a *app) backup(ctx context.Context, file string) error {
@@ -66,6 +71,10 @@ func (a *app) backup(ctx context.Context, file string) error {
 		}
 		rep = backupReport{Source: fmt.Sprintf("journal file %s (offline)", st.Path()), Journal: info.Journal.String(), HeadSeq: info.Seq,
 			Size: uint64(info.Size), SHA256: hex.EncodeToString(info.SHA256[:])}
+		if ck := st.Checkpoint(); ck != nil {
+			rep.CheckpointSeq, rep.Archives = ck.Seq, ck.Archives
+			rep.ArchiveDir = filepath.Join(filepath.Dir(st.Path()), journal.ArchiveDirName)
+		}
 	case errors.Is(err, journal.ErrLocked):
 		c, err := a.client(ctx)
 		if err != nil {
@@ -90,6 +99,12 @@ func (a *app) backup(ctx context.Context, file string) error {
 	fmt.Fprintf(a.out, "head:     event %d\n", rep.HeadSeq)
 	fmt.Fprintf(a.out, "size:     %d bytes\n", rep.Size)
 	fmt.Fprintf(a.out, "sha256:   %s\n", rep.SHA256)
+	if rep.CheckpointSeq != 0 {
+		fmt.Fprintf(a.out, "checkpoint: at %d; the events before it are not in the backup but in the archives in %s (keep them with it):\n", rep.CheckpointSeq, rep.ArchiveDir)
+		for _, ar := range rep.Archives {
+			fmt.Fprintf(a.out, "  %s: events %d..%d\n", ar.Name, ar.First, ar.Last)
+		}
+	}
 	return nil
 }
 

@@ -35,10 +35,29 @@ func commandPaths(t *testing.T) [][]string {
 	return paths
 }
 
+// everyCommand is every command overlayctl has: the walk below must find
+// each of them (a command left out of root.go's lists would not be).
+var everyCommand = []string{
+	"", "status", "peers", "ipam", "services", "attachments", "dns", "history", "state", "diff", "call",
+	"backup", "restore", "completion", "help",
+	"journal", "journal ls", "journal show", "journal verify", "journal stats", "journal export",
+	"journal repair", "journal follow", "journal compact",
+}
+
 // -h and --help on every command of the tree exit 0 and print a usage
-// naming the command.
+// naming the command; the tree holds every command of everyCommand.
 func TestHelpOnEveryCommandExitsZero(t *testing.T) {
-	for _, path := range commandPaths(t) {
+	paths := commandPaths(t)
+	found := map[string]bool{}
+	for _, p := range paths {
+		found[strings.Join(p, " ")] = true
+	}
+	for _, c := range everyCommand {
+		if !found[c] {
+			t.Errorf("the help walk does not reach %q (walked %v)", c, paths)
+		}
+	}
+	for _, path := range paths {
 		for _, h := range []string{"-h", "--help"} {
 			args := append(append([]string(nil), path...), h)
 			code, out, errs := ctl(t, t.TempDir(), args...)

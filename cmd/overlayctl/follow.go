@@ -85,7 +85,7 @@ func (a *app) journalFollow(ctx context.Context, after *uint64, limit uint64) er
 	p := a.printer()
 	if p.Table() {
 		fmt.Fprintf(a.out, "source: live daemon (socket %s), following after event %d\n", sock, from)
-		fmt.Fprintf(a.out, "%-8s  %-30s  %-26s  %-24s  %-28s  %s\n", "SEQ", "TIME", "ID", "TYPE", "CAUSE", "PAYLOAD")
+		fmt.Fprintf(a.out, "%-8s  %-30s  %-26s  %-24s  %-40s  %s\n", "SEQ", "TIME", "ID", "TYPE", "CAUSE", "PAYLOAD")
 	}
 	n := uint64(0)
 	errLimit := errors.New("limit reached")
@@ -93,7 +93,7 @@ func (a *app) journalFollow(ctx context.Context, after *uint64, limit uint64) er
 		var werr error
 		switch a.output {
 		case "table":
-			_, werr = fmt.Fprintf(a.out, "%-8d  %-30s  %-26s  %-24s  %-28s  %s\n", e.Seq, e.Time, e.ID, e.Type, causeOf(e), e.Payload)
+			_, werr = fmt.Fprintf(a.out, "%-8d  %-30s  %-26s  %-24s  %-40s  %s\n", e.Seq, e.Time, e.ID, e.Type, causeOf(e), e.Payload)
 		case "json":
 			var b []byte
 			if b, werr = json.MarshalIndent(e, "", "  "); werr == nil {

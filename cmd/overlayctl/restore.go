@@ -48,6 +48,19 @@ type restoreReport struct {
 	HeadSeq  uint64 `json:"head_seq"`
 	Replaced string `json:"replaced,omitempty"` // where the journal that was there went
 	Snapshot string `json:"snapshot"`           // kept, none, or where it went
+	// A compacted backup holds FirstSeq..HeadSeq after a checkpoint at
+	// CheckpointSeq; the events before it are in Archives (names in
+	// <data-dir>/overlayd/archive), which the backup file does not hold.
+	FirstSeq      uint64           `json:"first_seq"`
+	CheckpointSeq uint64           `json:"checkpoint_seq,omitempty"`
+	Archives      []restoreArchive `json:"archives,omitempty"`
+}
+
+// restoreArchive is an archive a restored compacted journal refers to, and
+// whether it is in the data dir's archive directory.
+type restoreArchive struct {
+	journal.ArchiveRef
+	Present bool `json:"present"`
 }
 
 func (a *app) restore(ctx context.Context, file string) error {
@@ -79,6 +92,7 @@ func (a *app) restore(ctx context.Context, file string) error {
 	}
 	id := st.Identity().ID
 	head, headHash := st.Head()
+	ckpt := st.Checkpoint()
 	rep, err := replay.Verify(st, nil, 0)
 	st.Close()
 	if err != nil {
@@ -94,7 +108,14 @@ func (a *app) restore(ctx context.Context, file string) error {
 		return fmt.Errorf("restore: %s holds no event; nothing was changed", file)
 	}
 	stamp := time.Now().UTC().Format("20060102T150405Z")
-	out := restoreReport{Source: fmt.Sprintf("journal file %s (offline)", jpath), Backup: file, Journal: jpath, ID: id.String(), HeadSeq: head, Snapshot: "none"}
+	out := restoreReport{Source: fmt.Sprintf("journal file %s (offline)", jpath), Backup: file, Journal: jpath, ID: id.String(), HeadSeq: head, Snapshot: "none", FirstSeq: 1}
+	if ckpt != nil {
+		out.FirstSeq, out.CheckpointSeq = ckpt.Seq+1, ckpt.Seq
+		for _, ar := range ckpt.Archives {
+			_, err := os.Stat(filepath.Join(dir, journal.ArchiveDirName, ar.Name))
+			out.Archives = append(out.Archives, restoreArchive{ArchiveRef: ar, Present: err == nil})
+		}
+	}
 	if _, err := os.Stat(jpath); err == nil {
 		out.Replaced = jpath + ".replaced-" + stamp
 		if err := os.Rename(jpath, out.Replaced); err != nil {
@@ -128,7 +149,18 @@ func (a *app) restore(ctx context.Context, file string) error {
 		return a.printer().Object(out)
 	}
 	fmt.Fprintf(a.out, "source:    %s\n", out.Source)
-	fmt.Fprintf(a.out, "restored:  %s from %s (journal %s, events 1..%d, verified)\n", jpath, file, out.ID, head)
+	fmt.Fprintf(a.out, "restored:  %s from %s (journal %s, events %d..%d, verified)\n", jpath, file, out.ID, out.FirstSeq, head)
+	if ckpt != nil {
+		fmt.Fprintf(a.out, "checkpoint: at %d; the events before it are in the archives, which a backup does not hold:\n", ckpt.Seq)
+		adir := filepath.Join(dir, journal.ArchiveDirName)
+		for _, ar := range out.Archives {
+			where := "present in " + adir
+			if !ar.Present {
+				where = "missing from " + adir + ": copy it there from the node the backup was taken on to verify from event 1"
+			}
+			fmt.Fprintf(a.out, "  %s: events %d..%d, %s\n", ar.Name, ar.First, ar.Last, where)
+		}
+	}
 	if out.Replaced != "" {
 		fmt.Fprintf(a.out, "replaced:  the previous journal is kept as %s\n", out.Replaced)
 	}

@@ -630,6 +630,11 @@ func (s *BoltStore) closeHandle(h *handle) error {
 // Close waits for queued commits and closes the file. Calls after Close
 // fail with ErrClosed; a second Close returns nil.
 func (s *BoltStore) Close() error {
+	// No indexer may start from here on (a Recover finishing meanwhile
+	// would start one that nothing stops).
+	s.mu.Lock()
+	s.idx.closed = true
+	s.mu.Unlock()
 	s.stopIndexer()
 	if !s.opt.ReadOnly {
 		s.sendMu.Lock()

@@ -34,10 +34,12 @@ type indexState struct {
 	version uint32 // the file's index version
 	through uint64 // every event <= through is indexed
 
-	// The indexer goroutine: guarded by BoltStore.mu.
-	stop chan struct{}
-	done chan struct{} // nil: none running
-	kick chan struct{} // a commit happened (buffered 1)
+	// The indexer goroutine: guarded by BoltStore.mu. closed: Close has
+	// begun, no indexer starts any more.
+	closed bool
+	stop   chan struct{}
+	done   chan struct{} // nil: none running
+	kick   chan struct{} // a commit happened (buffered 1)
 }
 
 // initIndex reads the index record and, on a writable open, creates the

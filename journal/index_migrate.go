@@ -39,7 +39,7 @@ var indexBatchHook func(s *BoltStore, through uint64)
 func (s *BoltStore) startIndexer() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.idx.on || s.idx.done != nil || s.closing {
+	if !s.idx.on || s.idx.done != nil || s.closing || s.idx.closed {
 		return
 	}
 	s.idx.stop, s.idx.done = make(chan struct{}), make(chan struct{})

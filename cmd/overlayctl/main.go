@@ -21,10 +21,14 @@ package main
 
 import (
 	"io"
+	"log/slog"
 	"os"
 )
 
 func main() {
+	// The journal's own log lines (a compaction done, an index being
+	// built) would repeat what the commands report: only warnings show.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -75,6 +75,17 @@ func (a *app) eventLister(src *source, how string) *eventLister {
 	return l
 }
 
+// compactedNote says, in a table, that the journal starts after a
+// checkpoint: earlier events are only in the archives.
+func (a *app) compactedNote(ctx context.Context, q audit.Querier) {
+	if !a.printer().Table() {
+		return
+	}
+	if first, err := q.First(ctx); err == nil && first > 1 {
+		fmt.Fprintf(a.out, "note: the journal starts at event %d; events 1..%d were compacted into archives (journal verify --archives <data-dir>/overlayd/archive)\n", first, first-1)
+	}
+}
+
 func howNote(how string) string {
 	switch how {
 	case "index":
@@ -193,6 +204,7 @@ func (a *app) journalLs(ctx context.Context, f audit.Filter) error {
 	}
 	defer src.Close()
 	l := a.eventLister(src, q.How())
+	a.compactedNote(ctx, q)
 	if err := q.List(ctx, f, l.Event); err != nil {
 		return queryError(fmt.Errorf("journal ls: %w", err))
 	}
@@ -300,6 +312,7 @@ func (a *app) history(ctx context.Context, object string) error {
 	}
 	defer src.Close()
 	l := a.eventLister(src, q.How())
+	a.compactedNote(ctx, q)
 	if err := q.History(ctx, object, l.Event); err != nil {
 		return queryError(fmt.Errorf("history %s: %w", object, err))
 	}

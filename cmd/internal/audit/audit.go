@@ -79,6 +79,9 @@ func (f *Filter) Validate() error {
 type Querier interface {
 	// Head is the last committed sequence.
 	Head(ctx context.Context) (uint64, error)
+	// First is the first sequence the journal holds: 1, or the one after
+	// a compaction's checkpoint (0 when empty).
+	First(ctx context.Context) (uint64, error)
 	// List calls fn for each event matching f, oldest first (newest with
 	// Reverse), at most f.Limit.
 	List(ctx context.Context, f Filter, fn func(ipc.JournalEvent) error) error

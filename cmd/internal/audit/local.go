@@ -47,6 +47,9 @@ func (l *Local) How() string { return l.how }
 
 func (l *Local) Head(context.Context) (uint64, error) { return l.r.head(), nil }
 
+// First implements Querier.
+func (l *Local) First(context.Context) (uint64, error) { return l.r.first() }
+
 // seqOf resolves p to a sequence. For a time, until gives the last event
 // at or before it, otherwise the first event at or after it.
 func (l *Local) seqOf(p Point, until bool) (uint64, error) {
@@ -265,7 +268,7 @@ func (l *Local) StateAt(ctx context.Context, p Point) (*projections.State, error
 	}
 	head := l.r.head()
 	if seq > head {
-		return nil, fmt.Errorf("state at %s: the journal ends at sequence %d", p, head)
+		return nil, fmt.Errorf("the journal ends at sequence %d", head)
 	}
 	st := projections.New()
 	sn, err := l.r.stateAtOrBefore(seq)
@@ -280,18 +283,18 @@ func (l *Local) StateAt(ctx context.Context, p Point) (*projections.State, error
 	// A compacted journal starts from its checkpoint's state.
 	if ck := journal.CheckpointOf(l.store); ck != nil && ck.Seq > st.Seq {
 		if seq < ck.Seq {
-			return nil, fmt.Errorf("state at %s: events up to %d were compacted into archive %s (verify it with journal verify --archives)", p, ck.Seq, ck.Archive().Name)
+			return nil, fmt.Errorf("events up to %d were compacted into archive %s (verify it with journal verify --archives)", ck.Seq, ck.Archive().Name)
 		}
 		cs, err := replay.CheckpointStateOf(l.store)
 		if err != nil {
-			return nil, fmt.Errorf("state at %s: the checkpoint's state: %w", p, err)
+			return nil, fmt.Errorf("the checkpoint's state: %w", err)
 		}
 		st = cs
 	}
 	if first, err := l.r.first(); err != nil {
 		return nil, err
 	} else if first > st.Seq+1 && seq >= st.Seq+1 {
-		return nil, fmt.Errorf("state at %s: events %d..%d were compacted into an archive and no state is kept for them", p, st.Seq+1, first-1)
+		return nil, fmt.Errorf("events %d..%d were compacted into an archive and no state is kept for them", st.Seq+1, first-1)
 	}
 	if seq == st.Seq {
 		return st, nil
@@ -318,7 +321,7 @@ func (l *Local) StateAt(ctx context.Context, p Point) (*projections.State, error
 		return nil, err
 	}
 	if st.Seq != seq {
-		return nil, fmt.Errorf("state at %s: the journal holds events up to %d only", p, st.Seq)
+		return nil, fmt.Errorf("the journal holds events up to %d only", st.Seq)
 	}
 	return st, nil
 }

@@ -34,6 +34,19 @@ func (r *Remote) Head(ctx context.Context) (uint64, error) {
 	return resp.(ipc.JournalPage).HeadSeq, nil
 }
 
+// First implements Querier: the first event the daemon's journal holds.
+func (r *Remote) First(ctx context.Context) (uint64, error) {
+	one := uint32(1)
+	resp, err := r.c.Call(ctx, ipc.JournalQuery{Limit: &one})
+	if err != nil {
+		return 0, err
+	}
+	if p := resp.(ipc.JournalPage); len(p.Events) > 0 {
+		return p.Events[0].Seq, nil
+	}
+	return 0, nil
+}
+
 // QueryOf is the journal_query request for f (without paging).
 func QueryOf(f Filter) ipc.JournalQuery {
 	q := ipc.JournalQuery{Types: f.Types, Reverse: f.Reverse, PID: f.PID}

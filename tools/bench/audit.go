@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -47,15 +48,29 @@ func benchAudit(tmp string) {
 	fmt.Printf("Journal generated in %s (%d events, %.0f MiB). The first boot of this build on it answered in %s and, in the background, indexed it in %s (from process start) and kept past states by %s; the file is then %.0f MiB.\n\n",
 		gen.Round(time.Second), total, mibOf(fiBefore.Size()), ms(ready), indexed.Round(10*time.Millisecond), kept.Round(10*time.Millisecond), mibOf(fiAfter.Size()))
 
+	lastOut := map[string][]byte{} // the last output of each command (without --scan)
 	run := func(args ...string) time.Duration {
 		cmd := exec.Command(ctl, append([]string{"--data-dir", dir}, args...)...)
-		var stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = nil, &stderr
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		t0 := time.Now()
 		if err := cmd.Run(); err != nil {
 			fatalf("overlayctl %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
 		}
-		return time.Since(t0)
+		took := time.Since(t0)
+		lastOut[strings.Join(args, " ")] = stdout.Bytes()
+		return took
+	}
+	// events counts the events of a JSON array answer, and checks that
+	// the indexed and the scanning answers are the same.
+	events := func(args ...string) int {
+		a, b := lastOut[strings.Join(args, " ")], lastOut["--scan "+strings.Join(args, " ")]
+		if !bytes.Equal(a, b) {
+			fatalf("overlayctl %s: the indexed and the scanning answers differ", strings.Join(args, " "))
+		}
+		var evs []json.RawMessage
+		check(json.Unmarshal(a, &evs))
+		return len(evs)
 	}
 	// median of n runs, index and scan alternating.
 	pair := func(n int, args ...string) (idx, scan time.Duration) {
@@ -70,19 +85,26 @@ func benchAudit(tmp string) {
 	fmt.Println()
 	fmt.Println("| query | target | indexed | full scan (baseline) |")
 	fmt.Println("|---|---|---|---|")
-	hi, hs := pair(5, "history", "10.64.0.10", "-o", "json")
-	fmt.Printf("| `history 10.64.0.10` | ≤ 200 ms | %s | %s |\n", ms(hi), ms(hs))
-	li, ls := pair(5, "journal", "ls", "--type", "peer_removed", "--limit", "100", "-o", "json")
-	fmt.Printf("| `journal ls --type peer_removed --limit 100` | ≤ 100 ms | %s | %s |\n", ms(li), ms(ls))
-	li, ls = pair(5, "journal", "ls", "--type", "peer_removed", "--limit", "100", "--reverse", "-o", "json")
-	fmt.Printf("| `journal ls --type peer_removed --limit 100 --reverse` | ≤ 100 ms | %s | %s |\n", ms(li), ms(ls))
+	hist := []string{"history", "10.64.0.10", "-o", "json"}
+	hi, hs := pair(5, hist...)
+	fmt.Printf("| `history 10.64.0.10` (%d events) | ≤ 200 ms | %s | %s |\n", events(hist...), ms(hi), ms(hs))
+	lsT := []string{"journal", "ls", "--type", "peer_removed", "--limit", "100", "-o", "json"}
+	li, ls := pair(5, lsT...)
+	fmt.Printf("| `journal ls --type peer_removed --limit 100` (%d events) | ≤ 100 ms | %s | %s |\n", events(lsT...), ms(li), ms(ls))
+	lsR := []string{"journal", "ls", "--type", "peer_removed", "--limit", "100", "--reverse", "-o", "json"}
+	li, ls = pair(5, lsR...)
+	fmt.Printf("| `journal ls --type peer_removed --limit 100 --reverse` (%d events) | ≤ 100 ms | %s | %s |\n", events(lsR...), ms(li), ms(ls))
 	r := rand.New(rand.NewSource(1))
 	var worstI, worstS time.Duration
 	var pts []string
 	for i := 0; i < 5; i++ {
 		seq := 1 + r.Intn(total)
 		pts = append(pts, fmt.Sprint(seq))
-		a, b := pair(1, "state", "--at", fmt.Sprint(seq), "-o", "json")
+		args := []string{"state", "--at", fmt.Sprint(seq), "-o", "json"}
+		a, b := pair(1, args...)
+		if !bytes.Equal(lastOut[strings.Join(args, " ")], lastOut["--scan "+strings.Join(args, " ")]) {
+			fatalf("state --at %d: the answers from a kept state and from a full replay differ", seq)
+		}
 		worstI, worstS = max(worstI, a), max(worstS, b)
 	}
 	fmt.Printf("| `state --at` (worst of 5 random points: %s) | ≤ 1 s | %s | %s |\n", strings.Join(pts, ", "), ms(worstI), ms(worstS))

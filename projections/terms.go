@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/netip"
 	"slices"
 	"strings"
@@ -66,70 +64,14 @@ func Terms(typ string, _ uint16, payload []byte) []string {
 	if len(payload) == 0 || payload[0] != '{' {
 		return nil
 	}
-	var v map[string]any
-	d := json.NewDecoder(bytes.NewReader(payload))
-	d.UseNumber()
-	if d.Decode(&v) != nil {
+	var out []string
+	sc := termScanner{b: payload, out: &out}
+	sc.object(nil)
+	if sc.bad {
 		return nil
 	}
-	var out []string
-	walkTerms(v, &out)
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-func walkTerms(obj map[string]any, out *[]string) {
-	for k, v := range obj {
-		if skipFields[k] {
-			continue
-		}
-		if k == "handle" {
-			if h, ok := handleOf(v); ok {
-				*out = append(*out, TermHandle+h.Key())
-			}
-			continue
-		}
-		kind, indexed := fieldKinds[k]
-		switch x := v.(type) {
-		case string:
-			if indexed {
-				addTerm(kind, x, out)
-			}
-		case []any:
-			for _, e := range x {
-				if s, ok := e.(string); ok && indexed {
-					addTerm(kind, s, out)
-				} else if m, ok := e.(map[string]any); ok {
-					walkTerms(m, out)
-				}
-			}
-		case map[string]any:
-			walkTerms(x, out)
-		}
-	}
-	// A guest's id is its handle (guest_managed:<id>).
-	if id, ok := obj["id"].(string); ok && id != "" {
-		if _, hasKey := obj["public_key"]; hasKey {
-			*out = append(*out, TermHandle+GuestHandle(id).Key())
-		}
-	}
-}
-
-func handleOf(v any) (Handle, bool) {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return Handle{}, false
-	}
-	var h Handle
-	h.Platform, _ = m["platform"].(string)
-	h.ContainerID, _ = m["container_id"].(string)
-	h.ID, _ = m["id"].(string)
-	if n, ok := m["pid"].(json.Number); ok {
-		if p, err := n.Int64(); err == nil && p >= 0 && p <= 1<<32-1 {
-			h.PID = uint32(p)
-		}
-	}
-	return h, h.Platform != ""
 }
 
 func addTerm(kind, s string, out *[]string) {

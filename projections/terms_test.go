@@ -83,7 +83,6 @@ func handleOf(v any) (Handle, bool) {
 	return h, h.Platform != ""
 }
 
-
 // TestTermsScannerEqualsDecoding: on every event shape (each command of a
 // seeded random run, through Decide) and on payloads with escapes, nesting
 // and odd spacing, the scanner's terms are the decoding's.

@@ -396,6 +396,8 @@ func TestCompactCrashWindows(t *testing.T) {
 			crashed := filepath.Join(t.TempDir(), "crashed")
 			s := openC(t, dir, Options{})
 			fillN(t, s, 1, 4000)
+			// The indexer idle first: it reads Failpoint too.
+			waitIndexedTo(t, s, 4000)
 			hit := false
 			Failpoint = func(name string) {
 				if name == fp && !hit {
@@ -429,5 +431,15 @@ func TestCompactCrashWindows(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// waitIndexedTo waits until s's index covers head.
+func waitIndexedTo(t *testing.T, s *BoltStore, head uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); s.IndexStatus().Through < head; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("index %+v, want through %d", s.IndexStatus(), head)
+		}
 	}
 }

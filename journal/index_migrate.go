@@ -40,6 +40,15 @@ const (
 	migrationLag     = 20_000
 )
 
+// While commits keep coming the indexer defers its work (commands first)
+// until the index is deferLag events behind or maxDefer has passed: index
+// reads scan what the index does not cover yet (at most maxIndexLag), so
+// answers stay exact, only slower.
+const (
+	deferLag = 32_768
+	maxDefer = 5 * time.Second
+)
+
 // indexBatchHook, when set (tests), is called on the indexer goroutine
 // after each batch with the new through.
 var indexBatchHook func(s *BoltStore, through uint64)
@@ -114,13 +123,32 @@ func (s *BoltStore) indexer(stop, done chan struct{}) {
 			return
 		case <-kick:
 		}
-		select {
-		case <-stop:
-			s.catchUp(nil, true)
-			return
-		case <-time.After(indexDelay):
+		// Commands first: while commits keep coming, wait for a pause of
+		// indexDelay, as long as the index stays well within what reads
+		// can make up by scanning (deferLag) and for at most maxDefer.
+		deferred := time.Now()
+	quiet:
+		for {
+			select {
+			case <-stop:
+				s.catchUp(nil, true)
+				return
+			case <-time.After(indexDelay):
+				break quiet
+			case <-kick:
+				if s.indexLag() >= deferLag || time.Since(deferred) >= maxDefer {
+					break quiet
+				}
+			}
 		}
 	}
+}
+
+// indexLag is how many acknowledged events the index does not cover yet.
+func (s *BoltStore) indexLag() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.headSeq - s.idx.through
 }
 
 func (s *BoltStore) batchSize() int {
@@ -148,6 +176,7 @@ func (s *BoltStore) catchUp(stop chan struct{}, final bool) bool {
 			return false
 		default:
 		}
+		batchStart := time.Now()
 		through, complete, err := s.indexBatch()
 		if errors.Is(err, ErrReadOnly) {
 			slog.Info("journal: indexing paused until the journal recovers", "file", s.path)
@@ -163,8 +192,22 @@ func (s *BoltStore) catchUp(stop chan struct{}, final bool) bool {
 		if complete {
 			return true
 		}
-		// Let the writer take its lock (Go's mutex is not fair).
-		time.Sleep(time.Millisecond)
+		// Let the writer take its lock (Go's mutex is not fair), and while
+		// commits keep coming give them at least as much time as the
+		// batch took, unless the index is falling too far behind.
+		pause := time.Millisecond
+		if !final && s.indexLag() < deferLag && time.Since(batchStart) > pause {
+			s.mu.Lock()
+			kick := s.idx.kick
+			s.mu.Unlock()
+			select {
+			case <-kick:
+				pause = time.Since(batchStart)
+				s.kickIndexer() // keep the kick for the indexer's loop
+			default:
+			}
+		}
+		time.Sleep(pause)
 	}
 }
 

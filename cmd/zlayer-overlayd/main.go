@@ -61,6 +61,9 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// The journal logs through the default logger (indexing, compaction):
+	// the same handler, so its lines read like the daemon's own.
+	slog.SetDefault(log)
 	if os.Getenv("GOGC") == "" {
 		// Each wireguard-go device keeps about 28 MB of batch buffers that
 		// count as live heap but are mostly never touched; with the default

@@ -115,8 +115,12 @@ func TestFollowAcrossKill9SeesEveryEventOnce(t *testing.T) {
 	for {
 		mu.Lock()
 		k := len(got)
+		var last uint64
+		if k > 0 {
+			last = got[k-1].Seq
+		}
 		mu.Unlock()
-		if k > 0 && got[k-1].Seq >= head {
+		if k > 0 && last >= head {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -122,6 +122,9 @@ func (s *BoltStore) Compact(through uint64, state CheckpointState) (*CompactResu
 		os.Remove(tmp)
 		return fmt.Errorf("journal: compact %s: rewrite: %w (the journal is unchanged; the archive %s was written and is named by no checkpoint)", s.path, err, apath)
 	}
+	// The index up to the head first, outside the hold: the keys written
+	// after the bulk copy are copied while commits wait.
+	s.indexNow()
 	rw, err := s.startRewrite(tmp, ck)
 	if err != nil {
 		return nil, rewriteErr(err)

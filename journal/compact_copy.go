@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -23,10 +25,12 @@ type rewrite struct {
 	// failed after reaching the file may be in it, and after Recover new
 	// events take its sequence numbers.
 	upToHash [32]byte
-	// The index record at the bulk copy, and whether the index was
-	// complete then (every event <= upTo indexed): only then can the
-	// commits since be added by their terms alone.
+	// The index record at the bulk copy: whether there is one (or no
+	// index at all), and how far it reached. Events after idxThrough may
+	// have had their keys written since: the delta copies them by their
+	// terms.
 	idxComplete bool
+	idxThrough  uint64
 	// statesPut is BoltStore.statesPut before the bulk copy.
 	statesPut uint64
 }
@@ -69,7 +73,8 @@ func (s *BoltStore) startRewrite(tmp string, ck *Checkpoint) (*rewrite, error) {
 		}
 		rw.upTo, rw.upToHash = h.seq, h.hash
 		rec, present := decodeIndexRecord(m.Get(keyIndex))
-		rw.idxComplete = !indexOn || (present && rec.through == h.seq)
+		rw.idxComplete = !indexOn || present
+		rw.idxThrough = min(rec.through, h.seq)
 		if err := rw.c.begin(); err != nil {
 			return err
 		}
@@ -111,9 +116,11 @@ func (s *BoltStore) copyAll(c *copier, src *bolt.Tx, ck *Checkpoint, upTo uint64
 // change meanwhile. The commits since are copied by what they wrote:
 // their events, their index keys (the terms of each event, as the commit
 // computed them), the retained states after the bulk copy, all of meta,
-// and every bucket the journal does not know by name in full. When the
-// index was not complete at the bulk copy (a migration was under way),
-// the whole journal is copied again instead.
+// and every bucket the journal does not know by name in full; and the
+// index keys written since the bulk copy for events it held (the indexer
+// runs behind the commits). Compact brings the index up to the head just
+// before the bulk copy, so those are few. Without an index record (an
+// index being set up) the whole journal is copied again instead.
 func (s *BoltStore) finishRewrite(rw *rewrite, ck *Checkpoint, head uint64) error {
 	c := rw.c
 	err := s.view("compact: copy the last commits", func(src *bolt.Tx) error {
@@ -144,7 +151,7 @@ func (s *BoltStore) finishRewrite(rw *rewrite, ck *Checkpoint, head uint64) erro
 				statesFrom = ck.Seq
 			}
 			s.mu.Unlock()
-			if err := s.copyDelta(c, src, ck, rw.upTo, head, statesFrom); err != nil {
+			if err := s.copyDelta(c, src, ck, rw.upTo, head, statesFrom, max(rw.idxThrough, ck.Seq)); err != nil {
 				return err
 			}
 		}
@@ -215,7 +222,7 @@ func (s *BoltStore) startRewriteAt(tmp string) (*rewrite, error) {
 
 // copyDelta copies into c what the commits of events from+1..to wrote,
 // and the retained states past statesFrom.
-func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to, statesFrom uint64) error {
+func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to, statesFrom, idxFrom uint64) error {
 	ev := src.Bucket(bucketEvents)
 	if ev == nil {
 		return errors.New("the events bucket is missing")
@@ -227,6 +234,31 @@ func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to,
 	}
 	cur := ev.Cursor()
 	var e Envelope
+	// The terms of the events indexed since the bulk copy: the only ones
+	// the terms bucket can have gained since (it is copied by them, not
+	// again in full: it holds every distinct term of the journal).
+	seen := map[string]bool{}
+	// Events the bulk copy holds but that were indexed only since (the
+	// indexer runs behind the commits): their keys, not the events again.
+	for k, v := cur.Seek(seqKey(idxFrom + 1)); ic != nil && k != nil && ne64(k) <= min(from, to); k, v = cur.Next() {
+		if err := decodeInto(&e, v, false); err != nil {
+			return fmt.Errorf("event %d: %w", ne64(k), err)
+		}
+		terms, err := s.rawTerms(&e)
+		if err != nil {
+			return fmt.Errorf("event %d: index terms: %w", e.Seq, err)
+		}
+		for _, t := range terms {
+			seen[t] = true
+		}
+		for _, pk := range postingKeys(nil, terms, e.Seq) {
+			if got, _ := ic.Seek(pk); bytes.Equal(got, pk) {
+				if err := c.put([][]byte{bucketIndex}, pk, nil); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	for k, v := cur.Seek(seqKey(from + 1)); k != nil && ne64(k) <= to; k, v = cur.Next() {
 		if err := c.put([][]byte{bucketEvents}, k, v); err != nil {
 			return err
@@ -240,6 +272,9 @@ func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to,
 		terms, err := s.rawTerms(&e)
 		if err != nil {
 			return fmt.Errorf("event %d: index terms: %w", e.Seq, err)
+		}
+		for _, t := range terms {
+			seen[t] = true
 		}
 		for _, pk := range postingKeys(nil, terms, e.Seq) {
 			if got, _ := ic.Seek(pk); !bytes.Equal(got, pk) {
@@ -258,9 +293,18 @@ func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to,
 			}
 		}
 	}
+	if tb := src.Bucket(bucketTerms); tb != nil {
+		for _, t := range slices.Sorted(maps.Keys(seen)) {
+			if tb.Get([]byte(t)) != nil {
+				if err := c.put([][]byte{bucketTerms}, []byte(t), nil); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	return src.ForEach(func(name []byte, b *bolt.Bucket) error {
 		switch {
-		case bytes.Equal(name, bucketEvents), bytes.Equal(name, bucketIndex), bytes.Equal(name, bucketStates):
+		case bytes.Equal(name, bucketEvents), bytes.Equal(name, bucketIndex), bytes.Equal(name, bucketStates), bytes.Equal(name, bucketTerms):
 			return nil
 		case !bytes.Equal(name, bucketMeta):
 			// A bucket the journal does not know: copied again in full.

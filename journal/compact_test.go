@@ -2,9 +2,11 @@ package journal
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -440,6 +442,51 @@ func waitIndexedTo(t *testing.T, s *BoltStore, head uint64) {
 	for deadline := time.Now().Add(10 * time.Second); s.IndexStatus().Through < head; time.Sleep(2 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("index %+v, want through %d", s.IndexStatus(), head)
+		}
+	}
+}
+
+// TestCompactCarriesTermsIndexedAfterTheBulkCopy: events committed and
+// indexed between the bulk copy and the hold bring new terms; the
+// compacted file's terms bucket has them (it is copied by the delta's
+// terms, not again in full) and their postings answer.
+func TestCompactCarriesTermsIndexedAfterTheBulkCopy(t *testing.T) {
+	dir := t.TempDir()
+	unique := func(_ string, _ uint16, p []byte) []string { return []string{"u:" + string(p)} }
+	s := openC(t, dir, Options{NoSync: true, Indexer: unique, IndexVersion: 9})
+	fillN(t, s, 1, 3000)
+	waitIndexedTo(t, s, 3000)
+	var once atomic.Bool
+	Failpoint = func(name string) {
+		if name == "journal/compact-copied" && once.CompareAndSwap(false, true) {
+			fillN(t, s, 3001, 100)
+			waitIndexedTo(t, s, 3100)
+		}
+	}
+	defer func() { Failpoint = nil }()
+	if _, err := s.Compact(2000, fakeState(2000)); err != nil {
+		t.Fatal(err)
+	}
+	Failpoint = nil
+	if !once.Load() {
+		t.Fatal("the failpoint after the bulk copy was not hit")
+	}
+	var terms []string
+	if err := s.Terms("u:", func(term string) error { terms = append(terms, term); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	has := map[string]bool{}
+	for _, x := range terms {
+		has[x] = true
+	}
+	for i := 2001; i <= 3100; i++ {
+		term := fmt.Sprintf(`u:{"n":%d}`, i)
+		if !has[term] {
+			t.Fatalf("term of event %d missing after the compaction (%d terms)", i, len(terms))
+		}
+		var got []uint64
+		if err := s.Postings(term, 0, 0, false, func(seq uint64) error { got = append(got, seq); return nil }); err != nil || len(got) != 1 || got[0] != uint64(i) {
+			t.Fatalf("postings of %s: %v %v", term, got, err)
 		}
 	}
 }

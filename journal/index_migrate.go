@@ -326,3 +326,18 @@ func (s *BoltStore) indexBatch() (through uint64, complete bool, err error) {
 	s.mu.Unlock()
 	return to, to >= head, nil
 }
+
+// indexNow indexes up to the head on the caller's goroutine, in batches
+// interleaved with commits (Compact, before its bulk copy). An indexer
+// batch running meanwhile is not written twice (indexBatch reads again
+// when "through" moved).
+func (s *BoltStore) indexNow() {
+	s.mu.Lock()
+	on := s.idx.on
+	s.mu.Unlock()
+	for i := 0; on && i < 10_000; i++ {
+		if _, complete, err := s.indexBatch(); err != nil || complete {
+			return
+		}
+	}
+}

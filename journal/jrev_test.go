@@ -2,7 +2,7 @@ package journal
 
 import (
 	"errors"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -29,10 +29,13 @@ func TestIndexerBatchAcrossCompaction(t *testing.T) {
 	stripIndex(t, dir) // the writable open below migrates, in batches of 100
 
 	reached, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	var first atomic.Bool
 	Failpoint = func(name string) {
-		if name == "journal/index-read" {
-			once.Do(func() { close(reached); <-release })
+		// Only the indexer's first batch waits (Compact indexes up to
+		// the head itself first, through the same path).
+		if name == "journal/index-read" && first.CompareAndSwap(false, true) {
+			close(reached)
+			<-release
 		}
 	}
 	defer func() { Failpoint = nil }()
@@ -160,10 +163,13 @@ func TestPostingsBehindAcrossCheckpoint(t *testing.T) {
 	s.Close()
 	stripIndex(t, dir)
 	reached, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	var first atomic.Bool
 	Failpoint = func(name string) {
-		if name == "journal/index-read" {
-			once.Do(func() { close(reached); <-release })
+		// Only the indexer's first batch waits (Compact indexes up to
+		// the head itself first, through the same path).
+		if name == "journal/index-read" && first.CompareAndSwap(false, true) {
+			close(reached)
+			<-release
 		}
 	}
 	defer func() { Failpoint = nil }()
@@ -173,7 +179,9 @@ func TestPostingsBehindAcrossCheckpoint(t *testing.T) {
 	if _, err := s.Compact(3000, fakeState(3000)); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.IndexStatus(); !st.Ready || st.Through != 0 {
+	// Compact indexes up to the head before its bulk copy (indexNow), so
+	// the index may have caught up; either way the answers are exact.
+	if st := s.IndexStatus(); !st.Ready {
 		t.Fatalf("index status: %+v", st)
 	}
 	got := postingsOf(t, s, "type:test_event")

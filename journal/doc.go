@@ -183,13 +183,16 @@
 //	         preceding byte of the file (the digest the checkpoint records)
 //
 // Compact writes the archive first (in short read transactions, commits
-// going on), syncs it, renames it into place and syncs the directory; then,
-// commits held, it copies the journal into journal.db.compact without what
-// the checkpoint replaces (events <= N, index keys ending in a sequence <=
-// N, retained states <= N; every other bucket and key as it is) plus the
-// checkpoint, cut at its high-water mark and synced; then, reads held, it
-// renames that file over the journal, syncs the directory and continues on
-// it. A failure before the rename leaves the journal as it was (an archive
+// going on), syncs it, renames it into place and syncs the directory; then
+// it brings the index up to the head and, commits still going on, copies
+// the journal into journal.db.compact without what the checkpoint replaces
+// (events <= N, index keys ending in a sequence <= N, retained states <= N;
+// every other bucket and key as it is); then, commits held, it adds what
+// was committed and indexed since that copy (events, their index keys and
+// new terms, states, meta) and the checkpoint, cuts the file at its
+// high-water mark and syncs it (6 ms of holding at 1M events,
+// BENCHMARKS.md); then, reads held, it renames that file over the journal,
+// syncs the directory and continues on it. A failure before the rename leaves the journal as it was (an archive
 // no checkpoint names may be left; the next compaction at the same point
 // replaces it). Failpoints: "journal/compact-archive" (half of the archive
 // written), "journal/compact-swap" (the rewritten file complete, before the

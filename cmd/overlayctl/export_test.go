@@ -48,7 +48,7 @@ func TestExportHasNoPrivateKeys(t *testing.T) {
 		}
 		return resp
 	}
-	call(ipc.SetupGlobalOverlay{Deployment: "prod", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: 51820})
+	call(ipc.SetupGlobalOverlay{Deployment: "prod", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", SliceCIDR: &fixSlice, WgPort: 51820})
 	so := call(ipc.SetupServiceOverlay{Service: "db", Mode: ipc.ModeDedicated}).(ipc.ServiceOverlay)
 	if so.WgPublicKey == nil {
 		t.Fatalf("dedicated service without a key: %+v", so)

@@ -26,7 +26,7 @@ func TestQueriesOnlineEqualOffline(t *testing.T) {
 	defer c.Close()
 	ctx := context.Background()
 	for _, r := range []ipc.Request{
-		ipc.SetupGlobalOverlay{Deployment: "prod", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", WgPort: 51820},
+		ipc.SetupGlobalOverlay{Deployment: "prod", InstanceID: "1", ClusterCIDR: "10.200.0.0/16", SliceCIDR: &fixSlice, WgPort: 51820},
 		ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared},
 		ipc.AddPeer{PeerSpec: ipc.PeerSpec{PublicKey: fixPeerA, Endpoint: "192.0.2.10:51820", AllowedIPs: "10.200.4.0/24"}},
 		ipc.AllocateIP{Service: "web"},

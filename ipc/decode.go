@@ -383,6 +383,19 @@ func DecodeFrame(b []byte) (Frame, error) {
 	if raw, ok := obj["id"]; ok {
 		f.ID, hasID = parseID(raw)
 	}
+	if p := checkStrict(b); p != nil {
+		// As the reference decoder: a frame whose id is given twice has
+		// no id (unreadable: the connection closes); any other duplicate
+		// key or lone surrogate is answered err with the id.
+		if p.path == "" && p.dupKey == "id" {
+			return Frame{}, &DecodeError{Msg: "frame: the key \"id\" is given twice"}
+		}
+		where := "frame"
+		if p.path != "" {
+			where = "field " + p.path
+		}
+		return Frame{}, &DecodeError{ID: f.ID, HasID: hasID, Msg: where + ": " + p.msg}
+	}
 	kind, err := obj.tag("frame")
 	if err != nil {
 		return Frame{}, &DecodeError{ID: f.ID, HasID: hasID, Msg: err.Error()}

@@ -19,7 +19,11 @@
 // addresses are canonical strings; leading-zero octets and zones are refused.
 // Optional fields are omitted on output and may be absent or null on input,
 // except where the reference decoder refuses null: the peer scope and the
-// status lists. Unknown fields are ignored. PROTOCOL.md in the shared
+// status lists. Unknown fields are ignored. As in the reference decoder, a
+// key given twice in any object of a frame, and a lone UTF-16 surrogate
+// escape in any string, are refused (encoding/json would keep the last key
+// and replace the surrogate: two parsers reading one frame two ways); a
+// frame whose "id" is given twice has no id. PROTOCOL.md in the shared
 // contract is the normative text; golden-v1.tsv and decode-v1.tsv are its
 // test vectors and are tests of this package.
 //

@@ -45,3 +45,28 @@ func TestStrictFrames(t *testing.T) {
 		}
 	}
 }
+
+// Through the server: a duplicate key in a request is answered err with
+// the frame's id and the connection serves on; a frame with its id twice
+// closes the connection.
+func TestServerRefusesDuplicateKeys(t *testing.T) {
+	path, _ := startServer(t)
+	c := rawConn(t, path)
+	if err := WriteFrame(c, []byte(`{"frame":"request","id":5,"request":{"op":"status","op":"shutdown"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	f := readResp(t, c)
+	if e, isErr := f.Response.(Err); !isErr || f.ID != 5 || !strings.Contains(e.Message, `"op" is given twice`) {
+		t.Fatalf("want err naming the duplicate op with id 5, got %+v", f)
+	}
+	if err := WriteFrame(c, statusFrame(6)); err != nil {
+		t.Fatal(err)
+	}
+	if f := readResp(t, c); f.ID != 6 {
+		t.Fatalf("connection unusable after the refusal: %+v", f)
+	}
+	if err := WriteFrame(c, []byte(`{"frame":"request","id":7,"id":8,"request":{"op":"status"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c)
+}

@@ -21,12 +21,14 @@ import (
 // waits; and, for larger batches and for Broadcast, a flusher goroutine
 // that writes the queue and lingers a second for more (outbox.go).
 type serverConn struct {
-	s     *Server
-	nc    net.Conn
-	id    uint64
-	meta  Meta
-	root  bool
-	since time.Time
+	s    *Server
+	nc   net.Conn
+	id   uint64
+	meta Meta
+	// exeRead: meta.Peer.Exe was read (at the first request; reader only).
+	exeRead bool
+	root    bool
+	since   time.Time
 
 	// Under s.mu.
 	counted bool          // holds a slot of MaxConns
@@ -288,6 +290,13 @@ func (c *serverConn) waitForRoom() bool {
 // encoded (encoding a large answer is part of its cost). false once the
 // connection is dead.
 func (c *serverConn) dispatch(id uint64, req Request) bool {
+	if c.meta.HasPeer && !c.exeRead {
+		// Read at the connection's first request, not at accept: a
+		// connection that never completes a request (a probe, a storm)
+		// costs no lookup, and a peer that is sending is alive, so its
+		// pid is still its own.
+		c.meta.Peer.Exe, c.exeRead = peerExe(c.meta.Peer.PID), true
+	}
 	m := c.meta
 	m.RequestID = id
 	if !isExpensive(req) {

@@ -24,8 +24,11 @@ func peerCreds(c net.Conn) (Creds, bool) {
 	}); err != nil || serr != nil {
 		return Creds{}, false
 	}
-	// The executable is read now: by the time a request is journaled the
-	// peer may have exited and its pid been reused.
-	exe, _ := os.Readlink("/proc/" + strconv.Itoa(int(cr.Pid)) + "/exe")
-	return Creds{UID: cr.Uid, GID: cr.Gid, PID: uint32(cr.Pid), Exe: exe}, true
+	return Creds{UID: cr.Uid, GID: cr.Gid, PID: uint32(cr.Pid)}, true
+}
+
+// peerExe is the executable of process pid ("" when it cannot be read).
+func peerExe(pid uint32) string {
+	exe, _ := os.Readlink("/proc/" + strconv.Itoa(int(pid)) + "/exe")
+	return exe
 }

@@ -15,8 +15,8 @@ import (
 // Creds are a connected peer's credentials (SO_PEERCRED on Linux).
 type Creds struct {
 	UID, GID, PID uint32
-	// Exe is the peer's executable when the connection was accepted
-	// (/proc/PID/exe on Linux; "" when it could not be read).
+	// Exe is the peer's executable, read at the connection's first
+	// request (/proc/PID/exe on Linux; "" when it could not be read).
 	Exe string
 }
 

@@ -245,18 +245,7 @@ func (s *BoltStore) swapIn(tmp string, ck *Checkpoint) error {
 		s.hcond.Wait()
 	}
 	s.recovering = true
-	old := s.h
-	timedOut := false
-	t := time.AfterFunc(s.opt.RecoverDrain, func() {
-		s.hmu.Lock()
-		timedOut = true
-		s.hcond.Broadcast()
-		s.hmu.Unlock()
-	})
-	for old != nil && old.readers > 0 && !timedOut {
-		s.hcond.Wait()
-	}
-	t.Stop()
+	old := s.drainReaders()
 	abort := func(err error) error {
 		s.recovering = false
 		s.hcond.Broadcast()

@@ -64,18 +64,7 @@ func (s *BoltStore) Recover() error {
 	// Wait for the reads in flight on the old handle.
 	s.hmu.Lock()
 	s.recovering = true
-	old := s.h
-	timedOut := false
-	t := time.AfterFunc(s.opt.RecoverDrain, func() {
-		s.hmu.Lock()
-		timedOut = true
-		s.hcond.Broadcast()
-		s.hmu.Unlock()
-	})
-	for old != nil && old.readers > 0 && !timedOut {
-		s.hcond.Wait()
-	}
-	t.Stop()
+	old := s.drainReaders()
 	if old != nil && old.readers > 0 {
 		n := old.readers
 		s.recovering = false
@@ -234,4 +223,24 @@ func probeWrite(path string) error {
 		err = cerr
 	}
 	return err
+}
+
+// drainReaders waits, hmu held and s.recovering set (so no new read
+// starts on it), until the current handle has no reads in flight or
+// RecoverDrain has passed, and returns that handle (Recover and a
+// compaction's swap both replace it).
+func (s *BoltStore) drainReaders() *handle {
+	old := s.h
+	timedOut := false
+	t := time.AfterFunc(s.opt.RecoverDrain, func() {
+		s.hmu.Lock()
+		timedOut = true
+		s.hcond.Broadcast()
+		s.hmu.Unlock()
+	})
+	for old != nil && old.readers > 0 && !timedOut {
+		s.hcond.Wait()
+	}
+	t.Stop()
+	return old
 }

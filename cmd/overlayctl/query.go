@@ -198,6 +198,12 @@ line says so), else scans.`,
 }
 
 func (a *app) journalLs(ctx context.Context, f audit.Filter) error {
+	return a.listEvents(ctx, "journal ls", f)
+}
+
+// listEvents prints the events f selects (journal ls, history); what
+// names the command in errors.
+func (a *app) listEvents(ctx context.Context, what string, f audit.Filter) error {
 	q, src, err := a.querier(ctx)
 	if err != nil {
 		return err
@@ -206,7 +212,7 @@ func (a *app) journalLs(ctx context.Context, f audit.Filter) error {
 	l := a.eventLister(src, q.How())
 	a.compactedNote(ctx, q)
 	if err := q.List(ctx, f, l.Event); err != nil {
-		return queryError(fmt.Errorf("journal ls: %w", err))
+		return queryError(fmt.Errorf("%s: %w", what, err))
 	}
 	return l.End()
 }
@@ -305,18 +311,10 @@ bridge name.`,
 	}
 }
 
+// history is the events whose payload names object (audit's History is
+// this filter).
 func (a *app) history(ctx context.Context, object string) error {
-	q, src, err := a.querier(ctx)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	l := a.eventLister(src, q.How())
-	a.compactedNote(ctx, q)
-	if err := q.History(ctx, object, l.Event); err != nil {
-		return queryError(fmt.Errorf("history %s: %w", object, err))
-	}
-	return l.End()
+	return a.listEvents(ctx, "history "+object, audit.Filter{Object: object})
 }
 
 func newDiffCmd(a *app) *cobra.Command {

@@ -303,19 +303,7 @@ func (l *Local) StateAt(ctx context.Context, p Point) (*projections.State, error
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		ev, err := projections.DecodeEvent(e.Type, e.Version, e.Payload)
-		if errors.Is(err, projections.ErrUnknownEvent) && e.Ignorable {
-			st.Seq = e.Seq
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("event %d: %w", e.Seq, err)
-		}
-		if err := st.Apply(ev); err != nil {
-			return fmt.Errorf("event %d (%s): %w", e.Seq, e.Type, err)
-		}
-		st.Seq = e.Seq
-		return nil
+		return replay.Fold(st, e)
 	})
 	if err != nil {
 		return nil, err

@@ -35,13 +35,7 @@ func newRetainer(d *Daemon, every uint64) *retainer {
 	if !ok || every == 0 {
 		return nil
 	}
-	r := &retainer{d: d, ix: ix, every: every}
-	if head, _ := d.store.Head(); head > 0 {
-		if sn, err := ix.StateAtOrBefore(head); err == nil && sn != nil {
-			r.last = sn.Seq
-		}
-	}
-	return r
+	return &retainer{d: d, ix: ix, every: every}
 }
 
 // snapshotTaken keeps sn when it is far enough past the last kept state.
@@ -75,6 +69,13 @@ func (r *retainer) backfill(stop <-chan struct{}) {
 		return
 	}
 	head, _ := r.d.store.Head()
+	// The newest kept state, read here rather than at boot (it is a whole
+	// state body): until then a snapshot may be kept a little early.
+	if sn, err := r.ix.StateAtOrBefore(head); err == nil && sn != nil {
+		r.mu.Lock()
+		r.last = max(r.last, sn.Seq)
+		r.mu.Unlock()
+	}
 	r.mu.Lock()
 	from := r.last
 	r.mu.Unlock()
@@ -121,17 +122,9 @@ func (r *retainer) fill(from, to uint64, stop <-chan struct{}) (int, error) {
 			return stopped
 		default:
 		}
-		ev, err := projections.DecodeEvent(e.Type, e.Version, e.Payload)
-		switch {
-		case errors.Is(err, projections.ErrUnknownEvent) && e.Ignorable:
-		case err != nil:
-			return fmt.Errorf("event %d: %w", e.Seq, err)
-		default:
-			if err := st.Apply(ev); err != nil {
-				return fmt.Errorf("event %d (%s): %w", e.Seq, e.Type, err)
-			}
+		if err := replay.Fold(st, e); err != nil {
+			return err
 		}
-		st.Seq = e.Seq
 		if e.Seq >= next {
 			if err := r.ix.PutState(replay.Snapshot(st, e.Hash)); err != nil {
 				return err

@@ -69,8 +69,7 @@ func (g *Generator) Do(c projections.Command, request bool) projections.Reply {
 	cause := journal.Cause{Op: "reconcile"}
 	if request {
 		g.reqID++
-		cause = journal.Cause{Op: c.Op(), RequestID: g.reqID, HasPeer: true, UID: 0, PID: uint32(4000 + g.r.Intn(3))}
-		setExe(&cause, "/usr/bin/zlayer")
+		cause = journal.Cause{Op: c.Op(), RequestID: g.reqID, HasPeer: true, UID: 0, PID: uint32(4000 + g.r.Intn(3)), Exe: "/usr/bin/zlayer"}
 	}
 	for _, ev := range d.Events {
 		if err := g.State.Apply(ev); err != nil {

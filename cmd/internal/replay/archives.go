@@ -2,7 +2,6 @@ package replay
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -60,17 +59,9 @@ func VerifyArchives(store journal.Store, dir string) *ArchivesReport {
 		if replayErr != nil {
 			return nil
 		}
-		ev, err := projections.DecodeEvent(e.Type, e.Version, e.Payload)
-		switch {
-		case err != nil && errors.Is(err, projections.ErrUnknownEvent) && e.Ignorable:
-		case err != nil:
-			replayErr = fmt.Errorf("archived event %d (%s, id %s): %w", e.Seq, e.Type, e.ID, err)
-		default:
-			if err := s.Apply(ev); err != nil {
-				replayErr = fmt.Errorf("archived event %d (%s, id %s): %w", e.Seq, e.Type, e.ID, err)
-			}
+		if err := Fold(s, e); err != nil {
+			replayErr = fmt.Errorf("archived %w", err)
 		}
-		s.Seq = e.Seq
 		r.Events++
 		return nil
 	})

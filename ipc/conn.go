@@ -70,7 +70,8 @@ type pendingResp struct {
 	ch        <-chan Response
 	enc       <-chan []byte
 	expensive bool
-	start     func() // a Streaming answer's stream, started once the answer is queued
+	start     func()    // a Streaming answer's stream, started once the answer is queued
+	obs       *observed // set when the Server has an Observe hook
 }
 
 // testHookBodyWait, when set, is called by a reader about to wait for the
@@ -216,7 +217,12 @@ func (c *serverConn) read() {
 		if err != nil {
 			var de *DecodeError
 			if errors.As(err, &de) && de.HasID {
-				if !c.answer(de.ID, Reply(Err{Message: de.Msg})) {
+				var obs *observed
+				if c.s.Observe != nil {
+					obs = &observed{meta: c.meta, start: time.Now()}
+					obs.meta.RequestID = de.ID
+				}
+				if !c.answer(de.ID, Reply(Err{Message: de.Msg}), obs) {
 					return
 				}
 				continue
@@ -230,7 +236,7 @@ func (c *serverConn) read() {
 				return
 			}
 		case "response":
-			if !c.answer(f.ID, Reply(Err{Message: "frame: a client sends request frames, not response frames"})) {
+			if !c.answer(f.ID, Reply(Err{Message: "frame: a client sends request frames, not response frames"}), nil) {
 				return
 			}
 		default:
@@ -299,8 +305,12 @@ func (c *serverConn) dispatch(id uint64, req Request) bool {
 	}
 	m := c.meta
 	m.RequestID = id
+	var obs *observed
+	if c.s.Observe != nil {
+		obs = &observed{meta: m, req: req, start: time.Now()}
+	}
 	if !isExpensive(req) {
-		return c.answer(id, c.s.Handler(m, req))
+		return c.answer(id, c.s.Handler(m, req), obs)
 	}
 	if !c.acquire(c.gate) || !c.acquire(c.s.sem) {
 		return false
@@ -308,6 +318,7 @@ func (c *serverConn) dispatch(id uint64, req Request) bool {
 	ch := c.s.Handler(m, req)
 	select {
 	case r := <-ch: // answered inline, like journal_list
+		c.s.observe(obs, r)
 		b := c.encodeResponse(id, r)
 		<-c.s.sem
 		return c.queueEncoded(id, b, true, nil)
@@ -315,7 +326,9 @@ func (c *serverConn) dispatch(id uint64, req Request) bool {
 	}
 	enc := make(chan []byte, 1)
 	go func() { // at most MaxExpensive of these exist
-		b := c.encodeResponse(id, <-ch)
+		r := <-ch
+		c.s.observe(obs, r)
+		b := c.encodeResponse(id, r)
 		<-c.s.sem
 		enc <- b
 	}()
@@ -346,13 +359,14 @@ func (c *serverConn) acquire(sem chan struct{}) bool {
 // bound at once, so a client pipelining requests that are answered inline
 // cannot pile up answers faster than they are accounted for. false once
 // the connection is dead (the bound was passed).
-func (c *serverConn) answer(id uint64, ch <-chan Response) bool {
+func (c *serverConn) answer(id uint64, ch <-chan Response, obs *observed) bool {
 	select {
 	case r := <-ch:
+		c.s.observe(obs, r)
 		r, start := c.streamOf(r)
 		return c.queueEncoded(id, c.encodeResponse(id, r), false, start)
 	default:
-		c.push(&pendingResp{id: id, ch: ch})
+		c.push(&pendingResp{id: id, ch: ch, obs: obs})
 		return true
 	}
 }

@@ -35,6 +35,7 @@ func (c *serverConn) collect() {
 			c.enqueue(<-p.enc, p.expensive, false, byCollector)
 		default:
 			r := <-p.ch
+			c.s.observe(p.obs, r)
 			r, p.start = c.streamOf(r)
 			if !c.isDead() { // else dropped, and its memory with it
 				c.enqueue(c.encodeResponse(p.id, r), p.expensive, false, byCollector)

@@ -37,6 +37,41 @@ type Meta struct {
 // concurrently.
 type Handler func(meta Meta, req Request) <-chan Response
 
+// Answered is one request and its answer, as Server.Observe sees them.
+type Answered struct {
+	Meta     Meta
+	Request  Request // nil: the frame did not decode to a request (answered err)
+	Response Response
+	// Took is the time from the request's dispatch to its answer being
+	// ready, the handler's and the pipeline's time (not the write).
+	Took time.Duration
+}
+
+// Op is the request's op, or "" when it did not decode.
+func (a Answered) Op() string {
+	if a.Request == nil {
+		return ""
+	}
+	return a.Request.Op()
+}
+
+// observed is what Observe needs of a request while its answer is pending.
+type observed struct {
+	meta  Meta
+	req   Request
+	start time.Time
+}
+
+func (s *Server) observe(o *observed, r Response) {
+	if o == nil {
+		return
+	}
+	if st, ok := r.(Streaming); ok {
+		r = st.Response
+	}
+	s.Observe(Answered{Meta: o.meta, Request: o.req, Response: r, Took: time.Since(o.start)})
+}
+
 // Reply returns a channel that already holds r.
 func Reply(r Response) <-chan Response {
 	ch := make(chan Response, 1)
@@ -83,6 +118,11 @@ const readBufSize = 4 << 10
 type Server struct {
 	Handler Handler
 	Log     *slog.Logger
+	// Observe, when set, is called once per request whose answer is ready
+	// (before it is written): for metrics and the decision log. It runs on
+	// the connection's reader or collector goroutine and must not block.
+	// Requests that failed to decode are observed too, with a nil Request.
+	Observe func(Answered)
 	// MaxInFlight bounds pipelined requests per connection whose answers
 	// have not come yet (default 128): the reader waits when that many are
 	// outstanding. An answer that comes later is counted against

@@ -67,6 +67,9 @@ type Config struct {
 	// MaxConns bounds the open client connections (0 = ipc's default,
 	// 1024); a connection past it is answered err and closed.
 	MaxConns int
+	// OnPhase, when set, is called at each phase change from the start of
+	// Open (phase.go): systemd's STATUS= line, tests.
+	OnPhase func(p Phase, detail string)
 	// Store, when set, is the journal instead of the bbolt file in the
 	// data dir (tests: an in-memory store, or journal.Faulty to inject
 	// write failures). The daemon closes it.
@@ -101,6 +104,7 @@ type Daemon struct {
 	probs     effects.ProblemSet // the daemon's own (the socket)
 	// compactGate lets one compaction run at a time (compact.go).
 	compactGate compactGate
+	phase       phaseState // phase.go
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -148,6 +152,10 @@ func Open(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("--slice-prefix: %d (IPv4) / %d (IPv6) is out of range (1-30 / 1-126)", pcfg.SlicePrefix4, pcfg.SlicePrefix6)
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, dir: filepath.Join(cfg.DataDir, "overlayd"), pcfg: pcfg, stopped: make(chan struct{})}
+	d.phase.since = time.Now()
+	if cfg.OnPhase != nil {
+		d.onPhase(cfg.OnPhase)
+	}
 	d.keys = keyStore{dir: filepath.Join(d.dir, "keys")}
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -194,6 +202,7 @@ func Open(cfg Config) (*Daemon, error) {
 	d.owner = ownerOf(store.Identity())
 
 	head, headHash := store.Head()
+	d.setPhase(PhaseReplaying, fmt.Sprintf("loading the state of %d events", head))
 	live, st, err := replay.Load(store, replay.Options{Verify: true, Progress: func(seq uint64) {
 		d.log.Info("replaying the journal", "seq", seq, "head", head)
 	}})
@@ -241,6 +250,7 @@ func Open(cfg Config) (*Daemon, error) {
 	}
 	// Converge the host to the state before serving: devices with the
 	// same keys, ports, names and addresses, their peers, routes.
+	d.setPhase(PhaseReconciling, "making the host match the state")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	err = d.runner.ReconcileAll(ctx)
 	cancel()
@@ -296,6 +306,7 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 	d.log.Info("serving", "socket", l.Addr().String(), "public_key", d.nodePub)
 	go d.server.Serve(l)
 	d.writeEndpoint(l.Addr().String())
+	d.setPhase(PhaseServing, "")
 	go d.watchSocket()
 	<-d.stopped
 	return d.failure()
@@ -380,6 +391,7 @@ func (d *Daemon) shutdown(graceful bool) {
 		d.mu.Lock()
 		d.stopping = true
 		d.mu.Unlock()
+		d.setPhase(PhaseStopping, "")
 		if d.server != nil {
 			d.removeEndpoint()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -425,6 +437,7 @@ func (d *Daemon) shutdown(graceful bool) {
 			d.log.Warn("close journal", "err", err)
 		}
 		d.log.Info("stopped", "graceful", graceful && d.failure() == nil)
+		d.setPhase(PhaseStopped, "")
 		close(d.stopped)
 	})
 }

@@ -1,0 +1,53 @@
+package daemon
+
+import (
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The daemon goes starting → replaying → reconciling → serving →
+// stopping → stopped, and is ready only while it serves.
+func TestPhasesAndReadiness(t *testing.T) {
+	var mu sync.Mutex
+	var seen []Phase
+	d, err := Open(Config{DataDir: t.TempDir(), Log: slog.New(slog.DiscardHandler), NoDataPlane: true,
+		OnPhase: func(p Phase, _ string) { mu.Lock(); seen = append(seen, p); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := d.Readiness(); ok || len(why) == 0 {
+		t.Fatalf("ready before serving: %v %v", ok, why)
+	}
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go d.ServeListener(l)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if ok, _ := d.Readiness(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, why := d.Readiness()
+			t.Fatalf("not ready 5 s after serving: %v", why)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d.Stop()
+	<-d.Done()
+	if ok, _ := d.Readiness(); ok {
+		t.Fatal("ready after stop")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []Phase{PhaseStarting, PhaseReplaying, PhaseReconciling, PhaseServing, PhaseStopping, PhaseStopped}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("phases %v, want %v", seen, want)
+	}
+}

@@ -104,7 +104,8 @@ type Daemon struct {
 	probs     effects.ProblemSet // the daemon's own (the socket)
 	// compactGate lets one compaction run at a time (compact.go).
 	compactGate compactGate
-	phase       phaseState // phase.go
+	phase       phaseState  // phase.go
+	answers     answerHooks // observe.go
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -300,6 +301,9 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 	d.listener = l
 	d.mu.Unlock()
 	d.server = &ipc.Server{Handler: d.handle, Log: d.log, MaxConns: d.cfg.MaxConns}
+	if len(d.answers) > 0 {
+		d.server.Observe = d.answers.observe
+	}
 	if d.wg != nil {
 		d.health = startHealth(d)
 	}

@@ -154,6 +154,7 @@ func Open(cfg Config) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, dir: filepath.Join(cfg.DataDir, "overlayd"), pcfg: pcfg, stopped: make(chan struct{})}
 	d.phase.since = time.Now()
+	startNotify(d) // notify.go: systemd's READY/STATUS/STOPPING/WATCHDOG when NOTIFY_SOCKET is set (SYSD)
 	if cfg.OnPhase != nil {
 		d.onPhase(cfg.OnPhase)
 	}

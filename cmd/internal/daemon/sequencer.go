@@ -211,6 +211,7 @@ func (p *pipeline) sequence() {
 	defer close(p.batches)
 	defer close(p.replies)
 	for j := range p.jobs {
+		hit("daemon/sequencer") // failpoint.go: test builds only
 		r := p.decide(j)
 		r.out, r.finish, r.after = j.out, j.finish, j.after
 		p.replies <- r

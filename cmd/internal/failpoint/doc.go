@@ -1,7 +1,7 @@
 // Package failpoint arms named crash windows in test builds.
 //
 // Release builds carry none: without the build tag `failpoints`, Install
-// does nothing and the hooks in journal and effects stay nil. Built with
+// does nothing and the hooks in journal, effects and the daemon stay nil. Built with
 // `-tags failpoints`, Install reads the failpoints to arm from
 //
 //	OVERLAYD_FAILPOINTS="name=action;name=action"
@@ -17,4 +17,8 @@
 //	journal/snapshot-write     half of a snapshot's temporary file written
 //	bridge/after-veth-create   a veth pair exists, its host end not yet marked
 //	effects/after-pass/<name>  reconciler <name> finished a pass
+//	daemon/sequencer           the sequencer is about to decide its next job
+//	                           (a command, a read, the watchdog's probe):
+//	                           `sleep(ms)` here stalls the whole pipeline, and
+//	                           with it systemd's watchdog pings
 package failpoint

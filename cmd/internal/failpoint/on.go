@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/zlayer/overlayd/cmd/internal/daemon"
 	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/journal"
 )
@@ -33,12 +34,13 @@ var (
 )
 
 // Install arms the failpoints named by the environment and hooks them into
-// journal and effects.
+// journal, effects and the daemon.
 func Install() {
 	static = parse(os.Getenv("OVERLAYD_FAILPOINTS"))
 	file = os.Getenv("OVERLAYD_FAILPOINTS_FILE")
 	journal.Failpoint = Hit
 	effects.Failpoint = Hit
+	daemon.Failpoint = Hit
 }
 
 // Hit runs the action armed for name, if any.

@@ -94,7 +94,7 @@ func Dial(ctx context.Context, path string, opt DialOptions) (*Client, error) {
 	var err error
 	for i := 0; i < opt.Attempts; i++ {
 		var nc net.Conn
-		if nc, err = d.DialContext(ctx, "unix", path); err == nil {
+		if nc, err = dialNet(ctx, &d, path); err == nil {
 			return NewClient(nc, opt), nil
 		}
 		if i == opt.Attempts-1 {

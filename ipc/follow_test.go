@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"path/filepath"
 	"strings"
@@ -193,7 +194,7 @@ func TestFollowGapIsAnError(t *testing.T) {
 // The endpoint file round-trips and is removed only by the process that
 // wrote it.
 func TestEndpointFile(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	if _, err := ReadEndpoint(dir); !errors.Is(err, ErrNoEndpoint) {
 		t.Fatalf("no file: %v, want ErrNoEndpoint", err)
 	}

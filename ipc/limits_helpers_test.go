@@ -2,6 +2,7 @@ package ipc
 
 import (
 	"context"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -72,7 +73,7 @@ func serve(t testing.TB, s *Server) (string, *logRecorder) {
 // listen binds a fresh socket (closed by whoever closes the listener).
 func listen(t testing.TB) (string, net.Listener) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "s.sock")
+	path := filepath.Join(testtemp.Dir(t), "s.sock")
 	l, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)

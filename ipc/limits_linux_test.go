@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"io"
 	"log/slog"
 	"net"
@@ -100,7 +101,7 @@ func TestDescriptorExhaustion(t *testing.T) {
 		emfileChild()
 		return
 	}
-	path := filepath.Join(t.TempDir(), "s.sock")
+	path := filepath.Join(testtemp.Dir(t), "s.sock")
 	start := time.Now()
 	cmd, lines, _, stderr := startChild(t, "", "TestDescriptorExhaustion", nil, childEnv+"=emfile", "IPC_TEST_SOCK="+path)
 	if l := nextLine(t, lines, 20*time.Second); !strings.HasPrefix(l, "ready") {

@@ -15,9 +15,6 @@ import (
 	"time"
 )
 
-// ErrSocketInUse is returned by Listen when another daemon serves the path.
-var ErrSocketInUse = errors.New("ipc: socket in use")
-
 type lockedListener struct {
 	path string
 	lock *os.File

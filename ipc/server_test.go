@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"io"
 	"net"
 	"path/filepath"
@@ -229,7 +230,7 @@ func TestClientConcurrentCallsAndEvents(t *testing.T) {
 }
 
 func TestDialRetriesUntilTheServerAppears(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "late.sock")
+	path := filepath.Join(testtemp.Dir(t), "late.sock")
 	// The server appears 300 ms after the first attempt (the delay is the
 	// point of the test); the test goroutine owns its cleanup.
 	served := make(chan *Server, 1)
@@ -256,7 +257,7 @@ func TestDialRetriesUntilTheServerAppears(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.Close()
-	if _, err := Dial(context.Background(), filepath.Join(t.TempDir(), "none.sock"), DialOptions{Attempts: 2, Backoff: time.Millisecond}); err == nil || !strings.Contains(err.Error(), "2 attempt") {
+	if _, err := Dial(context.Background(), filepath.Join(testtemp.Dir(t), "none.sock"), DialOptions{Attempts: 2, Backoff: time.Millisecond}); err == nil || !strings.Contains(err.Error(), "2 attempt") {
 		t.Fatalf("dial to nothing: %v", err)
 	}
 }
@@ -267,7 +268,7 @@ func TestListenRefusesLiveSocketAndReplacesStale(t *testing.T) {
 		t.Fatalf("second listener on a live path: %v", err)
 	}
 	// A stale socket file (nobody listening, no lock held) is replaced.
-	stale := filepath.Join(t.TempDir(), "stale.sock")
+	stale := filepath.Join(testtemp.Dir(t), "stale.sock")
 	l, err := net.Listen("unix", stale)
 	if err != nil {
 		t.Fatal(err)

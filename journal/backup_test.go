@@ -3,6 +3,7 @@ package journal
 import (
 	"crypto/sha256"
 	"errors"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,7 +16,7 @@ import (
 // source acknowledged when it returned), every event up to it is the
 // source's, and it verifies. Its SHA-256 is that of the bytes written.
 func TestBackupWhileAppending(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +46,7 @@ func TestBackupWhileAppending(t *testing.T) {
 			}
 		}()
 	}
-	bdir := t.TempDir()
+	bdir := testtemp.Dir(t)
 	f, err := os.Create(filepath.Join(bdir, FileName))
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package journal
 import (
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,7 +50,7 @@ func fakeState(seq uint64) CheckpointState {
 // its own and as the chain from event 1 ending at the checkpoint, the file
 // shrank, and all of it survives a reopen; appends go on.
 func TestCompactKeepsTheChainFromTheCheckpoint(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 20000)
 	head, headHash := s.Head()
@@ -173,7 +174,7 @@ func TestCompactKeepsTheChainFromTheCheckpoint(t *testing.T) {
 // TestCompactToTheHead: compacting every event leaves a journal of none,
 // whose head is the checkpoint, across a reopen, and appends link to it.
 func TestCompactToTheHead(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 300)
 	head, hh := s.Head()
@@ -200,7 +201,7 @@ func TestCompactToTheHead(t *testing.T) {
 // TestCompactTamperIsNamed: a changed byte in the archive names the
 // archive and the event; in the checkpoint's state, the checkpoint.
 func TestCompactTamperIsNamed(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 2000)
 	res, err := s.Compact(1500, fakeState(1500))
@@ -267,7 +268,7 @@ func archiveOffsetOf(t *testing.T, b []byte, seq uint64) int {
 func TestCompactFailureLeavesTheJournal(t *testing.T) {
 	for _, op := range []string{"compact-archive", "compact-rewrite", "compact-swap"} {
 		t.Run(op, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testtemp.Dir(t)
 			s := openC(t, dir, Options{NoSync: true})
 			fillN(t, s, 1, 3000)
 			s.faultHook = func(o string) error {
@@ -313,7 +314,7 @@ func TestCompactFailureLeavesTheJournal(t *testing.T) {
 // TestCompactWhileAppending: appends running during a compaction are all
 // acknowledged and all in the compacted journal, in order.
 func TestCompactWhileAppending(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 10000)
 	done := make(chan struct{})
@@ -394,8 +395,8 @@ func copyDir(t *testing.T, src, dst string) {
 func TestCompactCrashWindows(t *testing.T) {
 	for _, fp := range []string{"journal/compact-archive", "journal/compact-swap"} {
 		t.Run(fp, func(t *testing.T) {
-			dir := t.TempDir()
-			crashed := filepath.Join(t.TempDir(), "crashed")
+			dir := testtemp.Dir(t)
+			crashed := filepath.Join(testtemp.Dir(t), "crashed")
 			s := openC(t, dir, Options{})
 			fillN(t, s, 1, 4000)
 			// The indexer idle first: it reads Failpoint too.
@@ -451,7 +452,7 @@ func waitIndexedTo(t *testing.T, s *BoltStore, head uint64) {
 // compacted file's terms bucket has them (it is copied by the delta's
 // terms, not again in full) and their postings answer.
 func TestCompactCarriesTermsIndexedAfterTheBulkCopy(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	unique := func(_ string, _ uint16, p []byte) []string { return []string{"u:" + string(p)} }
 	s := openC(t, dir, Options{NoSync: true, Indexer: unique, IndexVersion: 9})
 	fillN(t, s, 1, 3000)

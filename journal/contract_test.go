@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"path/filepath"
 	"sync"
@@ -23,7 +24,7 @@ type contractStore struct {
 
 func contractStores(t *testing.T) map[string]func(t *testing.T) contractStore {
 	boltStore := func(t *testing.T) *BoltStore {
-		s, err := Open(t.TempDir(), Options{})
+		s, err := Open(testtemp.Dir(t), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -275,7 +276,7 @@ func TestQueuedBehindFailureFailsAfterRecover(t *testing.T) {
 // acknowledged head; Recover removes it from the file and records it as
 // discarded, so that a salvage of the raw pages leaves it out too.
 func TestFailedCommitThatReachedTheFileIsCutBack(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +327,7 @@ func TestFailedCommitThatReachedTheFileIsCutBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := filepath.Join(t.TempDir(), FileName)
+	cp := filepath.Join(testtemp.Dir(t), FileName)
 	if err := os.WriteFile(cp, b, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -85,7 +86,7 @@ func namesDamage(err error, path string) bool {
 // makes a journal of them that opens and verifies.
 func TestDamagedFilesNeverPanic(t *testing.T) {
 	r := rand.New(rand.NewSource(testseed.Or(t, 9)))
-	pristine := t.TempDir()
+	pristine := testtemp.Dir(t)
 	orig := buildJournal(t, pristine, 3000, r)
 	raw, err := os.ReadFile(filepath.Join(pristine, FileName))
 	if err != nil {
@@ -141,7 +142,7 @@ func TestDamagedFilesNeverPanic(t *testing.T) {
 			if sv.Highest > uint64(len(orig)) {
 				t.Fatalf("salvage saw event %d, only %d were written", sv.Highest, len(orig))
 			}
-			rdir := t.TempDir()
+			rdir := testtemp.Dir(t)
 			if err := os.WriteFile(filepath.Join(rdir, FileName), nil, 0o600); err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -21,7 +22,7 @@ func requireRoot(t *testing.T) {
 // unmounts it when the test ends, whatever happens.
 func mountTmpfs(t *testing.T, size int) string {
 	t.Helper()
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
 		t.Skipf("cannot mount a tmpfs: %v", err)
 	}

@@ -3,6 +3,7 @@ package journal
 import (
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,7 +30,7 @@ func within(t *testing.T, d time.Duration, what string, fn func()) {
 // unchanged, and the read transaction is closed (a commit that needs to
 // grow the file, and Close, do not hang on it).
 func TestCallbackPanicPropagates(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{})
+	s, err := Open(testtemp.Dir(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestCallbackPanicPropagates(t *testing.T) {
 // append, before fsync") fails the batch as damage, leaves the store
 // read-only with its head, and Recover brings it back.
 func TestPanicInsideCommit(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{})
+	s, err := Open(testtemp.Dir(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestPanicInsideCommit(t *testing.T) {
 // writes fail at once instead of blocking), Recover refuses the damaged
 // file, and once the file is mended Recover reopens it.
 func TestStuckHandleDoesNotDeadlock(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +168,7 @@ func TestStuckHandleDoesNotDeadlock(t *testing.T) {
 // end faults (SIGBUS on the mapping), and the fault is an error naming
 // the page, not a crash.
 func TestFaultOnTruncatedMappingIsAnError(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	w, err := Open(dir, Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +201,7 @@ func TestFaultOnTruncatedMappingIsAnError(t *testing.T) {
 // never fail, never see an event past the head, and nothing deadlocks
 // (run with -race).
 func TestRecoverWhileReading(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{})
+	s, err := Open(testtemp.Dir(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func TestRecoverWhileReading(t *testing.T) {
 // for it: Recover gives up after RecoverDrain instead of deadlocking, and
 // the reader finishes.
 func TestRecoverGivesUpOnANestedReader(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{RecoverDrain: 200 * time.Millisecond})
+	s, err := Open(testtemp.Dir(t), Options{RecoverDrain: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package journal
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,7 @@ import (
 )
 
 func TestIdentityOfANewJournal(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,7 @@ func TestIdentityOfANewJournal(t *testing.T) {
 // A 0-byte file is a journal without history: a writable open initialises
 // it and says Fresh; a read-only open refuses with an error naming it.
 func TestIdentityOfAnEmptyFile(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	path := filepath.Join(dir, FileName)
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -48,7 +49,7 @@ func TestIdentityOfAnEmptyFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "is empty (0 bytes)") {
 		t.Fatalf("read-only open of a 0-byte file: %v", err)
 	}
-	if _, err := Open(t.TempDir(), Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
+	if _, err := Open(testtemp.Dir(t), Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("read-only open of a missing file: %v", err)
 	}
 	s, err := Open(dir, Options{})
@@ -103,7 +104,7 @@ func writeOldFormat(t *testing.T, path string, n int) {
 // A journal written before ids gets one at its first writable open, and is
 // Legacy from then on; read-only, it has no id yet and is Legacy.
 func TestIdentityOfALegacyJournal(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	writeOldFormat(t, filepath.Join(dir, FileName), 5)
 	ro, err := Open(dir, Options{ReadOnly: true})
 	if err != nil {
@@ -143,7 +144,7 @@ func TestIdentityOfALegacyJournal(t *testing.T) {
 }
 
 func TestCreateWithID(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	want := NewID()
 	s, err := Open(dir, Options{CreateWithID: &want, CreateLegacy: true})
 	if err != nil {

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"strconv"
 	"sync"
@@ -44,7 +45,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 	}{{"none", nil}, {"3terms", benchIndexer}} {
 		for _, nosync := range []bool{false, true} {
 			b.Run(fmt.Sprintf("%s/nosync=%v", tc.name, nosync), func(b *testing.B) {
-				dir := b.TempDir()
+				dir := testtemp.Dir(b)
 				s, err := Open(dir, Options{Indexer: tc.ix, IndexVersion: 1, NoSync: true})
 				if err != nil {
 					b.Fatal(err)
@@ -107,7 +108,7 @@ func BenchmarkPostings1M(b *testing.B) {
 	if v := os.Getenv("OVERLAYD_BENCH_EVENTS"); v != "" {
 		n, _ = strconv.Atoi(v)
 	}
-	dir := b.TempDir()
+	dir := testtemp.Dir(b)
 	s, err := Open(dir, Options{Indexer: benchIndexer, IndexVersion: 1, NoSync: true, MaxBatch: 20000})
 	if err != nil {
 		b.Fatal(err)

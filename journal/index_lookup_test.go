@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"math/rand"
 	"path/filepath"
 	"slices"
@@ -25,7 +26,7 @@ import (
 func TestLookupsMatchScan(t *testing.T) {
 	seed := testseed.New(t)
 	r := rand.New(rand.NewSource(seed))
-	bs := openT(t, t.TempDir(), indexedOptions(r))
+	bs := openT(t, testtemp.Dir(t), indexedOptions(r))
 	mem := NewMemIndexed(testIndexer)
 	mem.ids.clock = testClock(rand.New(rand.NewSource(seed)))
 	fillRandom(t, r, 800+r.Intn(400), bs, mem)
@@ -161,7 +162,7 @@ func TestCauseExe(t *testing.T) {
 		t.Fatalf("reused envelope: %q, %v", d.Cause.Exe, err)
 	}
 	// Through the store.
-	s := openT(t, t.TempDir(), Options{})
+	s := openT(t, testtemp.Dir(t), Options{})
 	envs := appendWait(t, s, Record{Type: "t", Version: 1, Cause: e.Cause, Payload: []byte("{}")}, rec(1))
 	got, err := s.Get(envs[0].Seq)
 	if err != nil || got.Cause != e.Cause {
@@ -203,7 +204,7 @@ func rawIndexKeys(t *testing.T, path string, after uint64) []string {
 func TestRecoverRemovesIndexOfDiscardedEvents(t *testing.T) {
 	for _, walk := range []bool{false, true} {
 		t.Run(fmt.Sprintf("walk=%v", walk), func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testtemp.Dir(t)
 			ix := func(typ string, ver uint16, payload []byte) []string {
 				if walk && strings.Contains(string(payload), "ghost") {
 					panic("indexer broken")
@@ -262,7 +263,7 @@ func TestRecoverRemovesIndexOfDiscardedEvents(t *testing.T) {
 }
 
 func TestRetainedStates(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openT(t, dir, Options{})
 	envs := appendWait(t, s, rec(1), rec(2), rec(3), rec(4), rec(5))
 	for name, st := range map[string]Indexed{"bolt": s, "mem": NewMem()} {

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"strconv"
 	"testing"
@@ -16,7 +17,7 @@ func TestMeasureMigration(t *testing.T) {
 	if n == 0 {
 		t.Skip("set INDEX_MEASURE_EVENTS (e.g. 1000000) to measure")
 	}
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{NoSync: true, MaxBatch: 20000})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"errors"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"math/rand"
 	"path/filepath"
 	"sync"
@@ -71,7 +72,7 @@ func TestIndexMigration(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			seed := testseed.New(t)
 			r := rand.New(rand.NewSource(seed))
-			dir := t.TempDir()
+			dir := testtemp.Dir(t)
 			old := indexedOptions(r)
 			old.Indexer, old.IndexVersion = nil, 0
 			s := openT(t, dir, old)
@@ -139,7 +140,7 @@ func TestIndexMigration(t *testing.T) {
 func TestIndexMigrationResumes(t *testing.T) {
 	seed := testseed.New(t)
 	r := rand.New(rand.NewSource(seed))
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openT(t, dir, indexedOptions(r))
 	fillRandom(t, r, 2000, s)
 	head, _ := s.Head()
@@ -193,7 +194,7 @@ func TestIndexMigrationResumes(t *testing.T) {
 func TestIndexReadsWhileBehind(t *testing.T) {
 	seed := testseed.New(t)
 	r := rand.New(rand.NewSource(seed))
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openT(t, dir, indexedOptions(r))
 	fillRandom(t, r, 3000, s)
 	s.Close()

@@ -3,6 +3,7 @@ package journal
 import (
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"io"
 	"math/rand"
 	"slices"
@@ -223,7 +224,7 @@ func openT(t *testing.T, dir string, opt Options) *BoltStore {
 func TestIndexMatchesScan(t *testing.T) {
 	seed := testseed.New(t)
 	r := rand.New(rand.NewSource(seed))
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	opt := indexedOptions(r)
 	s := openT(t, dir, opt)
 	mem := NewMemIndexed(testIndexer)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"math/rand"
 	"strings"
 	"sync"
@@ -24,7 +25,7 @@ func stores(t *testing.T) map[string]opener {
 	return map[string]opener{
 		"mem": func(t *testing.T) Store { return NewMem() },
 		"bolt": func(t *testing.T) Store {
-			s, err := Open(t.TempDir(), Options{})
+			s, err := Open(testtemp.Dir(t), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,7 +81,7 @@ func TestAppendIterateVerify(t *testing.T) {
 }
 
 func TestConcurrentAppendersGroupCommit(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{})
+	s, err := Open(testtemp.Dir(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestConcurrentAppendersGroupCommit(t *testing.T) {
 }
 
 func TestReopenKeepsHeadAndOrder(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestReopenKeepsHeadAndOrder(t *testing.T) {
 // A byte changed anywhere in any stored event makes Verify fail, and the
 // first problem names that event.
 func TestVerifyNamesTamperedEvent(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +269,7 @@ func TestSnapshotRoundTripAndCorruption(t *testing.T) {
 }
 
 func TestSecondWriterIsRefused(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +289,7 @@ func TestSecondWriterIsRefused(t *testing.T) {
 }
 
 func TestAppendAfterCloseFails(t *testing.T) {
-	s, err := Open(t.TempDir(), Options{})
+	s, err := Open(testtemp.Dir(t), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

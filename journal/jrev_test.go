@@ -2,6 +2,7 @@ package journal
 
 import (
 	"errors"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func postingsOf(t *testing.T, s *BoltStore, term string) []uint64 {
 // must not put index keys of archived events into the compacted file
 // (Postings would answer sequences the journal no longer holds).
 func TestIndexerBatchAcrossCompaction(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 4000)
 	s.Close()
@@ -64,7 +65,7 @@ func TestIndexerBatchAcrossCompaction(t *testing.T) {
 // while the compaction's bulk copy is done but commits are not held yet,
 // at an event the bulk copy already holds, is in the compacted journal.
 func TestPutStateDuringCompaction(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 4000)
 	waitIndexed(t, s) // the rewrite copies the commits since its bulk copy only
@@ -102,7 +103,7 @@ func TestPutStateDuringCompaction(t *testing.T) {
 // (With the index on, the bulk copy's index is never complete here and the
 // rewrite starts over anyway; with it off, only the events tell.)
 func TestCompactAfterRecoverReusesSequences(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openC(t, dir, Options{NoSync: true})
 	s.stopIndexer()
 	s.mu.Lock()
@@ -157,7 +158,7 @@ func TestCompactAfterRecoverReusesSequences(t *testing.T) {
 // through, which start after the checkpoint: it answers exactly the
 // events the journal holds, ascending and descending.
 func TestPostingsBehindAcrossCheckpoint(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s := openC(t, dir, Options{NoSync: true})
 	fillN(t, s, 1, 4000)
 	s.Close()

@@ -3,6 +3,7 @@ package journal
 import (
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,7 +24,7 @@ func TestMeasureLargeJournal(t *testing.T) {
 	}
 	dir := os.Getenv("JOURNAL_MEASURE_DIR")
 	if dir == "" {
-		dir = t.TempDir()
+		dir = testtemp.Dir(t)
 	}
 	path := filepath.Join(dir, FileName)
 	if _, err := os.Stat(path); err != nil {

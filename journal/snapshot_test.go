@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +55,7 @@ func TestSnapshotEncodings(t *testing.T) {
 // snapshot is still in place; a crash there (a panic) leaves the old one
 // and no temporary file.
 func TestSnapshotWriteIsAtomic(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +118,7 @@ func TestSnapshotWriteIsAtomic(t *testing.T) {
 }
 
 func TestSnapshotFileErrorsNameTheFile(t *testing.T) {
-	dir := t.TempDir()
+	dir := testtemp.Dir(t)
 	if err := os.WriteFile(filepath.Join(dir, SnapshotFileName), []byte("OVS2short"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestSnapshotFileErrorsNameTheFile(t *testing.T) {
 	if !errors.Is(err, ErrSnapshotCorrupt) || !strings.Contains(err.Error(), filepath.Join(dir, SnapshotFileName)) {
 		t.Fatalf("%v", err)
 	}
-	if sn, err := ReadSnapshotFile(t.TempDir()); sn != nil || err != nil {
+	if sn, err := ReadSnapshotFile(testtemp.Dir(t)); sn != nil || err != nil {
 		t.Fatalf("no snapshot: %v %v", sn, err)
 	}
 }

@@ -5,6 +5,7 @@ package journaltest
 
 import (
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -42,7 +43,7 @@ func Damages(size int, r *rand.Rand) []Damage {
 // new temporary directory of t, and returns that.
 func CopyDir(t testing.TB, from string) string {
 	t.Helper()
-	to := t.TempDir()
+	to := testtemp.Dir(t)
 	ents, err := os.ReadDir(from)
 	if err != nil {
 		t.Fatal(err)

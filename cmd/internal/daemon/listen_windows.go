@@ -5,16 +5,10 @@ package daemon
 import (
 	"net"
 
-	"github.com/Microsoft/go-winio"
+	"github.com/zlayer/overlayd/ipc"
 )
 
-// PipeName is the daemon's named pipe on Windows.
-const PipeName = `\\.\pipe\zlayer-overlayd`
-
-// listen serves the named pipe; path is ignored on Windows. The pipe is
-// restricted to SYSTEM and Administrators.
-func listen(string) (net.Listener, error) {
-	return winio.ListenPipe(PipeName, &winio.PipeConfig{
-		SecurityDescriptor: "D:P(A;;GA;;;SY)(A;;GA;;;BA)",
-	})
-}
+// listen serves the named pipe at path (ipc.DefaultSocketPath:
+// \\.\pipe\zlayer-overlayd for the default data dir), restricted to SYSTEM
+// and Administrators (ipc.PipeSDDL).
+func listen(path string) (net.Listener, error) { return ipc.Listen(path) }

@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"errors"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -37,7 +38,7 @@ func loadJSON(t testing.TB, store journal.Store, opt Options) ([]byte, Stats) {
 // state); a changed byte in the archive, and in the checkpoint, is named.
 func TestCompactSmall(t *testing.T) {
 	r := rand.New(rand.NewSource(testseed.Or(t, 20)))
-	data := t.TempDir()
+	data := testtemp.Dir(t)
 	dir := filepath.Join(data, "overlayd")
 	genJournalKeep(t, data, 20000, r, false)
 	checkCompaction(t, dir, 15000)
@@ -51,7 +52,7 @@ func TestCompact1M(t *testing.T) {
 		t.Skip("a 1M-event journal takes minutes to generate: set OVERLAYD_COMPACT_1M=1 to run it")
 	}
 	r := rand.New(rand.NewSource(testseed.Or(t, 1_000_000)))
-	data := t.TempDir()
+	data := testtemp.Dir(t)
 	if d := os.Getenv("OVERLAYD_COMPACT_DIR"); d != "" {
 		data = d // keep the journal (to measure the daemon's boot on it)
 	}
@@ -218,7 +219,7 @@ func recordOffset(b []byte, seq uint64) int {
 // TestCompactRefusedWhileLocked: an offline compaction refuses a journal a
 // daemon holds, and changes nothing.
 func TestCompactRefusedWhileLocked(t *testing.T) {
-	data := t.TempDir()
+	data := testtemp.Dir(t)
 	genJournalKeep(t, data, 500, rand.New(rand.NewSource(testseed.Or(t, 3))), false)
 	dir := filepath.Join(data, "overlayd")
 	s, err := journal.Open(dir, Indexing(journal.Options{}))
@@ -254,7 +255,7 @@ func TestCompactRefusedWhileLocked(t *testing.T) {
 // TestRepairRefusesACompactedJournal: repair, which salvages from event 1,
 // refuses a compacted journal and leaves it (and its directory) as it was.
 func TestRepairRefusesACompactedJournal(t *testing.T) {
-	data := t.TempDir()
+	data := testtemp.Dir(t)
 	genJournalKeep(t, data, 500, rand.New(rand.NewSource(testseed.Or(t, 5))), false)
 	dir := filepath.Join(data, "overlayd")
 	if _, err := CompactDir(dir, CompactOptions{BeforeSeq: 301}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/testtemp"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -37,7 +38,7 @@ func namesDamage(err error, path string) bool {
 // whose lost range is exactly N+1..head.
 func TestDamagedJournalsAreReadSafelyAndRepaired(t *testing.T) {
 	r := rand.New(rand.NewSource(testseed.Or(t, 11)))
-	pristine := t.TempDir()
+	pristine := testtemp.Dir(t)
 	h := genJournal(t, pristine, 4000, r)
 	jdir := filepath.Join(pristine, "overlayd")
 	raw, err := os.ReadFile(filepath.Join(jdir, journal.FileName))
@@ -210,7 +211,7 @@ func readDamaged(t *testing.T, dir string, h history) string {
 // snapshot's state, with the snapshot's journal id, and reports events
 // 1..snapshot as lost but covered.
 func TestRepairEmptyJournalBesideASnapshot(t *testing.T) {
-	data := t.TempDir()
+	data := testtemp.Dir(t)
 	h := genJournal(t, data, 500, rand.New(rand.NewSource(3)))
 	dir := filepath.Join(data, "overlayd")
 	sn, err := journal.ReadSnapshotFile(dir)
@@ -272,7 +273,7 @@ func TestRepairEmptyJournalBesideASnapshot(t *testing.T) {
 // ends at that event followed by a journal_repaired event without state;
 // the loss is reported, not covered.
 func TestRepairWithoutCoveringSnapshot(t *testing.T) {
-	data := t.TempDir()
+	data := testtemp.Dir(t)
 	h := genJournal(t, data, 800, rand.New(rand.NewSource(4)))
 	dir := filepath.Join(data, "overlayd")
 	if err := os.Remove(filepath.Join(dir, journal.SnapshotFileName)); err != nil {
@@ -354,7 +355,7 @@ func TestRepairWithoutCoveringSnapshot(t *testing.T) {
 // A healthy journal is left alone; a daemon holding the journal makes
 // Repair refuse.
 func TestRepairLeavesAHealthyJournalAndRefusesWhileHeld(t *testing.T) {
-	data := t.TempDir()
+	data := testtemp.Dir(t)
 	genJournal(t, data, 100, rand.New(rand.NewSource(5)))
 	dir := filepath.Join(data, "overlayd")
 	before, err := os.ReadFile(filepath.Join(dir, journal.FileName))
@@ -424,7 +425,7 @@ func (f *foreignSnap) LoadSnapshot() (*journal.Snapshot, error) { return f.sn, n
 // An event changed in bbolt's tree, with an intact copy left in an older
 // page: repair restores the original and loses nothing.
 func TestRepairRestoresAnEventFromAnOlderPage(t *testing.T) {
-	data := t.TempDir()
+	data := testtemp.Dir(t)
 	h := genJournal(t, data, 300, rand.New(rand.NewSource(6)))
 	dir := filepath.Join(data, "overlayd")
 	if err := journal.RawUpdate(filepath.Join(dir, journal.FileName), func(seq uint64, raw []byte) []byte {

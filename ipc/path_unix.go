@@ -1,3 +1,5 @@
+//go:build !windows
+
 package ipc
 
 import (
@@ -26,13 +28,4 @@ func DefaultSocketPath(dataDir string) string {
 		h *= 0x100000001b3
 	}
 	return fmt.Sprintf("/tmp/zlayer-overlayd-%016x.sock", h)
-}
-
-// Restorer is implemented by the Unix listener Listen returns.
-type Restorer interface {
-	// Restore binds the socket path again when its file was removed or
-	// replaced by hand (connections already open are not affected); it
-	// reports whether it did. It never takes a path that a live daemon
-	// answers on.
-	Restore() (bool, error)
 }

@@ -108,9 +108,9 @@ type Daemon struct {
 	probs     effects.ProblemSet // the daemon's own (the socket)
 	// compactGate lets one compaction run at a time (compact.go).
 	compactGate compactGate
-	phase       phaseState  // phase.go
-	answers     answerHooks // observe.go
-	authz       *authorizer // authz.go
+	phase       phaseState   // phase.go
+	answers     answerHooks  // observe.go
+	authz       *authorizer  // authz.go
 	dlog        *decisionLog // decisionlog.go
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs

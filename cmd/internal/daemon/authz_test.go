@@ -544,3 +544,36 @@ func copyExecutable(from, to string, mode os.FileMode) error {
 	}
 	return out.Close()
 }
+
+// shutdown is logged, before the daemon stops, with who sent it.
+func TestShutdownLoggedWithSender(t *testing.T) {
+	dir := t.TempDir()
+	var logs syncBuffer
+	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.NewJSONHandler(&logs, nil)), NoDataPlane: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := serveTest(t, d, dir)
+	call(t, c, ipc.Shutdown{})
+	select {
+	case <-d.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not stop")
+	}
+	lines := logLines(t, logs.Bytes())
+	var at, stoppedAt = -1, -1
+	for i, l := range lines {
+		switch l["msg"] {
+		case "shutdown requested; stopping":
+			at = i
+			if l["level"] != "WARN" || l["uid"] != float64(os.Getuid()) || l["pid"] != float64(os.Getpid()) || l["exe"] == "" || l["exe"] == nil {
+				t.Errorf("shutdown line: %v", l)
+			}
+		case "stopped":
+			stoppedAt = i
+		}
+	}
+	if at < 0 || stoppedAt < at {
+		t.Fatalf("shutdown line at %d, stopped at %d", at, stoppedAt)
+	}
+}

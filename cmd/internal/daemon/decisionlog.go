@@ -43,6 +43,11 @@ func (d *Daemon) startDecisionLog() {
 // markChanged records that m's nat_tick journaled an event.
 func (l *decisionLog) markChanged(m ipc.Meta) {
 	l.mu.Lock()
+	if len(l.changed) >= 1024 {
+		// Marks of answers never observed (their connection went first):
+		// forget them rather than grow.
+		clear(l.changed)
+	}
 	l.changed[reqKey{m.ConnID, m.RequestID}] = true
 	l.mu.Unlock()
 }

@@ -17,8 +17,9 @@ import (
 
 // When a dedicated service's private key file is removed:
 //
-//   - once its teardown (the service_torn_down event) is durable: the job's
-//     after hook, which runs only when the commit succeeded. A teardown whose
+//   - once its teardown (the service_torn_down event) is durable and its
+//     effects applied: the job's finish hook, which runs only when the
+//     commit succeeded (sequencer.go). A teardown whose
 //     commit failed (degraded mode) keeps the key: the service is still in
 //     the journal, and its device needs the key at the next boot;
 //   - at boot, every key file that no dedicated service of the replayed
@@ -145,7 +146,7 @@ func (d *Daemon) bootKeys(st *projections.State) {
 }
 
 // removeKeyOnTeardown makes j (a teardown_service_overlay) remove the
-// service's key file once its teardown is durable.
+// service's key file once its teardown is durable and applied.
 func (d *Daemon) removeKeyOnTeardown(j *job, service string) {
 	var pub string // set on the sequencer, read by the replier after it
 	j.before = func(st *projections.State, dec projections.Decision) error {
@@ -160,15 +161,19 @@ func (d *Daemon) removeKeyOnTeardown(j *job, service string) {
 		}
 		return nil
 	}
-	j.after = func([]projections.Event) {
+	// finish runs only when the job's events are durable (a failed commit
+	// is answered without it), and after the effects applied them: no
+	// reconcile pass still wants the key for the device being removed.
+	j.finish = func(resp ipc.Response, _ []projections.Event) ipc.Response {
 		if pub == "" {
-			return
+			return resp
 		}
 		if err := d.keys.Remove(pub); err != nil {
 			d.log.Warn("cannot remove the key file of a torn-down dedicated service; the next boot removes it", "service", service, "public_key", pub, "err", err)
-			return
+			return resp
 		}
 		d.log.Info("removed the key file of a torn-down dedicated service", "service", service, "public_key", pub)
+		return resp
 	}
 }
 

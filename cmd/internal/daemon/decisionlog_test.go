@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +68,52 @@ func TestDecisionLogLevels(t *testing.T) {
 	}
 	if strings.Contains(string(buf.Bytes()), "c2VjcmV0") {
 		t.Error("an answer's content was logged")
+	}
+}
+
+// The cost of one decision line (text handler, info; formatted only, and
+// written to a file) and of a read's line when debug is off (not formatted).
+func BenchmarkDecisionLog(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "daemon.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	for _, c := range []struct {
+		name string
+		req  ipc.Request
+		w    io.Writer
+	}{{"decision", ipc.AddPeer{}, io.Discard}, {"decision-to-file", ipc.AddPeer{}, f}, {"read-at-info", ipc.Status{}, io.Discard}} {
+		b.Run(c.name, func(b *testing.B) {
+			l := &decisionLog{log: slog.New(slog.NewTextHandler(c.w, nil)), changed: map[reqKey]bool{}}
+			a := ipc.Answered{Meta: ipc.Meta{ConnID: 1, RequestID: 1, HasPeer: true, Peer: ipc.Creds{UID: 0, PID: 77, Exe: "/usr/bin/zlayer"}},
+				Request: c.req, Response: ipc.OK{}, Took: time.Millisecond}
+			b.ReportAllocs()
+			for b.Loop() {
+				l.observe(a)
+			}
+		})
+	}
+}
+
+func BenchmarkAuthorizerCheck(b *testing.B) {
+	a := newAuthorizer(slog.New(slog.DiscardHandler), AuthzConfig{Group: "64050"})
+	a.setTransport("unix")
+	a.procGroups = func(uint32) ([]uint32, error) { return []uint32{64050}, nil }
+	for _, c := range []struct {
+		name string
+		m    ipc.Meta
+	}{
+		{"root", ipc.Meta{ConnID: 1, HasPeer: true}},
+		{"supplementary-member", ipc.Meta{ConnID: 2, HasPeer: true, Peer: ipc.Creds{UID: 64003, GID: 1, PID: 3}}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if a.check(c.m, "add_peer") != nil {
+					b.Fatal("refused")
+				}
+			}
+		})
 	}
 }

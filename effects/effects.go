@@ -76,6 +76,7 @@ type worker struct {
 	// a pass succeeds for them, and under the reconciler's name what the
 	// last pass reported beyond them, until a full pass reports nothing.
 	problems ProblemSet
+	fails    failLog // faillog.go: problems logged by transition
 }
 
 // Filter is implemented by reconcilers that can tell which change keys
@@ -405,8 +406,10 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		} else if all && rest == nil {
 			w.problems.Set(name, nil)
 		}
+		if ctx.Err() == nil {
+			w.fails.pass(r.log, name, w.problems.List())
+		}
 		if err != nil && ctx.Err() == nil {
-			r.log.Warn("reconcile failed; will retry at the next check", "reconciler", w.r.Name(), "err", err)
 			w.mu.Lock()
 			w.all = true // retry everything at the next tick
 			w.mu.Unlock()

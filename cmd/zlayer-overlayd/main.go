@@ -45,7 +45,13 @@ func main() {
 		retain    = flag.Uint64("retain-events", 0, "keep at least the newest N events in the journal: older ones are sealed into archive files under <data-dir>/overlayd/archive and replaced by a checkpoint, checked at each snapshot (0: keep every event)")
 		unhealthy = flag.Duration("peer-unhealthy-after", 180*time.Second, "a peer whose last handshake is older than this is reported unhealthy")
 		showVer   = flag.Bool("version", false, "print the version (release, commit, protocol) and exit")
+
+		// SEC: log format and who may talk (docs/security.md).
+		logFormat  = flag.String("log-format", "text", "log line format: text (logfmt key=value) or json (one object a line)")
+		adminGroup = flag.String("admin-group", daemon.DefaultAdminGroup, "group (name or numeric GID) whose members may send ops that change state or stop the daemon; anyone who can open the socket may read. A group that does not exist leaves only root and --admin-uid")
+		adminUIDs  uidList
 	)
+	flag.Var(&adminUIDs, "admin-uid", "uid that may send ops that change state, besides root and --admin-group (repeatable, or comma-separated)")
 	parseFlags(os.Args[1:])
 	if *showVer {
 		fmt.Println(version.String())
@@ -60,7 +66,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "zlayer-overlayd: --log-level: %v\n", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := newLogger(os.Stderr, *logFormat, level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "zlayer-overlayd: %v\n", err)
+		os.Exit(2)
+	}
 	// The journal logs through the default logger (indexing, compaction):
 	// the same handler, so its lines read like the daemon's own.
 	slog.SetDefault(log)
@@ -78,8 +88,8 @@ func main() {
 		KeepStateEvery: *keepEvery, NoKeptStates: *keepEvery == 0,
 		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log, MaxConns: *maxConns,
 		RetainEvents: *retain,
+		Authz:        daemon.AuthzConfig{Group: *adminGroup, UIDs: adminUIDs},
 	}
-	var err error
 	if cfg.DNS, err = dnsOptions(*dnsListen, *dnsUp, *resolv); err != nil {
 		fmt.Fprintf(os.Stderr, "zlayer-overlayd: %v\n", err)
 		os.Exit(2)

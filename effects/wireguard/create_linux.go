@@ -67,12 +67,8 @@ func (k *hostKernel) CreateDevice(name string, mtu int, log *slog.Logger) (Devic
 		t.Close()
 		return nil, fmt.Errorf("wireguard: %s: set MTU: %w", name, err)
 	}
-	wlog := &device.Logger{
-		Verbosef: func(string, ...any) {},
-		Errorf: func(format string, args ...any) {
-			log.Warn("wireguard-go: "+fmt.Sprintf(format, args...), "device", name)
-		},
-	}
+	gl := newGoLogger(log, name) // wglog.go: per-peer repeats folded
+	wlog := &device.Logger{Verbosef: gl.verbosef, Errorf: gl.errorf}
 	h := &hostDevice{dev: device.NewDevice(t, conn.NewDefaultBind(), wlog)} // owns t now
 	if err := k.step("device"); err != nil {
 		h.Close()

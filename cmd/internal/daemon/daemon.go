@@ -74,6 +74,10 @@ type Config struct {
 	// data dir (tests: an in-memory store, or journal.Faulty to inject
 	// write failures). The daemon closes it.
 	Store journal.Store
+
+	// SEC: who may send mutating ops (authz.go; flags --admin-group,
+	// --admin-uid).
+	Authz AuthzConfig
 }
 
 // Daemon is one running zlayer-overlayd.
@@ -104,8 +108,10 @@ type Daemon struct {
 	probs     effects.ProblemSet // the daemon's own (the socket)
 	// compactGate lets one compaction run at a time (compact.go).
 	compactGate compactGate
-	phase       phaseState  // phase.go
-	answers     answerHooks // observe.go
+	phase       phaseState   // phase.go
+	answers     answerHooks  // observe.go
+	authz       *authorizer  // authz.go
+	dlog        *decisionLog // decisionlog.go
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -158,7 +164,9 @@ func Open(cfg Config) (*Daemon, error) {
 	if cfg.OnPhase != nil {
 		d.onPhase(cfg.OnPhase)
 	}
-	d.keys = keyStore{dir: filepath.Join(d.dir, "keys")}
+	d.keys = keyStore{dir: filepath.Join(d.dir, "keys"), log: d.log}
+	d.authz = newAuthorizer(d.log, cfg.Authz)
+	d.startDecisionLog()
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -220,6 +228,7 @@ func Open(cfg Config) (*Daemon, error) {
 	if live.Seq != head {
 		return nil, fmt.Errorf("boot: replay ended at %d but the journal head is %d", live.Seq, head)
 	}
+	d.bootKeys(live) // key files no journaled service owns, modes (keyclean.go)
 	d.decided = &decidedState{st: live.Clone(), hash: headHash, advance: make(chan struct{})}
 	d.jw = newJournalWatch(d) // before the pipeline, which reads it
 	d.pipe = newPipeline(d, live)
@@ -301,6 +310,7 @@ func (d *Daemon) ServeListener(l net.Listener) error {
 	d.mu.Lock()
 	d.listener = l
 	d.mu.Unlock()
+	d.authz.setTransport(l.Addr().Network())
 	d.server = &ipc.Server{Handler: d.handle, Log: d.log, MaxConns: d.cfg.MaxConns}
 	if len(d.answers) > 0 {
 		d.server.Observe = d.answers.observe

@@ -167,6 +167,7 @@ func (w *journalWatch) loop() {
 		w.failing = false
 		w.mu.Unlock()
 		w.d.log.Info("journal writable again; accepting writes", "read_only_for", time.Since(h.Since).Round(time.Millisecond))
+		w.d.sweepKeysAfterRecovery() // keys of setups whose commits failed (keyclean.go)
 	}
 }
 

@@ -19,6 +19,9 @@ import (
 // must not block: I/O that a command needs (the process's namespace inode, a
 // generated key) is done here, before the sequencer.
 func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
+	if refusal := d.authz.check(m, req.Op()); refusal != nil {
+		return ipc.Reply(refusal) // nothing decided, nothing journaled (authz.go)
+	}
 	cause := journal.Cause{Op: req.Op(), RequestID: m.RequestID, HasPeer: m.HasPeer, UID: m.Peer.UID, PID: m.Peer.PID, Exe: m.Peer.Exe}
 	j := &job{cause: cause}
 	switch r := req.(type) {
@@ -48,7 +51,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 				return ipc.Reply(ipc.Err{Message: "setup_service_overlay: generate key: " + err.Error()})
 			}
 			c.NewPublicKey = priv.PublicKey().String()
-			j.before = func(dec projections.Decision) error {
+			j.before = func(_ *projections.State, dec projections.Decision) error {
 				for _, ev := range dec.Events {
 					if s, ok := ev.(*projections.ServiceSetUp); ok && s.Dedicated != nil && s.Dedicated.PublicKey == c.NewPublicKey {
 						if err := d.keys.Save(priv); err != nil {
@@ -63,6 +66,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		j.finish = d.effectOutcome(req.Op(), "service/"+r.Service)
 	case ipc.TeardownServiceOverlay:
 		j.cmd = projections.TeardownService{Service: r.Service}
+		d.removeKeyOnTeardown(j, r.Service) // keys.go
 	case ipc.AllocateIP:
 		j.cmd = projections.AllocateIP{Service: r.Service, JoinGlobal: r.JoinGlobal}
 	case ipc.ReleaseIP:
@@ -117,6 +121,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 	case ipc.NatTick:
 		j.cmd = projections.ObserveEndpoints{Observed: d.observeEndpoints()}
 		j.after = func(evs []projections.Event) {
+			d.dlog.markChanged(m) // a decision, logged at info (decisionlog.go)
 			for _, ev := range evs {
 				if o, ok := ev.(*projections.PeerEndpointObserved); ok {
 					d.log.Info("peer endpoint changed", "peer", o.PublicKey, "scope", o.Scope.String(), "endpoint", o.Endpoint)
@@ -156,6 +161,7 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		}
 		j.read, j.finish = read, finish
 	case ipc.Shutdown:
+		d.log.Warn("shutdown requested; stopping", "uid", m.Peer.UID, "pid", m.Peer.PID, "exe", m.Peer.Exe, "has_peer", m.HasPeer, "request_id", m.RequestID, "conn", m.ConnID)
 		go d.Stop()
 		return ipc.Reply(ipc.OK{})
 	case ipc.JournalList:

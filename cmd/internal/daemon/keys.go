@@ -130,7 +130,12 @@ func loadNodeKey(dir, importPath string) (key wgtypes.Key, source string, persis
 }
 
 // keyStore holds private keys of dedicated devices, named by public key.
-type keyStore struct{ dir string }
+// A key file lives exactly as long as the journal has a dedicated service
+// that owns it (keyclean.go removes the others).
+type keyStore struct {
+	dir string
+	log *slog.Logger
+}
 
 func (ks keyStore) path(pub string) (string, error) {
 	b, err := base64.StdEncoding.DecodeString(pub)

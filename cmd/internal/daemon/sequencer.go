@@ -42,9 +42,11 @@ type job struct {
 	cmd   projections.Command
 	read  func(st *projections.State) ipc.Response // a read: no command
 	cause journal.Cause
-	// before runs after Decide and before the journal append; an error
-	// refuses the command (nothing is journaled).
-	before func(d projections.Decision) error
+	// before runs after Decide and before the journal append, on the
+	// sequencer, with the state the decision was made against (not yet
+	// changed by it; read it only); an error refuses the command (nothing
+	// is journaled).
+	before func(st *projections.State, d projections.Decision) error
 	// render turns the decision's reply into the wire response.
 	render func(r projections.Reply) ipc.Response
 	// finish, when set, completes the response off the pipeline, after
@@ -259,7 +261,7 @@ func (p *pipeline) decide(j *job) pendingReply {
 		return pendingReply{commit: p.barrier, op: op, job: j, resp: resp}
 	}
 	if j.before != nil {
-		if err := j.before(d); err != nil {
+		if err := j.before(p.live, d); err != nil {
 			return refuse(err)
 		}
 	}

@@ -265,7 +265,16 @@ func (s *BoltStore) swapIn(tmp string, ck *Checkpoint) error {
 		}
 	}
 	hit("journal/compact-swap")
-	if err := os.Rename(tmp, s.path); err != nil {
+	if renameNeedsClosedFiles {
+		reopened, err := s.renameClosed(tmp, old, nh)
+		if err != nil {
+			s.recovering = false
+			s.hcond.Broadcast()
+			s.hmu.Unlock()
+			return err
+		}
+		nh, old = reopened, nil
+	} else if err := os.Rename(tmp, s.path); err != nil {
 		return abort(fmt.Errorf("rename %s over the journal: %w (the journal is unchanged)", tmp, err))
 	}
 	s.h = nh
@@ -279,6 +288,9 @@ func (s *BoltStore) swapIn(tmp string, ck *Checkpoint) error {
 	// The old file is unlinked and nothing reads it any more; unmapping a
 	// large file takes a while, and the commits need not wait for it.
 	go func() {
+		if old == nil {
+			return // closed before the rename (renameClosed)
+		}
 		if err := s.closeHandle(old); err != nil {
 			slog.Warn("journal: closing the handle on the file before compaction", "file", s.path, "err", err)
 		}
@@ -292,4 +304,40 @@ func (s *BoltStore) swapIn(tmp string, ck *Checkpoint) error {
 		return nil
 	}
 	return nil
+}
+
+// renameClosed is the swap where a file that is open cannot be renamed
+// over (Windows: "Sharing violation"): it closes the rewritten file's
+// handle nh and the journal's handle old, renames tmp over the journal and
+// opens it again. It runs with s.hmu held and no reads in flight. On a
+// failed rename the journal is reopened as it was (s.h is set to it) and
+// the error says the journal is unchanged; a journal that cannot be
+// reopened makes the store read-only with the reason.
+func (s *BoltStore) renameClosed(tmp string, old, nh *handle) (*handle, error) {
+	if old.stuck {
+		_ = guard(s.path, "close", nil, nh.db.Close)
+		return nil, fmt.Errorf("rename %s over the journal: the journal's handle is unusable after a panic and cannot be closed (the journal is unchanged); restart the daemon", tmp)
+	}
+	if err := guard(s.path, "close", nil, nh.db.Close); err != nil {
+		return nil, fmt.Errorf("close the rewritten file %s: %w (the journal is unchanged)", tmp, err)
+	}
+	if err := guard(s.path, "close", nil, old.db.Close); err != nil {
+		s.fail(fmt.Errorf("compact: close the journal before the swap: %w", err), false)
+		return nil, fmt.Errorf("close the journal before the swap: %w (the journal is unchanged, but its handle is closed: the store is read-only until Recover)", err)
+	}
+	renameErr := os.Rename(tmp, s.path)
+	h, err := s.openHandleAt(s.path)
+	if err != nil {
+		s.h = nil
+		s.fail(fmt.Errorf("compact: reopen %s after the swap: %w", s.path, err), false)
+		if renameErr != nil {
+			return nil, fmt.Errorf("rename %s over the journal: %w; reopening the journal then failed: %v", tmp, renameErr, err)
+		}
+		return nil, fmt.Errorf("the rewritten journal is in place, but reopening it failed: %w", err)
+	}
+	if renameErr != nil {
+		s.h = h
+		return nil, fmt.Errorf("rename %s over the journal: %w (the journal is unchanged)", tmp, renameErr)
+	}
+	return h, nil
 }

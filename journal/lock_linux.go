@@ -44,3 +44,6 @@ func dupFile(f *os.File) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), f.Name()), nil
 }
+
+// openForLock opens the journal for LockJournal.
+func openForLock(path string) (*os.File, error) { return os.OpenFile(path, os.O_RDWR, 0) }

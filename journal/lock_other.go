@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !windows
 
 package journal
 
@@ -17,3 +17,6 @@ func lockFile(f *os.File, exclusive bool, timeout time.Duration) error { return 
 func dupFile(f *os.File) (*os.File, error) {
 	return nil, errors.New("reopening a file whose bbolt handle is stuck is not supported on this system; restart the process")
 }
+
+// openForLock opens the journal for LockJournal.
+func openForLock(path string) (*os.File, error) { return os.OpenFile(path, os.O_RDWR, 0) }

@@ -20,7 +20,7 @@ import (
 // lock.)
 func LockJournal(dir string, timeout time.Duration) (release func() error, err error) {
 	path := filepath.Join(dir, FileName)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := openForLock(path)
 	if err != nil {
 		return nil, fmt.Errorf("journal: lock %s: %w", path, err)
 	}
@@ -31,7 +31,11 @@ func LockJournal(dir string, timeout time.Duration) (release func() error, err e
 		}
 		return nil, fmt.Errorf("journal: lock %s: %w", path, err)
 	}
-	return f.Close, nil
+	return func() error {
+		err := f.Close()
+		os.Remove(path + replacedSuffix) // Windows: the file replaceLocked moved aside
+		return err
+	}, nil
 }
 
 // CopyAside copies dir/journal.db to dir/journal.db.<suffix> (which must
@@ -109,7 +113,7 @@ func Rewrite(dir string, ident Identity, chain [][]byte, recs []Record) ([]Envel
 		os.Remove(tmp)
 		return nil, fmt.Errorf("journal: rewrite %s: %w", path, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := replaceLocked(tmp, path); err != nil {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("journal: rewrite %s: %w", path, err)
 	}

@@ -16,3 +16,15 @@ func syncDir(dir string) error {
 	}
 	return err
 }
+
+// renameNeedsClosedFiles: a rename replaces an open file here, so the
+// compaction swaps files while the journal stays open.
+const renameNeedsClosedFiles = false
+
+// replacedSuffix names the old journal replaceLocked moves aside on
+// Windows; nothing creates it here.
+const replacedSuffix = ".replaced"
+
+// replaceLocked renames tmp over path, which the caller holds open for its
+// lock (LockJournal): a rename replaces an open file here.
+func replaceLocked(tmp, path string) error { return os.Rename(tmp, path) }

@@ -46,6 +46,8 @@ func main() {
 		unhealthy = flag.Duration("peer-unhealthy-after", 180*time.Second, "a peer whose last handshake is older than this is reported unhealthy")
 		showVer   = flag.Bool("version", false, "print the version (release, commit, protocol) and exit")
 	)
+	// METRICS
+	metricsListen := flag.String("metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz over HTTP on this host:port, e.g. 127.0.0.1:9464 (keep it on loopback: the metrics name services, peers and addresses); \"\" for none")
 	parseFlags(os.Args[1:])
 	if *showVer {
 		fmt.Println(version.String())
@@ -77,7 +79,8 @@ func main() {
 		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
 		KeepStateEvery: *keepEvery, NoKeptStates: *keepEvery == 0,
 		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log, MaxConns: *maxConns,
-		RetainEvents: *retain,
+		RetainEvents:  *retain,
+		MetricsListen: *metricsListen, // METRICS
 	}
 	var err error
 	if cfg.DNS, err = dnsOptions(*dnsListen, *dnsUp, *resolv); err != nil {

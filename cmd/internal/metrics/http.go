@@ -44,6 +44,8 @@ type ServerOptions struct {
 	// RetryEvery is the wait between binding attempts (default
 	// DefaultRetryEvery).
 	RetryEvery time.Duration
+	// ReadHeaderTimeout, when set, replaces the default (tests).
+	ReadHeaderTimeout time.Duration
 }
 
 // Server serves /metrics, /healthz and /readyz over HTTP. It never stops
@@ -67,6 +69,9 @@ func StartServer(o ServerOptions) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = ReadHeaderTimeout
+	}
 	s := &Server{o: o, stop: make(chan struct{}), done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", o.Metrics)
@@ -74,7 +79,7 @@ func StartServer(o ServerOptions) *Server {
 	mux.HandleFunc("/readyz", s.readyz)
 	s.srv = &http.Server{
 		Handler:           onlyGet(mux),
-		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		ReadTimeout:       ReadTimeout,
 		WriteTimeout:      WriteTimeout,
 		IdleTimeout:       IdleTimeout,

@@ -59,10 +59,10 @@ type Sample struct {
 
 // Boot is how the state was loaded at boot.
 type Boot struct {
-	Duration     time.Duration // the whole load
-	StartLoad    time.Duration // the snapshot (or checkpoint) part of it
-	Replayed     uint64        // events replayed after it
-	SnapshotSeq  uint64        // 0: no snapshot used
+	Duration    time.Duration // the whole load
+	StartLoad   time.Duration // the snapshot (or checkpoint) part of it
+	Replayed    uint64        // events replayed after it
+	SnapshotSeq uint64        // 0: no snapshot used
 }
 
 // Pool is one IPAM pool.

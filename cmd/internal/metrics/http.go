@@ -3,8 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
+		"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -115,7 +114,6 @@ func (s *Server) run() {
 	for {
 		l, err := net.Listen("tcp", s.o.Addr)
 		if err != nil {
-			err = fmt.Errorf("metrics: cannot listen on %s: %w", s.o.Addr, err)
 			if err.Error() != lastErr {
 				s.o.Log.Warn("metrics: cannot listen; retrying (the daemon goes on without metrics meanwhile)", "addr", s.o.Addr, "retry_every", s.o.RetryEvery, "err", err)
 				lastErr = err.Error()

@@ -3,7 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
-		"io"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"

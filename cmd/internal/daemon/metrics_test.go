@@ -22,6 +22,7 @@ import (
 	"github.com/zlayer/overlayd/effects/dns"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
+	"github.com/zlayer/overlayd/projections"
 )
 
 // freePort returns a loopback address:port nothing listens on now.
@@ -333,3 +334,50 @@ func TestMetricsBindFailureDoesNotStopTheDaemon(t *testing.T) {
 }
 
 var httpClient = http.Client{Timeout: 2 * time.Second}
+
+// ipamState is a state whose node slice holds n owned addresses.
+func ipamState(n int) *projections.State {
+	st := projections.New()
+	st.Global = &projections.Global{Slice: netip.MustParsePrefix("10.0.0.0/8")}
+	a := netip.MustParseAddr("10.0.0.1")
+	for range n {
+		st.IPAM.Owners[a] = projections.Owner{Kind: projections.OwnerReservation, Pool: "slice"}
+		a = a.Next()
+	}
+	st.Seq = uint64(n)
+	return st
+}
+
+// The pools' use at 100,000 addresses: counted once per state change
+// (the walk), reused while the state does not change.
+func BenchmarkIPAMPools100k(b *testing.B) {
+	st := ipamState(100_000)
+	b.Run("changed", func(b *testing.B) {
+		for b.Loop() {
+			var c ipamCache
+			if ps := c.pools(st); ps[0].Used != 100_000 {
+				b.Fatal(ps)
+			}
+		}
+	})
+	b.Run("unchanged", func(b *testing.B) {
+		var c ipamCache
+		c.pools(st)
+		for b.Loop() {
+			c.pools(st)
+		}
+	})
+}
+
+func TestIPAMCacheFollowsTheState(t *testing.T) {
+	st := ipamState(10)
+	var c ipamCache
+	if got := c.pools(st)[0]; got.Used != 10 || got.Capacity != 1<<24-2 {
+		t.Fatalf("pools: %+v", got)
+	}
+	delete(st.IPAM.Owners, netip.MustParseAddr("10.0.0.1"))
+	st.Seq++
+	if got := c.pools(st)[0]; got.Used != 9 {
+		t.Fatalf("after a release: %+v", got)
+	}
+}

@@ -162,27 +162,39 @@ func TestServerRetriesBinding(t *testing.T) {
 		Ready: func() (bool, []string) { return true, nil }, Log: slog.New(slog.DiscardHandler), RetryEvery: 20 * time.Millisecond,
 		Problem: func(err error) { mu.Lock(); reports = append(reports, err); mu.Unlock() }})
 	defer s.Close()
-	time.Sleep(100 * time.Millisecond)
-	mu.Lock()
-	n := len(reports)
-	first := reports[0]
-	mu.Unlock()
-	if n < 2 || first == nil || !strings.Contains(first.Error(), "address already in use") || s.Addr() != nil {
-		t.Fatalf("while the address is taken: %d reports, first %v, addr %v", n, first, s.Addr())
+	snapshot := func() []error {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]error(nil), reports...)
+	}
+	waitFor := func(what string, cond func([]error) bool) []error {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r := snapshot()
+			if cond(r) {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: reports %v, addr %v", what, r, s.Addr())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// Two failed attempts at least, each reported, nothing bound.
+	r := waitFor("two failed attempts", func(r []error) bool { return len(r) >= 2 })
+	for _, err := range r {
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("while the address is taken: %v", r)
+		}
+	}
+	if s.Addr() != nil {
+		t.Fatalf("bound %v while the address is taken", s.Addr())
 	}
 	taken.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Addr() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("not bound once the address was free")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	mu.Lock()
-	last := reports[len(reports)-1]
-	mu.Unlock()
-	if last != nil {
-		t.Fatalf("the last report after binding is %v, want nil", last)
+	waitFor("a nil report once bound", func(r []error) bool { return len(r) > 0 && r[len(r)-1] == nil })
+	if s.Addr() == nil {
+		t.Fatal("reported bound without an address")
 	}
 }
 

@@ -57,6 +57,84 @@ type Runner struct {
 	observers []Observer
 	wg        sync.WaitGroup
 	cancel    context.CancelFunc
+	// onPass, when set (before Start), is told of every finished pass
+	// (metrics).
+	onPass func(Pass)
+}
+
+// Pass is one finished Reconcile call, as Runner.OnPass reports it.
+type Pass struct {
+	Reconciler string
+	All        bool  // a full pass (boot, periodic check, retry)
+	Err        error // what Reconcile returned
+	Took       time.Duration
+}
+
+// OnPass makes the runner call fn after every pass of every reconciler,
+// on that reconciler's goroutine: fn must be quick and safe for
+// concurrent use. Call it before Start.
+func (r *Runner) OnPass(fn func(Pass)) { r.onPass = fn }
+
+// Reconcilers returns the runner's reconcilers, in order (metrics look for
+// the optional interfaces they implement: Repairer, ...).
+func (r *Runner) Reconcilers() []Reconciler {
+	out := make([]Reconciler, len(r.workers))
+	for i, w := range r.workers {
+		out[i] = w.r
+	}
+	return out
+}
+
+// Repairer is implemented by reconcilers that count the drift they
+// repaired (an object found changed or missing behind the daemon's back
+// and put back, a stray one removed), by kind ("nat_table",
+// "wireguard_device", ...). The counts only grow.
+type Repairer interface {
+	Repaired() map[string]uint64
+}
+
+// Repaired sums the counts of every Repairer by kind.
+func (r *Runner) Repaired() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, w := range r.workers {
+		if rp, ok := w.r.(Repairer); ok {
+			for k, n := range rp.Repaired() {
+				out[k] += n
+			}
+		}
+	}
+	return out
+}
+
+// Repairs counts repairs by kind, for a Repairer. The zero value is ready;
+// safe for concurrent use.
+type Repairs struct {
+	mu sync.Mutex
+	m  map[string]uint64
+}
+
+// Add counts n repairs of kind.
+func (rs *Repairs) Add(kind string, n int) {
+	if n <= 0 {
+		return
+	}
+	rs.mu.Lock()
+	if rs.m == nil {
+		rs.m = map[string]uint64{}
+	}
+	rs.m[kind] += uint64(n)
+	rs.mu.Unlock()
+}
+
+// Repaired returns a copy of the counts.
+func (rs *Repairs) Repaired() map[string]uint64 {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	out := make(map[string]uint64, len(rs.m))
+	for k, n := range rs.m {
+		out[k] = n
+	}
+	return out
 }
 
 type worker struct {
@@ -386,7 +464,11 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 		if len(keys) == 0 && !all {
 			continue
 		}
+		t0 := time.Now()
 		err := w.r.Reconcile(ctx, r.view, keys, all)
+		if r.onPass != nil && ctx.Err() == nil {
+			r.onPass(Pass{Reconciler: w.r.Name(), All: all, Err: err, Took: time.Since(t0)})
+		}
 		var ke KeyErrors
 		errors.As(err, &ke)
 		name := w.r.Name()

@@ -138,6 +138,8 @@ type BoltStore struct {
 	// reached the file, as a failed fsync does) and "recover" (Recover's
 	// probe of the medium).
 	faultHook func(op string) error
+
+	commitHook // ObserveCommits (observe.go)
 }
 
 var _ Store = (*BoltStore)(nil)

@@ -117,14 +117,19 @@ func (s *BoltStore) commitBatch(batch []item) {
 	if len(live) == 0 {
 		return
 	}
+	obs := s.observer()
 	h, err := s.acquire()
 	if err != nil {
 		s.fail(err, true)
+		if obs != nil {
+			obs(CommitInfo{Events: nLive, Err: err})
+		}
 		for _, it := range live {
 			it.fail(s.Health().Err)
 		}
 		return
 	}
+	t0 := time.Now()
 	first := seq + 1
 	now := s.ids.now()
 	envs := make([][]Envelope, len(live))
@@ -179,6 +184,18 @@ func (s *BoltStore) commitBatch(batch []item) {
 		if herr := s.faultHook("synced"); herr != nil {
 			err = herr
 		}
+	}
+	if obs != nil {
+		ci := CommitInfo{Took: time.Since(t0), Events: nLive, Err: err}
+		if err == nil {
+			ci.Types = make([]string, 0, nLive)
+			for _, es := range envs {
+				for _, e := range es {
+					ci.Types = append(ci.Types, e.Type)
+				}
+			}
+		}
+		obs(ci)
 	}
 	if err != nil {
 		cause := fmt.Errorf("commit of events %d..%d to %s: %w", first, first+uint64(nLive)-1, s.path, err)

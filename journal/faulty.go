@@ -37,6 +37,8 @@ type Faulty struct {
 	epoch    uint64
 	closing  bool
 	commits  int // commit attempts, failed or not
+
+	commitHook // ObserveCommits (observe.go): what the wrapper commits, injected failures included
 }
 
 var _ Store = (*Faulty)(nil)
@@ -158,18 +160,37 @@ func (f *Faulty) writer() {
 		if inj != nil {
 			err := f.failLocked(fmt.Errorf("commit (injected): %w", inj))
 			f.mu.Unlock()
+			f.report(it.recs, 0, nil, err)
 			it.commit.resolve(nil, err)
 			continue
 		}
 		f.mu.Unlock()
+		t0 := time.Now()
 		envs, err := f.inner.Append(it.recs).Wait()
 		if err != nil && !errors.Is(err, ErrClosed) {
 			f.mu.Lock()
 			err = f.failLocked(err)
 			f.mu.Unlock()
 		}
+		f.report(it.recs, time.Since(t0), envs, err)
 		it.commit.resolve(envs, err)
 	}
+}
+
+// report tells the observer of one commit.
+func (f *Faulty) report(recs []Record, took time.Duration, envs []Envelope, err error) {
+	fn := f.observer()
+	if fn == nil {
+		return
+	}
+	ci := CommitInfo{Took: took, Events: len(recs), Err: err}
+	if err == nil {
+		ci.Types = make([]string, len(envs))
+		for i, e := range envs {
+			ci.Types[i] = e.Type
+		}
+	}
+	fn(ci)
 }
 
 // failLocked makes the wrapper read-only with cause and returns the error

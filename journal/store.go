@@ -106,6 +106,8 @@ type MemStore struct {
 	ids    idSource
 	closed bool
 	ix     memIndex // index_mem.go
+
+	commitHook // ObserveCommits (observe.go)
 }
 
 var _ Store = (*MemStore)(nil)
@@ -143,6 +145,13 @@ func (m *MemStore) Append(recs []Record) *Commit {
 			Ignorable: r.Ignorable, Cause: r.Cause, Payload: append([]byte(nil), r.Payload...), PrevHash: prev}
 		m.envs = append(m.envs, e.encode(nil))
 		prev = e.Hash
+	}
+	if fn := m.observer(); fn != nil {
+		types := make([]string, len(recs))
+		for i, r := range recs {
+			types[i] = r.Type
+		}
+		fn(CommitInfo{Events: len(recs), Types: types})
 	}
 	c.resolve(envs, nil)
 	return c

@@ -52,6 +52,8 @@ func main() {
 		adminUIDs  uidList
 	)
 	flag.Var(&adminUIDs, "admin-uid", "uid that may send ops that change state, besides root and --admin-group (repeatable, or comma-separated)")
+	// METRICS
+	metricsListen := flag.String("metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz over HTTP on this host:port, e.g. 127.0.0.1:9464 (keep it on loopback: the metrics name services, peers and addresses); \"\" for none")
 	parseFlags(os.Args[1:])
 	if *showVer {
 		fmt.Println(version.String())
@@ -87,8 +89,9 @@ func main() {
 		SlicePrefix4: *slice4, SlicePrefix6: *slice6, SnapshotEvery: *snapEvery,
 		KeepStateEvery: *keepEvery, NoKeptStates: *keepEvery == 0,
 		ReconcileInterval: *interval, PeerUnhealthyAfter: *unhealthy, Log: log, MaxConns: *maxConns,
-		RetainEvents: *retain,
-		Authz:        daemon.AuthzConfig{Group: *adminGroup, UIDs: adminUIDs},
+		RetainEvents:  *retain,
+		Authz:         daemon.AuthzConfig{Group: *adminGroup, UIDs: adminUIDs},
+		MetricsListen: *metricsListen, // METRICS
 	}
 	if cfg.DNS, err = dnsOptions(*dnsListen, *dnsUp, *resolv); err != nil {
 		fmt.Fprintf(os.Stderr, "zlayer-overlayd: %v\n", err)

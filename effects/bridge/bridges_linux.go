@@ -26,7 +26,13 @@ func inTheWay(name, alias string, v verdict, m mark) error {
 // creating and marking it): fixed MAC, MTU, ownership mark, exactly the
 // gateway address, up.
 func (r *Reconciler) ensureBridge(b *Bridge) error {
-	idx, err := r.ensureBridgeWith(b)
+	r.oursMu.Lock()
+	_, had := r.ours[b.Name]
+	r.oursMu.Unlock()
+	idx, created, err := r.ensureBridgeWith(b)
+	if had && created {
+		r.repairs.Add("bridge", 1) // it was ours and had gone
+	}
 	r.oursMu.Lock()
 	defer r.oursMu.Unlock()
 	if err != nil {
@@ -46,48 +52,50 @@ func (r *Reconciler) isOurs(name string, index int) bool {
 	return ok && i == index
 }
 
-func (r *Reconciler) ensureBridgeWith(b *Bridge) (int, error) {
+// created says it had to make the bridge.
+func (r *Reconciler) ensureBridgeWith(b *Bridge) (idx int, created bool, err error) {
 	l, err := r.k.LinkByName(b.Name)
 	if notFound(err) {
+		created = true
 		// Made with the default MTU, which the MTU step below pins to the
 		// overlay's: one given here would follow the ports (1500 once the
 		// last container leaves).
 		if err := r.k.AddBridge(b.Name, b.MAC); err != nil && !errors.Is(err, syscall.EEXIST) {
-			return 0, fmt.Errorf("bridge %s: create: %w", b.Name, err)
+			return 0, created, fmt.Errorf("bridge %s: create: %w", b.Name, err)
 		}
 		r.log.Info("bridge created", "service", b.Service, "bridge", b.Name)
 		// Whatever the answer, look again at what has that name now.
 		l, err = r.k.LinkByName(b.Name)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("bridge %s: %w", b.Name, err)
+		return 0, created, fmt.Errorf("bridge %s: %w", b.Name, err)
 	}
 	if l.Kind != "bridge" {
-		return 0, fmt.Errorf("bridge %s: a %s link of that name is in the way", b.Name, l.Kind)
+		return 0, created, fmt.Errorf("bridge %s: a %s link of that name is in the way", b.Name, l.Kind)
 	}
 	if v, m := r.marks.judge(l.Alias); v == foreign || v == alien {
-		return 0, fmt.Errorf("bridge %s: %w", b.Name, inTheWay(b.Name, l.Alias, v, m))
+		return 0, created, fmt.Errorf("bridge %s: %w", b.Name, inTheWay(b.Name, l.Alias, v, m))
 	}
 	if want := r.marks.bridge(b.Service); l.Alias != want {
 		if err := r.k.SetAlias(b.Name, want); err != nil {
-			return 0, fmt.Errorf("bridge %s: mark: %w", b.Name, err)
+			return 0, created, fmt.Errorf("bridge %s: mark: %w", b.Name, err)
 		}
 	}
 	if l.MTU != effects.MTU {
 		if err := r.k.SetMTU(l.Index, effects.MTU); err != nil {
-			return 0, fmt.Errorf("bridge %s: MTU: %w", b.Name, err)
+			return 0, created, fmt.Errorf("bridge %s: MTU: %w", b.Name, err)
 		}
 	}
 	if l.MAC.String() != b.MAC.String() {
 		if err := r.k.SetMAC(l.Index, b.MAC); err != nil {
-			return 0, fmt.Errorf("bridge %s: MAC: %w", b.Name, err)
+			return 0, created, fmt.Errorf("bridge %s: MAC: %w", b.Name, err)
 		}
 	}
 	// Exactly the gateway (link-local addresses aside): another address
 	// on the bridge would answer for the service subnet, or another.
 	have, err := r.k.Addrs(l.Index)
 	if err != nil {
-		return 0, fmt.Errorf("bridge %s: addresses: %w", b.Name, err)
+		return 0, created, fmt.Errorf("bridge %s: addresses: %w", b.Name, err)
 	}
 	hasGateway := false
 	for _, p := range have {
@@ -96,25 +104,25 @@ func (r *Reconciler) ensureBridgeWith(b *Bridge) (int, error) {
 			hasGateway = true
 		case !p.Addr().IsLinkLocalUnicast():
 			if err := r.k.DelAddr(l.Index, p); err != nil && !notFound(err) && !errors.Is(err, syscall.EADDRNOTAVAIL) {
-				return 0, fmt.Errorf("bridge %s: remove address %s: %w", b.Name, p, err)
+				return 0, created, fmt.Errorf("bridge %s: remove address %s: %w", b.Name, p, err)
 			}
 			hasGateway = false // it may have gone with a primary address
 		}
 	}
 	if !hasGateway {
 		if err := r.k.ReplaceAddr(l.Index, b.Gateway, false); err != nil {
-			return 0, fmt.Errorf("bridge %s: gateway %s: %w", b.Name, b.Gateway, err)
+			return 0, created, fmt.Errorf("bridge %s: gateway %s: %w", b.Name, b.Gateway, err)
 		}
 	}
 	if !l.Up {
 		if err := r.k.SetUp(l.Index); err != nil {
-			return 0, fmt.Errorf("bridge %s: up: %w", b.Name, err)
+			return 0, created, fmt.Errorf("bridge %s: up: %w", b.Name, err)
 		}
 	}
 	if err := r.ensureForwarding(b.Gateway.Addr().Is4(), b.Gateway.Addr().Is6()); err != nil {
-		return 0, fmt.Errorf("bridge %s: %w", b.Name, err)
+		return 0, created, fmt.Errorf("bridge %s: %w", b.Name, err)
 	}
-	return l.Index, nil
+	return l.Index, created, nil
 }
 
 // ensureForwarding turns on forwarding for the families in use: bridged

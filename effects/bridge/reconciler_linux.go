@@ -43,6 +43,12 @@ type Reconciler struct {
 	// only on such a bridge, found by an index lookup of a few µs.
 	oursMu sync.Mutex
 	ours   map[string]int
+
+	// repairs counts drift put back (effects.Repairer); failMu guards
+	// failures, the attaches that failed by step (metrics).
+	repairs  effects.Repairs
+	failMu   sync.Mutex
+	failures map[string]uint64
 }
 
 var _ effects.Reconciler = (*Reconciler)(nil)
@@ -140,8 +146,48 @@ func (r *Reconciler) wireAll(atts []*Attachment, specs map[string]*Bridge) map[s
 			r.wired[a.Key] = a
 		}
 	}
+	r.countFailures(failed)
 	return failed
 }
+
+// countFailures counts failed attaches by the step that failed ("other"
+// for an error that names none).
+func (r *Reconciler) countFailures(failed map[string]error) {
+	if len(failed) == 0 {
+		return
+	}
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	if r.failures == nil {
+		r.failures = map[string]uint64{}
+	}
+	for _, err := range failed {
+		s := "other"
+		var se *StepError
+		if errors.As(err, &se) {
+			s = se.Step
+		}
+		r.failures[s]++
+	}
+}
+
+// AttachFailures returns how many attaches (wiring a container) failed
+// since the start, by step: netns, bridge, veth, lo, route, eth1, other.
+func (r *Reconciler) AttachFailures() map[string]uint64 {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	out := make(map[string]uint64, len(r.failures))
+	for k, n := range r.failures {
+		out[k] = n
+	}
+	return out
+}
+
+// Repaired implements effects.Repairer: bridges made again after they
+// disappeared, containers' links wired again after a check found their
+// host side ("container_link") or their container side
+// ("container_end") off, stray links removed ("stray_link").
+func (r *Reconciler) Repaired() map[string]uint64 { return r.repairs.Repaired() }
 
 // forEach runs fn for every attachment, parallel at most at once, and
 // returns the errors by handle key.
@@ -284,6 +330,7 @@ func (r *Reconciler) drifted(live []*Attachment, links []Link, changed []string,
 			out = append(out, a)
 		case !r.hostSideIntact(a, byName):
 			r.log.Warn("container link drifted; repairing it", "handle", a.Key, "link", a.HostName(LegService))
+			r.repairs.Add("container_link", 1)
 			out = append(out, a)
 		default:
 			settled = append(settled, a)
@@ -308,6 +355,7 @@ func (r *Reconciler) drifted(live []*Attachment, links []Link, changed []string,
 			keyErrs[attachmentKey(a.Key)] = step("check", err)
 		case !ok:
 			r.log.Warn("container's end drifted; repairing it", "handle", a.Key)
+			r.repairs.Add("container_end", 1)
 			out = append(out, a)
 		}
 	}
@@ -339,6 +387,7 @@ func (r *Reconciler) removeStrays(links []Link, wantBridges, wantAtts, wantNames
 			continue
 		}
 		r.log.Info("removed a link that belongs to nothing", "link", l.Name, "mark", l.Alias)
+		r.repairs.Add("stray_link", 1)
 	}
 	return errors.Join(errs...)
 }

@@ -44,6 +44,9 @@ type Server struct {
 	// Forwarded counts queries handed to upstreams (tests, metrics).
 	Forwarded atomic.Uint64
 
+	// meter, when set, is told of every answered query (metrics).
+	meter atomic.Pointer[meterBox]
+
 	// refresh, when set, re-reads the upstreams if their source changed;
 	// forward calls it at most once a second.
 	refresh     func()
@@ -58,6 +61,47 @@ type compiled struct {
 	clients map[int]map[netip.Prefix]bool
 	lens    []int
 	listen  map[netip.Addr]bool
+}
+
+// Meter receives what the server counts, for metrics. Its methods are
+// called on the answer path: they must be quick, must not block, and must
+// be safe for concurrent use.
+type Meter interface {
+	// Query is called once per query answered: its type (0 when it had
+	// no single question), whether it came over TCP, the answer's rcode,
+	// and the time from reading it to the answer being packed.
+	Query(qtype uint16, tcp bool, rcode int, took time.Duration)
+	// UpstreamFailed is called for each exchange with an upstream that
+	// failed (timeout, refused connection, unreadable answer).
+	UpstreamFailed(upstream string)
+}
+
+type meterBox struct{ m Meter }
+
+// SetMeter makes the server report to m (nil: to nobody). Safe to call
+// while it serves.
+func (s *Server) SetMeter(m Meter) {
+	if m == nil {
+		s.meter.Store(nil)
+		return
+	}
+	s.meter.Store(&meterBox{m})
+}
+
+// meterOf is the server's meter, or nil.
+func (s *Server) meterOf() Meter {
+	if b := s.meter.Load(); b != nil {
+		return b.m
+	}
+	return nil
+}
+
+// qtypeOf is r's question type, 0 when it has not exactly one.
+func qtypeOf(r *mdns.Msg) uint16 {
+	if len(r.Question) != 1 {
+		return 0
+	}
+	return r.Question[0].Qtype
 }
 
 // NewServer returns a server with no records, no zones and no upstreams.
@@ -260,9 +304,17 @@ func (s *Server) setLocked(name string, r record) {
 
 // ServeDNS answers one query (mdns.Handler).
 func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
+	meter := s.meterOf()
+	var t0 time.Time
+	if meter != nil {
+		t0 = time.Now()
+	}
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
 	m := s.Answer(r, addrOf(w.RemoteAddr()), tcp)
 	if m != nil {
+		if meter != nil {
+			meter.Query(qtypeOf(r), tcp, m.Rcode, time.Since(t0))
+		}
 		w.WriteMsg(m)
 	}
 }
@@ -611,6 +663,9 @@ func (s *Server) forward(r *mdns.Msg, client netip.Addr, tcp bool) *mdns.Msg {
 		resp, _, err := c.Exchange(r, u)
 		if err != nil {
 			s.log.Debug("dns: upstream failed", "upstream", u, "name", r.Question[0].Name, "client", client, "err", err)
+			if meter := s.meterOf(); meter != nil {
+				meter.UpstreamFailed(u)
+			}
 			continue
 		}
 		last = resp

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"time"
 
 	mdns "github.com/miekg/dns"
 )
@@ -74,12 +75,20 @@ func (u *udpServer) work() {
 // when there is none to send now (dropped, or forwarded on a goroutine
 // that answers by itself).
 func (u *udpServer) handle(pkt []byte, from netip.AddrPort, buf []byte) []byte {
+	meter := u.s.meterOf()
+	var t0 time.Time
+	if meter != nil {
+		t0 = time.Now()
+	}
 	client := from.Addr().Unmap()
 	var r mdns.Msg
 	if err := r.Unpack(pkt); err != nil {
 		// A header we can read from a client we answer: FORMERR, as
 		// miekg/dns's server does. Anything else is dropped.
 		if len(pkt) >= 12 && pkt[2]&0x80 == 0 && u.s.cfg.Load().allowed(client) {
+			if meter != nil {
+				meter.Query(0, false, mdns.RcodeFormatError, time.Since(t0))
+			}
 			return append(buf, pkt[0], pkt[1], 0x80|pkt[2]&0x78, 0x80|mdns.RcodeFormatError, 0, 0, 0, 0, 0, 0, 0, 0)
 		}
 		return nil
@@ -92,6 +101,9 @@ func (u *udpServer) handle(pkt []byte, from netip.AddrPort, buf []byte) []byte {
 				defer func() { <-u.fwd }()
 				m := u.s.answerForward(&r, client, false)
 				if b, err := m.Pack(); err == nil {
+					if meter != nil {
+						meter.Query(qtypeOf(&r), false, m.Rcode, time.Since(t0))
+					}
 					u.pc.WriteToUDPAddrPort(b, from)
 				}
 			}()
@@ -107,6 +119,9 @@ func (u *udpServer) handle(pkt []byte, from netip.AddrPort, buf []byte) []byte {
 	b, err := m.PackBuffer(buf)
 	if err != nil {
 		return nil
+	}
+	if meter != nil {
+		meter.Query(qtypeOf(&r), false, m.Rcode, time.Since(t0))
 	}
 	return b
 }

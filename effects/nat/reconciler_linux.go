@@ -36,10 +36,14 @@ type Reconciler struct {
 	stats Stats
 }
 
-// Stats count what the reconciler did (tests, benchmarks).
+// Stats count what the reconciler did (tests, benchmarks, metrics).
 type Stats struct {
 	Rebuilds, Repairs, Removals int
 	LastRebuild                 time.Duration
+	// Present is set when the last pass left the table in place as the
+	// state asks (built, adopted or checked); a pass that failed, or NAT
+	// off, clears it.
+	Present bool
 }
 
 // New returns a reconciler for the process's network namespace, acting for
@@ -77,6 +81,16 @@ func (r *Reconciler) Stats() Stats {
 	return r.stats
 }
 
+// Repaired implements effects.Repairer: the table rebuilt after a check
+// found it changed behind the daemon's back.
+func (r *Reconciler) Repaired() map[string]uint64 {
+	return map[string]uint64{"nat_table": uint64(r.Stats().Repairs)}
+}
+
+// TablePresent reports whether the last pass left the table in place
+// (metrics).
+func (r *Reconciler) TablePresent() bool { return r.Stats().Present }
+
 func (r *Reconciler) connect() (Conn, error) {
 	if r.conn != nil {
 		return r.conn, nil
@@ -107,7 +121,9 @@ func (r *Reconciler) drop() {
 func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed []string, all bool) error {
 	var cfg Config
 	view.Read(func(st *projections.State) { cfg = Desired(st) })
-	if err := r.Apply(cfg, all); err != nil {
+	err := r.Apply(cfg, all)
+	r.count(func(s *Stats) { s.Present = err == nil && cfg.Enabled })
+	if err != nil {
 		return effects.KeyErrors{"global": err}
 	}
 	return nil

@@ -263,6 +263,54 @@ func (d *wgDevice) refresh() error {
 	return nil
 }
 
+// appliedKeys is what the device was last made to hold: its peers' keys
+// and its routes.
+type appliedKeys struct {
+	peers  map[string]bool
+	routes map[netip.Prefix]bool
+}
+
+func (d *wgDevice) appliedKeys() appliedKeys {
+	a := appliedKeys{peers: make(map[string]bool, len(d.peers)), routes: make(map[netip.Prefix]bool, len(d.routes))}
+	for k := range d.peers {
+		a.peers[k] = true
+	}
+	for p := range d.routes {
+		a.routes[p] = true
+	}
+	return a
+}
+
+// driftCount is how many peers and routes a refresh found different from
+// what was applied: missing, or there without the daemon having put them.
+type driftCount struct{ peers, routes int }
+
+// driftSince compares what refresh read with before (appliedKeys).
+func (d *wgDevice) driftSince(before appliedKeys) driftCount {
+	var n driftCount
+	for k := range before.peers {
+		if d.peers[k] == nil {
+			n.peers++
+		}
+	}
+	for k := range d.peers {
+		if !before.peers[k] {
+			n.peers++
+		}
+	}
+	for p := range before.routes {
+		if !d.routes[p] {
+			n.routes++
+		}
+	}
+	for p := range d.routes {
+		if !before.routes[p] {
+			n.routes++
+		}
+	}
+	return n
+}
+
 func (d *wgDevice) stats() (*DeviceStats, error) {
 	text, err := d.dev.IpcGet()
 	if err != nil {

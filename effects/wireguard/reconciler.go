@@ -32,7 +32,15 @@ type Reconciler struct {
 
 	mu      sync.Mutex // guards devices; held while a device is changed
 	devices map[string]*wgDevice
+
+	repairs effects.Repairs // drift put back by full passes (effects.Repairer)
 }
+
+// Repaired implements effects.Repairer: devices made again after their
+// link disappeared ("wireguard_device"), and, on the periodic check,
+// peers ("wireguard_peer") and routes ("wireguard_route") found missing
+// or added behind the daemon's back and put right.
+func (r *Reconciler) Repaired() map[string]uint64 { return r.repairs.Repaired() }
 
 var _ effects.Reconciler = (*Reconciler)(nil)
 
@@ -112,6 +120,7 @@ func (r *Reconciler) ensureDevice(c *Config, check bool) error {
 		switch {
 		case errors.Is(err, ErrLinkNotFound):
 			r.log.Warn("wireguard device disappeared; making it again", "device", c.Name, "err", err)
+			r.repairs.Add("wireguard_device", 1)
 			d.close()
 			delete(r.devices, c.Name)
 			d = nil
@@ -123,6 +132,7 @@ func (r *Reconciler) ensureDevice(c *Config, check bool) error {
 	if err != nil {
 		return fmt.Errorf("wireguard: %s: private key: %w", c.Name, err)
 	}
+	var drift driftCount
 	if d == nil {
 		dev, err := r.kernel.CreateDevice(c.Name, effects.MTU, r.log)
 		if err != nil {
@@ -132,11 +142,17 @@ func (r *Reconciler) ensureDevice(c *Config, check bool) error {
 		r.devices[c.Name] = d
 		r.log.Info("wireguard device created", "device", c.Name, "port", c.Port, "address", c.Address, "peers", len(c.Peers))
 	} else if check {
+		before := d.appliedKeys()
 		if err := d.refresh(); err != nil {
 			return err
 		}
+		drift = d.driftSince(before)
 	}
 	added, err := d.apply(c, priv)
+	if err == nil {
+		r.repairs.Add("wireguard_peer", drift.peers)
+		r.repairs.Add("wireguard_route", drift.routes)
+	}
 	// A new peer (every peer of a new device, so after a restart)
 	// handshakes at once: its side may still hold a session with our
 	// previous incarnation and would otherwise drop our traffic for

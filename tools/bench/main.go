@@ -33,6 +33,9 @@ var (
 	duration = flag.Duration("duration", 5*time.Second, "measurement time per throughput point")
 	bootRuns = flag.Int("boot-runs", 3, "boots measured per case (the median is reported)")
 	keep     = flag.Bool("keep", false, "keep the temporary directory")
+	// compareMetrics replaces the throughput and dns items by their
+	// metrics-off / metrics-on comparison (metrics.go).
+	compareMetrics = flag.Bool("compare-metrics", false, "for throughput and dns: measure two daemons side by side, --metrics-listen off and on (scraped every second), interleaved over 3 rounds, and print both and their ratio (64 clients)")
 )
 
 var daemonBin string
@@ -59,6 +62,10 @@ func main() {
 	for _, what := range strings.Split(*only, ",") {
 		switch strings.TrimSpace(what) {
 		case "throughput":
+			if *compareMetrics {
+				benchMetricsThroughput(tmp)
+				continue
+			}
 			benchThroughput(tmp)
 		case "boot":
 			benchBoot(tmp)
@@ -69,6 +76,10 @@ func main() {
 		case "attach":
 			benchAttach(tmp)
 		case "dns":
+			if *compareMetrics {
+				benchMetricsDNS(tmp)
+				continue
+			}
 			benchDNS(tmp)
 		case "nat":
 			benchNAT(tmp)

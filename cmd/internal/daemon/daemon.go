@@ -78,6 +78,10 @@ type Config struct {
 	// SEC: who may send mutating ops (authz.go; flags --admin-group,
 	// --admin-uid).
 	Authz AuthzConfig
+	// METRICS: MetricsListen, when set, serves /metrics, /healthz and
+	// /readyz over HTTP on this host:port from the start of Open
+	// (metrics.go; docs/metrics.md).
+	MetricsListen string
 }
 
 // Daemon is one running zlayer-overlayd.
@@ -108,10 +112,11 @@ type Daemon struct {
 	probs     effects.ProblemSet // the daemon's own (the socket)
 	// compactGate lets one compaction run at a time (compact.go).
 	compactGate compactGate
-	phase       phaseState   // phase.go
-	answers     answerHooks  // observe.go
-	authz       *authorizer  // authz.go
-	dlog        *decisionLog // decisionlog.go
+	phase       phaseState     // phase.go
+	answers     answerHooks    // observe.go
+	authz       *authorizer    // authz.go
+	dlog        *decisionLog   // decisionlog.go
+	metrics     *daemonMetrics // METRICS: metrics.go; nil without --metrics-listen
 
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
@@ -164,6 +169,13 @@ func Open(cfg Config) (*Daemon, error) {
 	if cfg.OnPhase != nil {
 		d.onPhase(cfg.OnPhase)
 	}
+	ok := false // METRICS: declared here so that a failed Open stops the metrics server too
+	d.startMetrics()
+	defer func() {
+		if !ok {
+			d.stopMetrics()
+		}
+	}()
 	d.keys = keyStore{dir: filepath.Join(d.dir, "keys"), log: d.log}
 	d.authz = newAuthorizer(d.log, cfg.Authz)
 	d.startDecisionLog()
@@ -182,7 +194,6 @@ func Open(cfg Config) (*Daemon, error) {
 		store = bs
 	}
 	d.store = store
-	ok := false
 	defer func() {
 		if ok {
 			return
@@ -239,6 +250,7 @@ func Open(cfg Config) (*Daemon, error) {
 	}
 	recs = append(recs, cfg.Reconcilers...)
 	d.runner = effects.NewRunner(d.decided, d.log, cfg.ReconcileInterval, recs...)
+	d.meterPipeline() // METRICS: journal commits, passes, DNS queries
 	d.runner.Start(context.Background())
 
 	// The node's own key is a decision like any other: journal it when it
@@ -453,6 +465,7 @@ func (d *Daemon) shutdown(graceful bool) {
 		}
 		d.log.Info("stopped", "graceful", graceful && d.failure() == nil)
 		d.setPhase(PhaseStopped, "")
+		d.stopMetrics() // METRICS
 		close(d.stopped)
 	})
 }
@@ -531,6 +544,7 @@ func (d *Daemon) snapshot() error {
 		return err
 	}
 	d.ret.snapshotTaken(sn)
+	d.metrics.snapshotSaved(time.Since(start)) // METRICS
 	d.log.Debug("snapshot saved", "seq", sn.Seq, "bytes", len(sn.Body), "encode", encoded.Round(time.Microsecond), "took", time.Since(start).Round(time.Microsecond))
 	return nil
 }

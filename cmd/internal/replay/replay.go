@@ -22,6 +22,9 @@ type Stats struct {
 	Replayed       uint64        // events applied after the snapshot
 	Skipped        uint64        // ignorable events of unknown type
 	Duration       time.Duration // wall time of the load
+	// StartLoad is the part of Duration spent loading the state the
+	// replay starts from (the snapshot, or the checkpoint's state).
+	StartLoad time.Duration
 }
 
 // Options tune Load.
@@ -52,6 +55,7 @@ func Load(store journal.Store, opt Options) (*projections.State, Stats, error) {
 		st.CheckpointSeq = ck.Seq
 	}
 	s, snapSeq, reason, err := startState(store, opt)
+	st.StartLoad = time.Since(start)
 	if err != nil {
 		return nil, st, err
 	}

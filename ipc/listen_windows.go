@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/Microsoft/go-winio"
 	"golang.org/x/sys/windows"
@@ -59,6 +60,15 @@ func ListenWith(path string, o PipeOptions) (net.Listener, error) {
 		if _, err := windows.StringToSid(o.GroupSID); err != nil {
 			return nil, fmt.Errorf("ipc: pipe group %q is not a SID: %w", o.GroupSID, err)
 		}
+	}
+	// A pipe someone answers on is taken. The pipe is also created as
+	// the name's first instance (winio asks for FILE_CREATE), which
+	// Windows refuses when the name exists; wine does not, so the probe
+	// comes first.
+	timeout := 500 * time.Millisecond
+	if c, err := winio.DialPipe(path, &timeout); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: a live daemon answers on %s", ErrSocketInUse, path)
 	}
 	l, err := winio.ListenPipe(path, &winio.PipeConfig{
 		SecurityDescriptor: PipeSDDL(o.GroupSID),

@@ -4,6 +4,7 @@ package journal
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 )
@@ -16,4 +17,10 @@ func lockFile(f *os.File, exclusive bool, timeout time.Duration) error { return 
 // cannot be reopened in the same process.
 func dupFile(f *os.File) (*os.File, error) {
 	return nil, errors.New("reopening a file whose bbolt handle is stuck is not supported on this system; restart the process")
+}
+
+// lockedError is ErrLocked for path with advice (the holder cannot be
+// named here).
+func lockedError(path, advice string) error {
+	return fmt.Errorf("%w: %s is held by another process (%s)", ErrLocked, path, advice)
 }

@@ -140,4 +140,3 @@ func (s *Server) ownZone(fq string) bool {
 	}
 	return false
 }
-

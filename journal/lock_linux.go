@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
@@ -64,7 +62,12 @@ func lockHolder(path string) (pid int, cmdline string, ok bool) {
 	}
 	// "1: FLOCK  ADVISORY  WRITE 4242 00:2f:1234567 0 EOF": the device is
 	// major:minor in hex, the inode in decimal.
-	dev := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	// (glibc's gnu_dev_major/minor split of dev_t; x/sys/unix is not one
+	// of this package's imports.)
+	d := uint64(st.Dev)
+	major := (d>>8)&0xfff | (d>>32)&^uint64(0xfff)
+	minor := d&0xff | (d>>12)&^uint64(0xff)
+	dev := fmt.Sprintf("%02x:%02x:%d", major, minor, st.Ino)
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 || f[1] != "FLOCK" || f[5] != dev {

@@ -1,7 +1,7 @@
 # The test command CI runs (.ci/run) and the README gives.
 GO ?= go
 
-.PHONY: build test test-short vet bench demo clean
+.PHONY: build test test-short vet fuzz bench demo clean
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -18,6 +18,24 @@ test: vet
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/tools/netlab$$')
 	$(GO) test -count=1 -timeout 20m ./tools/netlab
 	$(GO) test -count=1 -race -timeout 10m ./journal ./ipc ./effects/... ./cmd/internal/... ./cmd/zlayer-overlayd
+	$(MAKE) --no-print-directory fuzz
+
+# Each fuzz target for FUZZTIME after the unit tests (which already run
+# every committed seed in testdata/fuzz/). Go fuzzes one target per
+# invocation; a crasher fails the step and is written to the package's
+# testdata/fuzz/<Target>/ to keep as a seed once fixed. New interesting
+# inputs stay in the Go build cache, not in the tree. Longer runs:
+# make fuzz FUZZTIME=5m.
+FUZZTIME ?= 8s
+FUZZ_TARGETS = ipc:FuzzDecodeFrame ipc:FuzzDecodeRequest ipc:FuzzSplitObject \
+	projections:FuzzDecide projections:FuzzDecodeSnapshot \
+	journal:FuzzDecodeEnvelope effects/dns:FuzzAnswer
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzz $$name ./$$pkg ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s -parallel 2 ./$$pkg; \
+	done
 
 test-short:
 	$(GO) test -short ./...

@@ -303,7 +303,7 @@ func (s *BoltStore) openHandleAt(path string) (*handle, error) {
 		case layoutErr != nil:
 			return nil, layoutErr
 		case errors.Is(err, bolterrors.ErrTimeout):
-			return nil, fmt.Errorf("%w: %s is held by another process (is another zlayer-overlayd running on this data dir?)", ErrLocked, s.path)
+			return nil, lockedError(s.path, "is another zlayer-overlayd running on this data dir?")
 		case IsDamage(err):
 			return nil, err
 		case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch):

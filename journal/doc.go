@@ -71,6 +71,11 @@
 //	[32]    previous envelope's hash (zero for sequence 1)
 //	[32]    hash: SHA-256 of every preceding byte of this envelope
 //
+// The decoder accepts exactly the encoder's form: a flag bit it does not
+// know, the executable flag with an empty executable, or a length in a
+// padded uvarint form is malformed, so an accepted envelope re-encodes to
+// the same bytes.
+//
 // Because each hash covers the previous one, changing any byte of any event
 // breaks either that event's hash or the next event's link; Verify names the
 // first event that does not check out.

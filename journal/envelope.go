@@ -16,6 +16,8 @@ const (
 	flagIgnorable = 1 << 0
 	flagPeerCred  = 1 << 1
 	flagExe       = 1 << 2 // the cause carries the caller's executable (Cause.Exe)
+
+	knownFlags = flagIgnorable | flagPeerCred | flagExe
 )
 
 // Cause records why an event was written.
@@ -112,9 +114,12 @@ func (r *reader) take(n int) []byte {
 	return v
 }
 
+// bytes reads a str: a uvarint length in its shortest form (binary.Uvarint
+// also takes padded forms, such as 0x80 0x00 for 0, which the encoder
+// never writes), then that many bytes.
 func (r *reader) bytes() []byte {
 	n, k := binary.Uvarint(r.b)
-	if k <= 0 || n > uint64(len(r.b)) {
+	if k <= 0 || n > uint64(len(r.b)) || (k > 1 && r.b[k-1] == 0) {
 		r.err = ErrMalformed
 		return nil
 	}
@@ -123,7 +128,10 @@ func (r *reader) bytes() []byte {
 }
 
 // decodeEnvelope parses b. The payload aliases b. checkHash recomputes the
-// hash and reports a mismatch as an error.
+// hash and reports a mismatch as an error. Only the encoder's own form is
+// accepted (no unknown flag, no empty executable behind its flag, no
+// padded length), so an accepted envelope re-encodes to the same bytes
+// and one event has one stored form (FuzzDecodeEnvelope).
 func decodeEnvelope(b []byte, checkHash bool) (*Envelope, error) {
 	var e Envelope
 	if err := decodeInto(&e, b, checkHash); err != nil {
@@ -145,6 +153,9 @@ func decodeInto(e *Envelope, b []byte, checkHash bool) error {
 	e.Time = time.Unix(0, int64(binary.BigEndian.Uint64(r.take(8))))
 	e.Version = binary.BigEndian.Uint16(r.take(2))
 	flags := r.take(1)[0]
+	if flags&^knownFlags != 0 {
+		return fmt.Errorf("%w: unknown flags %#02x (written by a newer daemon?)", ErrMalformed, flags&^knownFlags)
+	}
 	e.Ignorable = flags&flagIgnorable != 0
 	e.Cause.HasPeer = flags&flagPeerCred != 0
 	e.Type = string(r.bytes())
@@ -154,7 +165,9 @@ func decodeInto(e *Envelope, b []byte, checkHash bool) error {
 	e.Cause.PID = binary.BigEndian.Uint32(r.take(4))
 	e.Cause.Exe = ""
 	if flags&flagExe != 0 {
-		e.Cause.Exe = string(r.bytes())
+		if e.Cause.Exe = string(r.bytes()); e.Cause.Exe == "" && r.err == nil {
+			return fmt.Errorf("%w: the executable flag with an empty executable", ErrMalformed)
+		}
 	}
 	e.Payload = r.bytes()
 	copy(e.PrevHash[:], r.take(32))

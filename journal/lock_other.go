@@ -4,6 +4,7 @@ package journal
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 )
@@ -20,3 +21,9 @@ func dupFile(f *os.File) (*os.File, error) {
 
 // openForLock opens the journal for LockJournal.
 func openForLock(path string) (*os.File, error) { return os.OpenFile(path, os.O_RDWR, 0) }
+
+// lockedError is ErrLocked for path with advice (the holder cannot be
+// named here).
+func lockedError(path, advice string) error {
+	return fmt.Errorf("%w: %s is held by another process (%s)", ErrLocked, path, advice)
+}

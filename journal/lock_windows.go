@@ -2,6 +2,7 @@ package journal
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -58,4 +59,10 @@ func openForLock(path string) (*os.File, error) {
 // stuck cannot be reopened in the same process.
 func dupFile(f *os.File) (*os.File, error) {
 	return nil, errors.New("reopening a file whose bbolt handle is stuck is not supported on Windows; restart the process")
+}
+
+// lockedError is ErrLocked for path with advice (the holder is not named
+// on Windows).
+func lockedError(path, advice string) error {
+	return fmt.Errorf("%w: %s is held by another process (%s)", ErrLocked, path, advice)
 }

@@ -27,7 +27,7 @@ func LockJournal(dir string, timeout time.Duration) (release func() error, err e
 	if err := lockFile(f, true, timeout); err != nil {
 		f.Close()
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("%w: %s is held by another process (stop zlayer-overlayd first)", ErrLocked, path)
+			return nil, lockedError(path, "stop zlayer-overlayd first")
 		}
 		return nil, fmt.Errorf("journal: lock %s: %w", path, err)
 	}

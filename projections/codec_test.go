@@ -43,16 +43,3 @@ func TestDecodeSnapshotRejectsCorruption(t *testing.T) {
 		t.Fatal("trailing byte accepted")
 	}
 }
-
-func FuzzDecodeSnapshot(f *testing.F) {
-	f.Add(New().EncodeSnapshot())
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := DecodeSnapshot(b)
-		if err != nil {
-			return
-		}
-		if _, err := DecodeSnapshot(s.EncodeSnapshot()); err != nil {
-			t.Fatalf("re-encoded snapshot does not decode: %v", err)
-		}
-	})
-}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"math/rand"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -46,13 +48,9 @@ func (g *gen) prefix() string {
 
 func (g *gen) addr(s *State) netip.Addr {
 	if len(s.IPAM.Owners) > 0 && g.r.Intn(3) > 0 {
-		i := g.r.Intn(len(s.IPAM.Owners))
-		for a := range s.IPAM.Owners {
-			if i == 0 {
-				return a
-			}
-			i--
-		}
+		// Sorted, not map order: a seed must replay the same sequence.
+		held := slices.SortedFunc(maps.Keys(s.IPAM.Owners), netip.Addr.Compare)
+		return held[g.r.Intn(len(held))]
 	}
 	return netip.AddrFrom4([4]byte{10, 9, byte(g.r.Intn(4)), byte(g.r.Intn(256))})
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Validation of the textual inputs that reach Decide. Every helper takes the
@@ -185,6 +186,12 @@ func validateText(field, s string, required bool) error {
 	}
 	if len(s) > 253 {
 		return errf(field, "is %d bytes long; at most 253", len(s))
+	}
+	if !utf8.ValidString(s) {
+		// The journal's JSON would store U+FFFD instead: the state
+		// replayed after a restart would differ from the live one
+		// (FuzzDecide found it with a deployment name).
+		return errf(field, "%q is not valid UTF-8", s)
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {

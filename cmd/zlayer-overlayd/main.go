@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -37,7 +38,7 @@ func main() {
 		snapEvery = flag.Uint64("snapshot-every", 10000, "take a projection snapshot every N journaled events")
 		keepEvery = flag.Uint64("keep-state-every", daemon.DefaultKeepStateEvery, "keep the projected state in the journal every N events, so that overlayctl state --at replays at most N events (0: keep none)")
 		interval  = flag.Duration("reconcile-interval", 10*time.Second, "period of the drift check against the kernel")
-		advertise = flag.String("advertise-address", "", "underlay address guests are told to reach this node at (default: the host's first global address)")
+		advertise = flag.String("advertise-address", "", "underlay address guests are told to reach this node at (default: the source address of the route to the default gateway, IPv4 first, never an overlay address or one of the daemon's own links)")
 		dnsListen = flag.String("dns-listen", "127.0.0.1:53", "local addresses (comma-separated ip:port) the DNS server answers on besides the node's overlay address port 53; \"\" for none")
 		dnsUp     = flag.String("dns-upstream", "", "upstream resolvers for names outside the overlay (comma-separated ip[:port]; default: the nameservers of --resolv-conf)")
 		resolv    = flag.String("resolv-conf", "/etc/resolv.conf", "file whose nameservers are the DNS upstreams (loopback stubs skipped); re-read when it changes")
@@ -145,25 +146,42 @@ usage: zlayer-overlayd [flags]
 flags:
 `
 
-// parseFlags parses the command line: --help prints the usage on stdout
-// and exits 0; a bad flag prints the error and the usage on stderr and
-// exits 2.
+// parseFlags parses the command line: --help prints the usage once, on
+// stdout, and exits 0; a bad flag prints the error and the usage once, on
+// stderr, and exits 2.
 func parseFlags(args []string) {
-	fs := flag.CommandLine
-	fs.Init(os.Args[0], flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageHead)
-		fs.PrintDefaults()
+	if code, exit := parseArgs(flag.CommandLine, args, os.Stdout, os.Stderr); exit {
+		os.Exit(code)
 	}
+}
+
+// parseArgs parses args into fs, printing nothing itself on success;
+// exit says the process must end with code (0 after --help, 2 after a
+// bad flag). The flag package would print the usage on its own before
+// returning flag.ErrHelp (on stderr, so --help printed it twice, once on
+// each stream): its output is silenced while it parses.
+func parseArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, exit bool) {
+	fs.Init(fs.Name(), flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	err := fs.Parse(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		fs.SetOutput(os.Stdout)
-		fs.Usage()
-		os.Exit(0)
+		printUsage(fs, stdout)
+		return 0, true
 	case err != nil:
-		os.Exit(2) // the flag package has printed the error and the usage
+		fmt.Fprintf(stderr, "zlayer-overlayd: %v\n\n", err)
+		printUsage(fs, stderr)
+		return 2, true
 	}
+	return 0, false
+}
+
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprint(w, usageHead)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
 }
 
 // dnsOptions parses the DNS flags.

@@ -46,7 +46,8 @@ type Reconciler struct {
 	loaded    atomic.Bool // records copied in full once; later by Observe
 	cfg       Config
 	listeners map[netip.AddrPort]*listener
-	failing   effects.ProblemSet // listeners that cannot bind, by listenKey
+	failing   effects.ProblemSet // listeners that cannot bind, by listenKey; lo down (loopbackKey)
+	loDown    func() bool        // loopbackDown; tests fake it
 
 	rcMu    sync.Mutex
 	rcFiles []string // resolv.conf, then the fallback when it has only stubs
@@ -60,7 +61,7 @@ func New(log *slog.Logger, opt Options) *Reconciler {
 		opt.ResolvConf = defaultResolvConf
 	}
 	r := &Reconciler{log: log, opt: opt, srv: NewServer(log),
-		listeners: map[netip.AddrPort]*listener{}}
+		listeners: map[netip.AddrPort]*listener{}, loDown: loopbackDown}
 	// With systemd-resolved, /etc/resolv.conf names only its loopback stub;
 	// the upstreams it uses are in its own file (Docker reads it too).
 	r.rcFiles = []string{opt.ResolvConf}
@@ -168,9 +169,13 @@ func (r *Reconciler) converge() {
 		r.log.Info("dns: listening", "addr", ap, "proto", "udp+tcp")
 	}
 	r.failing.Retain(func(k string) bool {
+		if k == loopbackKey {
+			return true
+		}
 		ap, err := netip.ParseAddrPort(strings.TrimPrefix(k, "dns/listen/"))
 		return err == nil && want[ap]
 	})
+	r.checkLoopback(want)
 }
 
 func listenKey(ap netip.AddrPort) string { return "dns/listen/" + ap.String() }

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -271,14 +270,6 @@ func (d *Daemon) observeEndpoints() []projections.Observation {
 		}
 	}
 	return out
-}
-
-// advertiseAddr is the underlay address guests are told to use.
-func (d *Daemon) advertiseAddr() netip.Addr {
-	if d.cfg.AdvertiseAddr.IsValid() {
-		return d.cfg.AdvertiseAddr
-	}
-	return hostAddr()
 }
 
 func (d *Daemon) journalList(r ipc.JournalList) ipc.Response {

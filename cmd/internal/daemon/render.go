@@ -146,22 +146,28 @@ func sortedServices(st *projections.State) []string {
 	return slices.Sorted(maps.Keys(st.Services))
 }
 
-// hostAddr is the first global unicast IPv4 address of an up, non-loopback
-// interface (else IPv6), or the zero Addr.
-func hostAddr() netip.Addr {
+// firstGlobalAddr is the first global unicast IPv4 address of an up,
+// non-loopback interface the daemon did not make, outside the overlay's
+// prefixes (else such an IPv6 address), or the zero Addr: hostAddr's
+// fallback when no default route says which interface is the underlay.
+// alias, when set, gives a link's alias (the daemon's mark).
+func firstGlobalAddr(o ownedNet, alias func(name string) string) netip.Addr {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return netip.Addr{}
 	}
 	var v6 netip.Addr
 	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 || o.links[ifc.Name] {
+			continue
+		}
+		if alias != nil && o.ownsLink(ifc.Name, alias(ifc.Name)) {
 			continue
 		}
 		addrs, _ := ifc.Addrs()
 		for _, a := range addrs {
 			pfx, err := netip.ParsePrefix(a.String())
-			if err != nil || !pfx.Addr().IsGlobalUnicast() {
+			if err != nil || !o.usable(pfx.Addr()) {
 				continue
 			}
 			if pfx.Addr().Is4() {

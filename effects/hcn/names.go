@@ -60,8 +60,8 @@ func newMarks(o effects.Owner) marks {
 	return marks{journal: strings.ToLower(j)}
 }
 
-func (m marks) overlay() string                { return overlayBase + "." + m.journal }
-func (m marks) service(service string) string  { return servicePfx + service + "." + m.journal }
+func (m marks) overlay() string               { return overlayBase + "." + m.journal }
+func (m marks) service(service string) string { return servicePfx + service + "." + m.journal }
 func (m marks) endpoint(guid string, leg Leg) string {
 	return endpointPfx + guid + "-" + string(leg) + "." + m.journal
 }

@@ -111,6 +111,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 	// Networks first: endpoints need their GUIDs.
 	netIDs := map[string]string{} // name -> id, of our networks that are as wanted
 	remade := map[string]bool{}   // networks made again: their endpoints with them
+	netErrs := map[string]error{} // networks that could not be made
 	for i := range want.Networks {
 		ns := &want.Networks[i]
 		have := findNetwork(h.nets, ns.Doc.Name)
@@ -121,6 +122,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 		id, again, err := r.ensureNetwork(h, ns, have)
 		if err != nil {
 			keyErrs[ns.Key] = err
+			netErrs[ns.Doc.Name] = err
 			continue
 		}
 		netIDs[ns.Doc.Name] = id
@@ -145,7 +147,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 		if !force && !in("attachment/"+ns.Attachment, svc) {
 			continue
 		}
-		if err := r.ensureAttachment(h, ns, eps, netIDs); err != nil {
+		if err := r.ensureAttachment(h, ns, eps, netIDs, netErrs); err != nil {
 			keyErrs["attachment/"+ns.Attachment] = err
 		}
 	}
@@ -245,7 +247,7 @@ func (r *Reconciler) ensureNetwork(h *host, ns *NetworkSpec, have *Network) (id 
 // names are what marks it as ours). When a step fails, what this call
 // created is deleted again (the namespace first, then the endpoints) and
 // the error names the step.
-func (r *Reconciler) ensureAttachment(h *host, ns *NamespaceSpec, eps []*EndpointSpec, netIDs map[string]string) (err error) {
+func (r *Reconciler) ensureAttachment(h *host, ns *NamespaceSpec, eps []*EndpointSpec, netIDs map[string]string, netErrs map[string]error) (err error) {
 	var createdEps []*Endpoint
 	createdNs := false
 	defer func() {
@@ -272,7 +274,11 @@ func (r *Reconciler) ensureAttachment(h *host, ns *NamespaceSpec, eps []*Endpoin
 	for i, e := range eps {
 		netID := netIDs[e.Network]
 		if netID == "" {
-			return step("network", fmt.Errorf("network %s is missing", e.Network))
+			cause := netErrs[e.Network]
+			if cause == nil {
+				cause = fmt.Errorf("network %s: %w", e.Network, ErrNotFound)
+			}
+			return step("network", cause)
 		}
 		cur := findEndpoint(h.eps, e.Doc.Name)
 		if cur != nil && endpointMatches(cur, &e.Doc, netID) &&

@@ -309,6 +309,32 @@ func TestFakeRollback(t *testing.T) {
 	}
 }
 
+// An attach whose service network is gone and cannot be made again fails
+// at the "network" step with the cause, makes nothing, and the service's
+// key carries the network's error too; the next pass makes both.
+func TestFakeRollbackNetworkStep(t *testing.T) {
+	g := newRig(t)
+	g.must(g.full())
+	g.api.DeleteByName("zlayer-svc-web.0123456789ab")
+	before := g.api.Render()
+	a := g.attach("ctr-a", "web", false, "", "")
+	boom := errors.New("injected")
+	g.api.FailNext("CreateNetwork", boom)
+	err := g.change("attachment/windows_container:ctr-a")
+	var ke effects.KeyErrors
+	var se *hcn.StepError
+	if !errors.As(err, &ke) || !errors.As(ke["attachment/windows_container:ctr-a"], &se) || se.Step != "network" || !errors.Is(se, boom) || !errors.Is(ke["service/web"], boom) {
+		t.Fatalf("error %v: want the network's failure under the attachment (step network) and the service", err)
+	}
+	if r := g.api.Render(); r != before {
+		t.Fatalf("the failed attach made:\n%s", r)
+	}
+	g.must(g.change("attachment/windows_container:ctr-a"))
+	if r := g.api.Render(); !strings.Contains(r, "namespace "+a+" zlayer-ep-"+a+"-s.0123456789ab\n") {
+		t.Fatalf("the retry did not attach:\n%s", r)
+	}
+}
+
 // Objects of other owners are never touched, whatever the state: another
 // journal's networks and endpoints, the reference daemon's (no owner in
 // the name), a stranger's, and a namespace nothing of ours names.

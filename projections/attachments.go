@@ -88,17 +88,24 @@ type Attachment struct {
 	DNSDomain  string     `json:"dns_domain,omitempty"`
 	// PublicKey is a guest's WireGuard public key.
 	PublicKey string `json:"public_key,omitempty"`
+	// NamespaceGUID is a windows_container's HCN namespace: a bare
+	// lowercase GUID decided with the attach (windows.go).
+	NamespaceGUID string `json:"namespace_guid,omitempty"`
 }
 
 type (
+	// ContainerAttached is version 1 without a namespace GUID (linux_pid)
+	// and version 2 with one (windows_container): a daemon that knows only
+	// version 1 refuses a Windows attach instead of losing its GUID.
 	ContainerAttached struct {
-		Handle     Handle     `json:"handle"`
-		Service    string     `json:"service"`
-		IP         netip.Addr `json:"ip"`
-		GlobalIP   netip.Addr `json:"global_ip,omitzero"`
-		NetnsInode uint64     `json:"netns_inode,omitempty"`
-		DNSServer  netip.Addr `json:"dns_server,omitzero"`
-		DNSDomain  string     `json:"dns_domain,omitempty"`
+		Handle        Handle     `json:"handle"`
+		Service       string     `json:"service"`
+		IP            netip.Addr `json:"ip"`
+		GlobalIP      netip.Addr `json:"global_ip,omitzero"`
+		NetnsInode    uint64     `json:"netns_inode,omitempty"`
+		DNSServer     netip.Addr `json:"dns_server,omitzero"`
+		DNSDomain     string     `json:"dns_domain,omitempty"`
+		NamespaceGUID string     `json:"namespace_guid,omitempty"`
 	}
 	ContainerDetached struct {
 		Handle Handle `json:"handle"`
@@ -129,8 +136,13 @@ type (
 	}
 )
 
-func (*ContainerAttached) EventType() string       { return "container_attached" }
-func (*ContainerAttached) EventVersion() uint16    { return 1 }
+func (*ContainerAttached) EventType() string { return "container_attached" }
+func (e *ContainerAttached) EventVersion() uint16 {
+	if e.NamespaceGUID != "" {
+		return 2
+	}
+	return 1
+}
 func (*ContainerDetached) EventType() string       { return "container_detached" }
 func (*ContainerDetached) EventVersion() uint16    { return 1 }
 func (*AttachmentGlobalLeft) EventType() string    { return "attachment_global_left" }
@@ -155,8 +167,13 @@ func (s *State) applyContainerAttached(e *ContainerAttached) error {
 			return err
 		}
 	}
+	if e.NamespaceGUID != "" {
+		if other := s.attachmentByNamespace(e.NamespaceGUID); other != nil {
+			return corrupt("container_attached %s with the namespace GUID of %s", key, other.Handle.Key())
+		}
+	}
 	s.Attachments[key] = &Attachment{Handle: e.Handle, Service: e.Service, IP: e.IP, GlobalIP: e.GlobalIP,
-		NetnsInode: e.NetnsInode, DNSServer: e.DNSServer, DNSDomain: e.DNSDomain}
+		NetnsInode: e.NetnsInode, DNSServer: e.DNSServer, DNSDomain: e.DNSDomain, NamespaceGUID: e.NamespaceGUID}
 	return nil
 }
 
@@ -257,6 +274,7 @@ func (s *State) decideAttach(cfg Config, c Attach) (Decision, error) {
 		if cfg.Platform != "windows" {
 			return Decision{}, errf("handle.platform", "windows_container attach is only supported on Windows nodes (this node is %s)", cfg.Platform)
 		}
+		return s.decideAttachWindows(c)
 	case PlatformLinuxPID:
 		if cfg.Platform != "linux" {
 			return Decision{}, errf("handle.platform", "linux_pid attach is only supported on Linux nodes (this node is %s)", cfg.Platform)
@@ -368,6 +386,12 @@ func (s *State) decideDetach(c Detach) (Decision, error) {
 		return Decision{}, err
 	}
 	a, found := s.Attachments[c.Handle.Key()]
+	if !found && c.Handle.Platform == PlatformWindows {
+		// The reference client detaches a Windows container by the
+		// namespace GUID the attach answered, in container_id.
+		a = s.attachmentByNamespace(c.Handle.ContainerID)
+		found = a != nil
+	}
 	if !found || (c.IfNetnsInode != 0 && a.NetnsInode != c.IfNetnsInode) {
 		return okWith()
 	}

@@ -29,7 +29,7 @@ import (
 //	        observed str
 //	attachments: count, then platform str, pid, container_id str, id str,
 //	        service str, ip addr, global addr, netns inode, dns addr,
-//	        dns_domain str, public_key str
+//	        dns_domain str, public_key str, namespace_guid str
 //	dns: count, then name str, v4 addr, v6 addr
 //
 // Map order is not sorted: equal states may encode to different bytes.
@@ -142,6 +142,7 @@ func (s *State) EncodeSnapshot() []byte {
 		e.addr(a.DNSServer)
 		e.s(a.DNSDomain)
 		e.s(a.PublicKey)
+		e.s(a.NamespaceGUID)
 	}
 	e.u(uint64(len(s.DNS)))
 	for _, r := range s.DNS {
@@ -345,6 +346,7 @@ func DecodeSnapshot(b []byte) (*State, error) {
 		a.DNSServer = d.addr()
 		a.DNSDomain = d.si()
 		a.PublicKey = d.s()
+		a.NamespaceGUID = d.s()
 		s.Attachments[a.Handle.Key()] = a
 	}
 	n = d.count()

@@ -75,6 +75,10 @@ type (
 		// NodeAddress is the underlay address guests should reach this node
 		// at; the endpoint is NodeAddress and the global WireGuard port.
 		NodeAddress netip.Addr
+		// HandleIP is the address a windows_container handle asks for
+		// (handle.ip; zero: none): taken only when it lies in the
+		// service's subnet and is free or reserved by allocate_ip.
+		HandleIP netip.Addr
 	}
 	Detach struct {
 		Handle Handle
@@ -158,7 +162,12 @@ type (
 	ReplyOK         struct{}
 	ReplyIP         struct{ IP netip.Addr }
 	ReplyBridgeName struct{ Name string }
-	ReplyAttached   struct{ IP netip.Addr }
+	// ReplyAttached: NamespaceGUID is set for a windows_container (bare,
+	// lowercase).
+	ReplyAttached struct {
+		IP            netip.Addr
+		NamespaceGUID string `json:",omitempty"`
+	}
 	// ReplyServiceOverlay: Name is the service bridge. PublicKey and Port are
 	// set for a dedicated service.
 	ReplyServiceOverlay struct {

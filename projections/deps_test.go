@@ -2,6 +2,7 @@ package projections
 
 import (
 	"os/exec"
+	"path"
 	"strings"
 	"testing"
 )
@@ -70,6 +71,12 @@ func TestImportDirection(t *testing.T) {
 		}
 		checked++
 		for _, imp := range f[1:] {
+			// The fake of an effect package's API (effects/hcn/hcnfake)
+			// implements it, so it imports that package, and only that one
+			// of the effects.
+			if strings.HasPrefix(pkg, mod+"/effects/") && strings.HasSuffix(pkg, "fake") && path.Dir(pkg) == imp {
+				continue
+			}
 			if !allow(imp) {
 				t.Errorf("%s must not import %s", pkg, imp)
 			}

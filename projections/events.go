@@ -63,6 +63,9 @@ func init() {
 	} {
 		register(f)
 	}
+	// Version 2 of container_attached is version 1 with a namespace GUID
+	// (its EventVersion depends on the payload).
+	registry[eventKey{"container_attached", 2}] = func() Event { return &ContainerAttached{} }
 }
 
 // EncodeEvent returns the persisted form of ev.

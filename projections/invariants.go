@@ -8,8 +8,9 @@ import (
 // CheckInvariants verifies the state's cross-aggregate promises: every held
 // address is a usable address of the pool it was taken from, and is held by
 // exactly the object that records it (no address in two places); every
-// attachment, gateway and node address is in the address book; every peer
-// scope exists. It is used by tests and by `overlayctl journal verify`.
+// attachment, gateway and node address is in the address book; every
+// windows_container has a bare lowercase namespace GUID of its own, and no
+// other attachment has one; every peer scope exists. It is used by tests and by `overlayctl journal verify`.
 func (s *State) CheckInvariants() error {
 	want := map[netip.Addr]Owner{}
 	claim := func(a netip.Addr, o Owner) error {
@@ -40,9 +41,21 @@ func (s *State) CheckInvariants() error {
 			return err
 		}
 	}
+	guids := map[string]string{}
 	for key, a := range s.Attachments {
 		if a.Handle.Key() != key {
 			return fmt.Errorf("attachment %s filed under %s", a.Handle.Key(), key)
+		}
+		if a.Handle.Platform == PlatformWindows {
+			if g, ok := CanonicalGUID(a.NamespaceGUID); !ok || g != a.NamespaceGUID {
+				return fmt.Errorf("windows attachment %s has namespace GUID %q, not a bare lowercase GUID", key, a.NamespaceGUID)
+			}
+			if other, dup := guids[a.NamespaceGUID]; dup {
+				return fmt.Errorf("attachments %s and %s share namespace GUID %s", key, other, a.NamespaceGUID)
+			}
+			guids[a.NamespaceGUID] = key
+		} else if a.NamespaceGUID != "" {
+			return fmt.Errorf("attachment %s is no windows_container but has namespace GUID %s", key, a.NamespaceGUID)
 		}
 		if a.Handle.Platform == PlatformGuest {
 			if err := claim(a.IP, Owner{Kind: OwnerGuest, Pool: poolSlice, Ref: a.Handle.ID}); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ func genKey(n int) string {
 type gen struct {
 	r    *rand.Rand
 	next int
+	// windows: a Windows node (windows_container handles, with and
+	// without an ip; detaches by container id or namespace GUID).
+	windows bool
 }
 
 func (g *gen) pick(xs ...string) string { return xs[g.r.Intn(len(xs))] }
@@ -75,6 +79,9 @@ func (g *gen) command(s *State) Command {
 	case 6:
 		return ReleaseIP{IP: g.addr(s)}
 	case 7, 8:
+		if g.windows {
+			return g.windowsAttach(s)
+		}
 		pid := uint32(1 + g.r.Intn(12))
 		return Attach{Handle: Handle{Platform: PlatformLinuxPID, PID: pid}, Service: g.pick("web", "db", "cache"),
 			JoinGlobal: g.r.Intn(2) == 0, Proc: ProcInfo{Exists: g.r.Intn(10) > 0, NetnsInode: uint64(pid)*10 + uint64(g.r.Intn(2))}}
@@ -83,6 +90,9 @@ func (g *gen) command(s *State) Command {
 	case 10:
 		if g.r.Intn(2) == 0 {
 			return Detach{Handle: GuestHandle(g.pick("vm-1", "vm-2", "vm-3"))}
+		}
+		if g.windows {
+			return Detach{Handle: g.windowsHandle(s)}
 		}
 		return Detach{Handle: Handle{Platform: PlatformLinuxPID, PID: uint32(1 + g.r.Intn(12))}}
 	case 11, 12:
@@ -103,6 +113,45 @@ func (g *gen) command(s *State) Command {
 	default:
 		return UnregisterDNS{Name: g.pick("a.example", "b.example", "c.example")}
 	}
+}
+
+// windowsHandle is a windows_container handle: a container id, or
+// sometimes an attachment's namespace GUID (as the reference client
+// detaches), in any case.
+func (g *gen) windowsHandle(s *State) Handle {
+	if g.r.Intn(3) == 0 {
+		for _, k := range sortedKeys(s.Attachments) {
+			if a := s.Attachments[k]; a.NamespaceGUID != "" && g.r.Intn(2) == 0 {
+				id := a.NamespaceGUID
+				if g.r.Intn(2) == 0 {
+					id = "{" + strings.ToUpper(id) + "}"
+				}
+				return Handle{Platform: PlatformWindows, ContainerID: id}
+			}
+		}
+	}
+	return Handle{Platform: PlatformWindows, ContainerID: g.pick("ctr-1", "ctr-2", "ctr-3", "ctr-4", "ctr-5")}
+}
+
+// windowsAttach is a windows_container attach, sometimes with an ip in
+// the handle: a free or taken address of the service, or one elsewhere.
+func (g *gen) windowsAttach(s *State) Command {
+	c := Attach{Handle: g.windowsHandle(s), Service: g.pick("web", "db", "cache"), JoinGlobal: g.r.Intn(2) == 0}
+	if g.r.Intn(3) == 0 {
+		c.DNSServer, c.DNSDomain = netip.MustParseAddr("10.9.0.1"), g.pick("overlay", "cluster.local")
+	}
+	if g.r.Intn(2) == 0 {
+		if sv := s.Services[c.Service]; sv != nil && g.r.Intn(4) > 0 {
+			a := sv.Subnet.Addr()
+			for n := g.r.Intn(16); n > 0; n-- {
+				a = a.Next()
+			}
+			c.HandleIP = a
+		} else {
+			c.HandleIP = g.addr(s)
+		}
+	}
+	return c
 }
 
 // repeatable says whether repeating c right after it succeeded must be a
@@ -155,10 +204,28 @@ func replay(t *testing.T, evs []Event) *State {
 // the live state. Sequence k runs on seed base+k, base fresh unless
 // OVERLAYD_TEST_SEED gives one, and then only that sequence runs.
 func TestPropertyRandomSequences(t *testing.T) {
-	seqs, steps := 3000, 120
+	seqs := 3000
 	if testing.Short() {
 		seqs = 300
 	}
+	runProperty(t, "linux", seqs)
+}
+
+// TestPropertyWindows is TestPropertyRandomSequences on a Windows node:
+// windows_container attaches (with and without handle.ip, join_global and
+// DNS settings) and detaches by container id or by namespace GUID; the
+// invariants include a namespace GUID of its own for every Windows
+// attachment.
+func TestPropertyWindows(t *testing.T) {
+	seqs := 800
+	if testing.Short() {
+		seqs = 100
+	}
+	runProperty(t, "windows", seqs)
+}
+
+func runProperty(t *testing.T, platform string, seqs int) {
+	steps := 120
 	base, replaying := testseed.FromEnv(t)
 	if replaying {
 		seqs = 1
@@ -168,14 +235,15 @@ func TestPropertyRandomSequences(t *testing.T) {
 	t.Logf("seeds %d to %d (a failure names its seed; replay one with %s=<seed>)", base, base+int64(seqs)-1, testseed.Env)
 	cfg := DefaultConfig()
 	cfg.SlicePrefix4 = 26
-	var applied, refused int
+	cfg.Platform = platform
+	var applied, refused, winAttached, byGUID int
 	for k := 0; k < seqs; k++ {
 		seed := base + int64(k)
 		fatalf := func(format string, args ...any) {
 			t.Helper()
 			t.Fatalf("seed %d: "+format+"\n%s", append(append([]any{seed}, args...), testseed.ReplayHint(t, seed))...)
 		}
-		g := &gen{r: rand.New(rand.NewSource(seed))}
+		g := &gen{r: rand.New(rand.NewSource(seed)), windows: platform == "windows"}
 		s := New()
 		cur := mustJSON(t, s) // s's canonical JSON, kept up to date
 		var evs []Event
@@ -217,6 +285,16 @@ func TestPropertyRandomSequences(t *testing.T) {
 			}
 			apply(d)
 			applied++
+			for _, ev := range d.Events {
+				if e, ok := ev.(*ContainerAttached); ok && e.NamespaceGUID != "" {
+					winAttached++
+				}
+			}
+			if c, ok := cmd.(Detach); ok && len(d.Events) > 0 {
+				if _, isGUID := CanonicalGUID(c.Handle.ContainerID); isGUID {
+					byGUID++
+				}
+			}
 			if err := s.CheckInvariants(); err != nil {
 				fatalf("step %d after %T %+v: %v", i, cmd, cmd, err)
 			}
@@ -260,6 +338,12 @@ func TestPropertyRandomSequences(t *testing.T) {
 		}
 	}
 	t.Logf("%d sequences: %d commands applied, %d refused", seqs, applied, refused)
+	if platform == "windows" {
+		t.Logf("%d windows_container attaches, %d detaches by namespace GUID", winAttached, byGUID)
+		if winAttached < seqs || byGUID < seqs/10 {
+			t.Fatalf("generator too weak: %d windows attaches, %d detaches by GUID", winAttached, byGUID)
+		}
+	}
 	if applied < seqs*steps/4 {
 		t.Fatalf("generator too weak: only %d of %d commands applied", applied, seqs*steps)
 	}

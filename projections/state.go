@@ -14,7 +14,8 @@ import (
 //
 //	1  JSON body
 //	2  binary body (codec.go)
-const SnapshotSchema = 2
+//	3  attachments carry a namespace GUID (windows_container)
+const SnapshotSchema = 3
 
 // State is the whole projected state of one node. Its canonical JSON form
 // is the `overlayctl state -o json` output: maps marshal with sorted keys and

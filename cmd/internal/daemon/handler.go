@@ -78,6 +78,9 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 		if r.DNSDomain != nil {
 			c.DNSDomain = *r.DNSDomain
 		}
+		if r.Handle.Platform == ipc.PlatformWindows && r.Handle.IP != nil {
+			c.HandleIP = r.Handle.IP.Addr // checked against the service's pool by Decide
+		}
 		switch r.Handle.Platform {
 		case ipc.PlatformLinuxPID:
 			if r.Handle.PID > 0 {

@@ -31,7 +31,11 @@ func renderReply(r projections.Reply) ipc.Response {
 	case projections.ReplyBridgeName:
 		return ipc.BridgeName{Name: r.Name}
 	case projections.ReplyAttached:
-		return ipc.Attached{IP: ipc.AddrOf(r.IP)}
+		out := ipc.Attached{IP: ipc.AddrOf(r.IP)}
+		if r.NamespaceGUID != "" { // windows_container: the HCN namespace, bare and lowercase
+			out.NamespaceGUID = strPtr(r.NamespaceGUID)
+		}
+		return out
 	case projections.ReplyServiceOverlay:
 		out := ipc.ServiceOverlay{Name: r.Name, Mode: ipc.Mode(r.Mode), OverlayIP: ipc.AddrPtr(r.OverlayIP)}
 		if r.Subnet.IsValid() {

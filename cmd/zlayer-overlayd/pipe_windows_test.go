@@ -297,3 +297,58 @@ func aces(t *testing.T, sd *windows.SECURITY_DESCRIPTOR) []string {
 	}
 	return out
 }
+
+// Without the Host Networking Service (wine has none) a windows_container
+// attach is answered err naming it, nothing is journaled for it, and the
+// daemon goes on serving; status lists the missing service.
+func TestWindowsAttachWithoutHCNIsRefused(t *testing.T) {
+	d := startWinDaemon(t)
+	c, err := ipc.Dial(context.Background(), d.pipe, ipc.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	slice := "10.200.9.0/24"
+	for _, req := range []ipc.Request{
+		ipc.SetupGlobalOverlay{Deployment: "prod", InstanceID: "42", ClusterCIDR: "10.200.0.0/16", SliceCIDR: &slice, WgPort: 51820},
+		ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared},
+	} {
+		if r, err := c.Call(ctx, req); err != nil {
+			t.Fatalf("%s: %v", req.Op(), err)
+		} else if e, isErr := r.(ipc.Err); isErr {
+			t.Fatalf("%s: %s\n%s", req.Op(), e.Message, d.logs())
+		}
+	}
+	head := func() uint64 {
+		r, err := c.Call(ctx, ipc.JournalList{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.(ipc.JournalEvents).HeadSeq
+	}
+	before := head()
+	// The client returns an err answer as an error.
+	r, err := c.Call(ctx, ipc.AttachContainer{Handle: ipc.AttachHandle{Platform: ipc.PlatformWindows, ContainerID: "ctr-abc"}, Service: "web"})
+	if err == nil || !strings.Contains(err.Error(), "Host Networking Service") {
+		t.Fatalf("attach without HCN answered %+v, %v; want err naming the Host Networking Service", r, err)
+	}
+	if after := head(); after != before {
+		t.Errorf("the refused attach moved the journal head from %d to %d", before, after)
+	}
+	st, err := c.Call(ctx, ipc.Status{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr, ok := st.(ipc.StatusResult)
+	if !ok {
+		t.Fatalf("status: %+v", st)
+	}
+	found := false
+	for _, p := range sr.Problems {
+		found = found || p.Resource == "hcn"
+	}
+	if !found {
+		t.Errorf("status lists no hcn problem: %+v", sr.Problems)
+	}
+}

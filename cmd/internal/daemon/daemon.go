@@ -18,9 +18,7 @@ import (
 
 	"github.com/zlayer/overlayd/cmd/internal/replay"
 	"github.com/zlayer/overlayd/effects"
-	"github.com/zlayer/overlayd/effects/bridge"
 	"github.com/zlayer/overlayd/effects/dns"
-	"github.com/zlayer/overlayd/effects/nat"
 	"github.com/zlayer/overlayd/effects/wireguard"
 	"github.com/zlayer/overlayd/ipc"
 	"github.com/zlayer/overlayd/journal"
@@ -110,6 +108,9 @@ type Daemon struct {
 	backups   backups
 	jw        *journalWatch
 	probs     effects.ProblemSet // the daemon's own (the socket)
+	// platformProbs are what this platform lacks (Windows without HCN):
+	// listed in status, not in readiness.
+	platformProbs effects.ProblemSet
 	// compactGate lets one compaction run at a time (compact.go).
 	compactGate compactGate
 	phase       phaseState     // phase.go
@@ -246,7 +247,7 @@ func Open(cfg Config) (*Daemon, error) {
 	var recs []effects.Reconciler
 	if !cfg.NoDataPlane {
 		d.wg = wireguard.New(d, d.log)
-		recs = append(recs, d.wg, bridge.New(d.log, d.detachGone, d.owner), dns.New(d.log, cfg.DNS), nat.New(d.log, d.owner))
+		recs = append(recs, d.dataPlane()...) // platform_*.go
 	}
 	recs = append(recs, cfg.Reconcilers...)
 	d.runner = effects.NewRunner(d.decided, d.log, cfg.ReconcileInterval, recs...)
@@ -309,7 +310,7 @@ func (d *Daemon) BootStats() replay.Stats { return d.boot }
 // Serve listens on the socket and serves until Stop. It returns nil after a
 // graceful stop and the fatal error otherwise.
 func (d *Daemon) Serve() error {
-	l, err := listen(d.cfg.Socket)
+	l, err := d.listen(d.cfg.Socket)
 	if err != nil {
 		d.shutdown(false)
 		return err

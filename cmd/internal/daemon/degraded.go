@@ -236,6 +236,7 @@ func (d *Daemon) problems() []ipc.Problem {
 		ps = append(ps, d.runner.Problems()...)
 	}
 	ps = append(ps, d.probs.List()...)
+	ps = append(ps, d.platformProbs.List()...)
 	out := make([]ipc.Problem, 0, len(ps))
 	for _, p := range ps {
 		out = append(out, ipc.Problem{Resource: p.Key, Error: p.Err.Error(), SinceUnixSecs: p.Since.Unix()})

@@ -87,6 +87,11 @@ func (d *Daemon) handle(m ipc.Meta, req ipc.Request) <-chan ipc.Response {
 				c.Proc = procInfo(r.Handle.PID)
 			}
 			j.finish = d.attachOutcome(c.Handle)
+		case ipc.PlatformWindows:
+			if err := d.platformProbs.Get("hcn"); err != nil {
+				return ipc.Reply(ipc.Err{Message: "attach_container: windows_container needs the Host Networking Service, which this node does not offer: " + err.Error()})
+			}
+			j.finish = d.attachOutcome(c.Handle) // a failed HCN step is undone and answered err, as on Linux
 		case ipc.PlatformGuest:
 			priv, err := wgtypes.GeneratePrivateKey()
 			if err != nil {

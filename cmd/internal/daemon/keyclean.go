@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/zlayer/overlayd/ipc"
@@ -115,6 +116,11 @@ func (ks keyStore) sweep(owned map[string]bool, why string) {
 // key) to 0600 when they are wider, warning about each.
 func (ks keyStore) fixModes(nodeKeyPath string) {
 	narrow := func(path string, want fs.FileMode) {
+		if runtime.GOOS == "windows" {
+			// Unix modes mean nothing there (Go reports 0777 for every
+			// folder): the data dir's ACL guards the keys.
+			return
+		}
 		fi, err := os.Lstat(path)
 		if err != nil || fi.Mode()&fs.ModeSymlink != 0 {
 			return

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -112,7 +113,7 @@ func loadNodeKey(dir, importPath string) (key wgtypes.Key, source string, persis
 	}
 	k, err := readKeyFile(path)
 	if err == nil {
-		if fi, serr := os.Stat(path); serr == nil && fi.Mode().Perm()&0o077 != 0 {
+		if fi, serr := os.Stat(path); serr == nil && runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
 			if err := os.Chmod(path, 0o600); err != nil {
 				return wgtypes.Key{}, "", nil, fmt.Errorf("%s is readable by others and cannot be fixed: %w", path, err)
 			}

@@ -3,7 +3,6 @@ package ipc
 import (
 	"bufio"
 	"context"
-	"net"
 	"testing"
 )
 
@@ -41,7 +40,7 @@ func BenchmarkCall(b *testing.B) { benchCalls(b, benchServer(b, nil)) }
 // frames per read and per write.
 func BenchmarkPipelined(b *testing.B) {
 	path := benchServer(b, nil)
-	nc, err := net.Dial("unix", path)
+	nc, err := testDial(path)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -130,7 +130,7 @@ func TestProbesStayQuiet(t *testing.T) {
 	s := &Server{}
 	path, rec := serve(t, s)
 	for i := 0; i < 200; i++ {
-		c, err := net.Dial("unix", path)
+		c, err := testDial(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +260,7 @@ func TestStormOfHalfFrames(t *testing.T) {
 	go func() {
 		var cs []net.Conn
 		for i := 0; i < storm; i++ {
-			c, err := net.Dial("unix", path)
+			c, err := testDial(path)
 			if err != nil {
 				t.Error(err)
 				break

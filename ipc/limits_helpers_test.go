@@ -2,10 +2,8 @@ package ipc
 
 import (
 	"context"
-	"github.com/zlayer/overlayd/tools/testtemp"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -73,7 +71,7 @@ func serve(t testing.TB, s *Server) (string, *logRecorder) {
 // listen binds a fresh socket (closed by whoever closes the listener).
 func listen(t testing.TB) (string, net.Listener) {
 	t.Helper()
-	path := filepath.Join(testtemp.Dir(t), "s.sock")
+	path := testSocketPath(t)
 	l, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)

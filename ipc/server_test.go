@@ -36,7 +36,7 @@ func startServer(t *testing.T) (string, *Server) {
 
 func rawConn(t *testing.T, path string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("unix", path)
+	c, err := testDial(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestGarbageConnectionsLeaveServerServing(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := net.Dial("unix", path)
+			c, err := testDial(path)
 			if err != nil {
 				t.Error(err)
 				return

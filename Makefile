@@ -43,14 +43,16 @@ fuzz:
 # cannot do: HCN, Wintun, UDP sockets). setup.sh installs wine and mingw
 # once (root, Debian's archive); without wine and without root the step is
 # skipped with the reason. The pipe tests run the Windows daemon binary
-# built here.
+# built here. Of effects/dns only the system-resolver test runs: the rest
+# needs UDP sockets, which wine lacks.
 WINE_PKGS = ./projections ./journal ./cmd/internal/replay ./effects/hcn/... ./cmd/zlayer-overlayd
 test-wine:
 	@if ! command -v wine >/dev/null && [ "$$(id -u)" != 0 ]; then \
 		echo "test-wine: skipped: wine is not installed and installing it needs root (tools/wine/setup.sh)"; exit 0; fi; \
 	set -e; tools/wine/setup.sh; \
 	GOOS=windows $(GO) build -o bin/windows/ ./cmd/zlayer-overlayd; \
-	GOOS=windows $(GO) test -count=1 -timeout 15m -exec $(CURDIR)/tools/wine/winexec $(WINE_PKGS)
+	GOOS=windows $(GO) test -count=1 -timeout 15m -exec $(CURDIR)/tools/wine/winexec $(WINE_PKGS); \
+	GOOS=windows $(GO) test -count=1 -run '^TestSystemResolvers$$' -exec $(CURDIR)/tools/wine/winexec ./effects/dns
 
 test-short:
 	$(GO) test -short ./...

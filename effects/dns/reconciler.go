@@ -204,6 +204,8 @@ func (r *Reconciler) refreshUpstreams() {
 			stamp += "missing;"
 		}
 	}
+	sys := systemResolvers() // Windows: the adapters' DNS servers; nil elsewhere
+	stamp += strings.Join(sys, ",")
 	if stamp == r.rcStamp {
 		return
 	}
@@ -221,6 +223,11 @@ func (r *Reconciler) refreshUpstreams() {
 		if ups = r.withoutSelf(ParseResolvConf(b)); len(ups) > 0 {
 			from = f
 			break
+		}
+	}
+	if len(ups) == 0 && len(sys) > 0 {
+		if ups = r.withoutSelf(sys); len(ups) > 0 {
+			from = "the system's DNS servers (GetAdaptersAddresses)"
 		}
 	}
 	r.srv.SetUpstreams(ups)

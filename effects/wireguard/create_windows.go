@@ -31,7 +31,8 @@ import (
 
 var wintunLoad struct {
 	sync.Mutex
-	path string // loaded from here; "" until a load succeeded
+	path string         // loaded from here; "" until a load succeeded
+	h    windows.Handle // the module, kept for the process's life
 }
 
 // loadWintun loads wintun.dll from %ProgramData%\ZLayer\wintun or the
@@ -57,10 +58,11 @@ func loadWintunFrom(places []string) (string, error) {
 	}
 	// LOAD_WITH_ALTERED_SEARCH_PATH: the DLL's own imports resolve from
 	// its folder first. The handle is kept for the process's life.
-	if _, err := windows.LoadLibraryEx(p, 0, windows.LOAD_WITH_ALTERED_SEARCH_PATH); err != nil {
+	h, err := windows.LoadLibraryEx(p, 0, windows.LOAD_WITH_ALTERED_SEARCH_PATH)
+	if err != nil {
 		return "", fmt.Errorf("wireguard: load %s: %w", p, err)
 	}
-	wintunLoad.path = p
+	wintunLoad.path, wintunLoad.h = p, h
 	return p, nil
 }
 

@@ -284,12 +284,14 @@ func ipForwardTable(family uint16) ([]mibIPForwardRow2, error) {
 
 // ipInterface reads the IP interface of family on the interface index.
 // An interface without that family (IPv6 turned off) is ERROR_NOT_FOUND.
+// The row is initialized by InitializeIpInterfaceEntry where iphlpapi has
+// it (every Windows since Vista; wine 8 does not), else left zero: Get
+// fills every field either way, only Family and the index are input.
 func ipInterface(family uint16, index uint32) (*mibIPInterfaceRow, error) {
 	row := &mibIPInterfaceRow{}
-	if err := procInitializeIpInterfaceEntry.Find(); err != nil {
-		return nil, err
+	if procInitializeIpInterfaceEntry.Find() == nil {
+		syscall.SyscallN(procInitializeIpInterfaceEntry.Addr(), uintptr(unsafe.Pointer(row)))
 	}
-	syscall.SyscallN(procInitializeIpInterfaceEntry.Addr(), uintptr(unsafe.Pointer(row)))
 	row.Family = family
 	row.InterfaceIndex = index
 	if err := callErr(procGetIpInterfaceEntry, uintptr(unsafe.Pointer(row))); err != nil {

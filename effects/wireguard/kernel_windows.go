@@ -137,13 +137,19 @@ func addrRow(l Link, p netip.Prefix) (*mibUnicastIPAddressRow, error) {
 	if err := initUnicastIPAddressRow(row); err != nil {
 		return nil, err
 	}
+	fillAddrRow(row, l, p)
+	return row, nil
+}
+
+// fillAddrRow sets what this package asks of an address on top of the
+// defaults InitializeUnicastIpAddressEntry put in row.
+func fillAddrRow(row *mibUnicastIPAddressRow, l Link, p netip.Prefix) {
 	row.Address.setAddr(p.Addr())
 	row.InterfaceIndex = uint32(l.Index)
 	row.OnLinkPrefixLength = uint8(p.Bits())
 	row.DadState = ipDadStatePreferred
 	row.ValidLifetime = infiniteLifetime
 	row.PreferredLifetime = infiniteLifetime
-	return row, nil
 }
 
 // ReplaceAddr adds p; an address already there with another prefix
@@ -209,6 +215,13 @@ func routeRow(l Link, p netip.Prefix) (*mibIPForwardRow2, error) {
 	if err := initIPForwardRow2(row); err != nil {
 		return nil, err
 	}
+	fillRouteRow(row, l, p)
+	return row, nil
+}
+
+// fillRouteRow sets what this package asks of a route on top of the
+// defaults InitializeIpForwardEntry put in row.
+func fillRouteRow(row *mibIPForwardRow2, l Link, p netip.Prefix) {
 	row.InterfaceIndex = uint32(l.Index)
 	p = p.Masked()
 	row.DestinationPrefix.Prefix.setAddr(p.Addr())
@@ -222,7 +235,6 @@ func routeRow(l Link, p netip.Prefix) (*mibIPForwardRow2, error) {
 	row.Protocol = mibIPProtoNetMgmt
 	row.ValidLifetime = infiniteLifetime
 	row.PreferredLifetime = infiniteLifetime
-	return row, nil
 }
 
 // ReplaceRoute adds the route; one already there is success.

@@ -29,6 +29,8 @@ import (
 // that name being loaded, the library's load by bare name resolves to it
 // (the loader looks at loaded modules before it searches folders).
 
+func init() { errAddrInUse = windows.WSAEADDRINUSE }
+
 var wintunLoad struct {
 	sync.Mutex
 	path string         // loaded from here; "" until a load succeeded
@@ -60,7 +62,7 @@ func loadWintunFrom(places []string) (string, error) {
 	// its folder first. The handle is kept for the process's life.
 	h, err := windows.LoadLibraryEx(p, 0, windows.LOAD_WITH_ALTERED_SEARCH_PATH)
 	if err != nil {
-		return "", fmt.Errorf("wireguard: load %s: %w", p, err)
+		return "", fmt.Errorf("load %s: %w", p, err)
 	}
 	wintunLoad.path, wintunLoad.h = p, h
 	return p, nil

@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -93,5 +94,14 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPortErrorWSAEADDRINUSE: the Windows bind's "in use" reads as the
+// port taken, as EADDRINUSE does on Linux.
+func TestPortErrorWSAEADDRINUSE(t *testing.T) {
+	e := &PortError{Device: "zl-p-1-g", Port: 51820, Err: fmt.Errorf("IPC error -98: failed to set listen_port: %w", windows.WSAEADDRINUSE)}
+	if !strings.Contains(e.Error(), "listen port 51820/udp is taken by another process") {
+		t.Fatalf("message: %s", e)
 	}
 }

@@ -40,7 +40,7 @@ func joinWin(base string, elems ...string) string {
 
 // ErrNoWintun is wrapped by the error findWintun returns when no folder
 // holds wintun.dll.
-var ErrNoWintun = errors.New("wireguard: wintun.dll not found")
+var ErrNoWintun = errors.New("wintun.dll not found")
 
 // findWintun returns the path of the first wintun.dll in places (a regular
 // file). When none holds one, the error names every place looked in. An

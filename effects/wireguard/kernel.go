@@ -86,10 +86,14 @@ type PortError struct {
 }
 
 func (e *PortError) Error() string {
-	if errors.Is(e.Err, syscall.EADDRINUSE) {
+	if errors.Is(e.Err, syscall.EADDRINUSE) || (errAddrInUse != nil && errors.Is(e.Err, errAddrInUse)) {
 		return fmt.Sprintf("wireguard: %s: listen port %d/udp is taken by another process: %v", e.Device, e.Port, syscall.EADDRINUSE)
 	}
 	return fmt.Sprintf("wireguard: %s: set listen port %d/udp: %v", e.Device, e.Port, e.Err)
 }
 
 func (e *PortError) Unwrap() error { return e.Err }
+
+// errAddrInUse is the platform's own "address in use" when it is not
+// syscall.EADDRINUSE (Windows: WSAEADDRINUSE); nil elsewhere.
+var errAddrInUse error

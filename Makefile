@@ -45,7 +45,7 @@ fuzz:
 # skipped with the reason. The pipe tests run the Windows daemon binary
 # built here. Of effects/dns only the system-resolver test runs: the rest
 # needs UDP sockets, which wine lacks.
-WINE_PKGS = ./projections ./journal ./cmd/internal/replay ./effects/hcn/... ./cmd/zlayer-overlayd
+WINE_PKGS = ./projections ./journal ./cmd/internal/replay ./effects/hcn/... ./effects/wireguard ./cmd/zlayer-overlayd
 test-wine:
 	@if ! command -v wine >/dev/null && [ "$$(id -u)" != 0 ]; then \
 		echo "test-wine: skipped: wine is not installed and installing it needs root (tools/wine/setup.sh)"; exit 0; fi; \

@@ -314,7 +314,13 @@ func TestWindowsAttachWithoutHCNIsRefused(t *testing.T) {
 		ipc.SetupGlobalOverlay{Deployment: "prod", InstanceID: "42", ClusterCIDR: "10.200.0.0/16", SliceCIDR: &slice, WgPort: 51820},
 		ipc.SetupServiceOverlay{Service: "web", Mode: ipc.ModeShared},
 	} {
-		if r, err := c.Call(ctx, req); err != nil {
+		r, err := c.Call(ctx, req)
+		if err != nil && req.Op() == "setup_global_overlay" && strings.Contains(err.Error(), "recorded, but not in effect") && strings.Contains(err.Error(), "wintun.dll not found") {
+			// Wine has no Wintun: the decision is journaled, the device
+			// is retried at every check, and the answer says why.
+			continue
+		}
+		if err != nil {
 			t.Fatalf("%s: %v", req.Op(), err)
 		} else if e, isErr := r.(ipc.Err); isErr {
 			t.Fatalf("%s: %s\n%s", req.Op(), e.Message, d.logs())

@@ -1,0 +1,54 @@
+package winsvc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"golang.org/x/sys/windows/svc"
+	"golang.org/x/sys/windows/svc/eventlog"
+
+	"github.com/zlayer/overlayd/cmd/internal/daemon"
+)
+
+// ErrNotService is returned by Run when the process was not started by the
+// service control manager (svc.IsWindowsService is false).
+var ErrNotService = errors.New("winsvc: not started by the service control manager")
+
+// Run runs the daemon as the service Name until the SCM stops it: the log
+// lines go to the file LogPath(cfg.DataDir) (rotated at 10 MiB, 3 kept)
+// through newLog, and start, stop and fatal lines also to the Windows event
+// log under the source Name (when it cannot be opened, the file only, and
+// the file says so). It returns once the service has stopped; the outcome
+// is in the exit code reported to the SCM (Handler.Execute), the error
+// only says that the service could not run at all.
+func Run(cfg daemon.Config, newLog func(io.Writer) *slog.Logger) error {
+	is, err := svc.IsWindowsService()
+	if err != nil {
+		return fmt.Errorf("winsvc: is this process a service: %w", err)
+	}
+	if !is {
+		return ErrNotService
+	}
+	path := LogPath(cfg.DataDir)
+	f, err := OpenLog(path, 0, 0)
+	if err != nil {
+		return fmt.Errorf("winsvc: %w", err)
+	}
+	defer f.Close()
+	log := newLog(f)
+	slog.SetDefault(log)
+	h := &Handler{Config: cfg, Log: log}
+	if el, err := eventlog.Open(Name); err != nil {
+		log.Warn("the Windows event log cannot be opened; logging to the file only", "source", Name, "err", err)
+	} else {
+		defer el.Close()
+		h.Events = el
+	}
+	if err := svc.Run(Name, h); err != nil {
+		log.Error("the service control manager does not run the service", "service", Name, "err", err)
+		return fmt.Errorf("winsvc: run %s: %w", Name, err)
+	}
+	return nil
+}

@@ -44,7 +44,7 @@ fuzz:
 # once (root, Debian's archive); without wine and without root the step is
 # skipped with the reason. The pipe tests run the Windows daemon binary
 # built here.
-WINE_PKGS = ./projections ./journal ./cmd/internal/replay ./effects/hcn/... ./cmd/zlayer-overlayd
+WINE_PKGS = ./projections ./journal ./cmd/internal/replay ./effects/hcn/... ./cmd/zlayer-overlayd ./cmd/internal/winsvc
 test-wine:
 	@if ! command -v wine >/dev/null && [ "$$(id -u)" != 0 ]; then \
 		echo "test-wine: skipped: wine is not installed and installing it needs root (tools/wine/setup.sh)"; exit 0; fi; \

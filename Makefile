@@ -43,9 +43,7 @@ fuzz:
 # cannot do: HCN, Wintun, UDP sockets). setup.sh installs wine and mingw
 # once (root, Debian's archive); without wine and without root the step is
 # skipped with the reason. The pipe tests run the Windows daemon binary
-# built here. Of effects/dns only the system-resolver test runs: the rest
-# needs UDP sockets, which wine lacks.
-WINE_PKGS = ./projections ./journal ./cmd/internal/replay ./effects/hcn/... ./effects/wireguard ./cmd/zlayer-overlayd
+WINE_PKGS = ./projections ./journal ./cmd/internal/replay ./effects/hcn/... ./effects/wireguard ./cmd/zlayer-overlayd ./cmd/internal/winsvc
 test-wine:
 	@if ! command -v wine >/dev/null && [ "$$(id -u)" != 0 ]; then \
 		echo "test-wine: skipped: wine is not installed and installing it needs root (tools/wine/setup.sh)"; exit 0; fi; \

@@ -55,6 +55,11 @@ func main() {
 	flag.Var(&adminUIDs, "admin-uid", "uid that may send ops that change state, besides root and --admin-group (repeatable, or comma-separated)")
 	// METRICS
 	metricsListen := flag.String("metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz over HTTP on this host:port, e.g. 127.0.0.1:9464 (keep it on loopback: the metrics name services, peers and addresses); \"\" for none")
+	// SVC: the Windows service control manager (service_windows.go; docs/windows.md).
+	var svcMode serviceMode
+	flag.BoolVar(&svcMode.run, "service", false, `run as the Windows service ZLayerDaemon-Overlayd under the service control manager, logging to <data-dir>\overlayd\logs\overlayd.log and the event log (Windows only)`)
+	flag.BoolVar(&svcMode.install, "install-service", false, "install the Windows service ZLayerDaemon-Overlayd: this executable with --data-dir, the other flags given and --service, started automatically as LocalSystem; then exit (Windows only)")
+	flag.BoolVar(&svcMode.uninstall, "uninstall-service", false, "delete the Windows service ZLayerDaemon-Overlayd (stop it first) and exit (Windows only)")
 	parseFlags(os.Args[1:])
 	if *showVer {
 		fmt.Println(version.String())
@@ -105,6 +110,9 @@ func main() {
 			os.Exit(2)
 		}
 		cfg.AdvertiseAddr = a
+	}
+	if svcMode != (serviceMode{}) { // SVC
+		os.Exit(runService(svcMode, cfg, func(w io.Writer) *slog.Logger { l, _ := newLogger(w, *logFormat, level); return l }))
 	}
 	d, err := daemon.Open(cfg)
 	if err != nil {

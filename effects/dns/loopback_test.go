@@ -24,8 +24,8 @@ func TestLoopbackDownWarns(t *testing.T) {
 	defer r.Close()
 	down := true
 	r.loDown = func() bool { return down }
-	r.converge()
-	r.converge()
+	r.converge(true)
+	r.converge(true)
 	ps := r.Problems()
 	if len(ps) != 1 || ps[0].Key != loopbackKey || !strings.Contains(ps[0].Err.Error(), "ip link set lo up") {
 		t.Fatalf("lo down: problems %v", ps)
@@ -34,14 +34,14 @@ func TestLoopbackDownWarns(t *testing.T) {
 		t.Fatalf("lo down: %d warnings (want 1, naming the fix):\n%s", n, logs.String())
 	}
 	down = false
-	r.converge()
+	r.converge(true)
 	if ps := r.Problems(); len(ps) != 0 {
 		t.Fatalf("lo up: problems %v", ps)
 	}
 	r2 := New(slog.New(slog.NewTextHandler(&logs, nil)), Options{})
 	defer r2.Close()
 	r2.loDown = func() bool { return true }
-	r2.converge()
+	r2.converge(true)
 	if ps := r2.Problems(); len(ps) != 0 {
 		t.Fatalf("no loopback listener: problems %v", ps)
 	}

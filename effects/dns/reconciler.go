@@ -121,7 +121,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 	})
 	r.srv.SetConfig(cfg) // a few small maps: cheaper than comparing
 	r.cfg = cfg
-	r.converge()
+	r.converge(all)
 	r.rcMu.Lock()
 	r.self = nil
 	for _, ap := range append(slices.Clone(cfg.Listen), r.opt.Listen...) {
@@ -136,8 +136,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, view effects.View, changed [
 
 // converge opens the listeners the config and options ask for and closes
 // the others. A failed bind is logged once per distinct error and retried
-// at every pass; it never fails the daemon.
-func (r *Reconciler) converge() {
+// at every pass; it never fails the daemon. The loopback check (a dump of
+// every link: milliseconds on a node with hundreds of veths) runs on full
+// passes (boot, every check interval, SIGHUP) and when a listener opens,
+// not on every decision's pass.
+func (r *Reconciler) converge(all bool) {
+	opened := false
 	want := map[netip.AddrPort]bool{}
 	for _, ap := range r.cfg.Listen {
 		want[ap] = true
@@ -166,6 +170,7 @@ func (r *Reconciler) converge() {
 		}
 		r.failing.Set(listenKey(ap), nil)
 		r.listeners[ap] = l
+		opened = true
 		r.log.Info("dns: listening", "addr", ap, "proto", "udp+tcp")
 	}
 	r.failing.Retain(func(k string) bool {
@@ -175,7 +180,9 @@ func (r *Reconciler) converge() {
 		ap, err := netip.ParseAddrPort(strings.TrimPrefix(k, "dns/listen/"))
 		return err == nil && want[ap]
 	})
-	r.checkLoopback(want)
+	if all || opened {
+		r.checkLoopback(want)
+	}
 }
 
 func listenKey(ap netip.AddrPort) string { return "dns/listen/" + ap.String() }

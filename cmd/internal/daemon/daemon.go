@@ -119,6 +119,10 @@ type Daemon struct {
 	dlog        *decisionLog   // decisionlog.go
 	metrics     *daemonMetrics // METRICS: metrics.go; nil without --metrics-listen
 
+	// serveMu orders ServeListener's start and shutdown's start (server,
+	// health, endpoint file, phase).
+	serveMu sync.Mutex
+
 	submitMu   sync.RWMutex // held to send on pipe.jobs
 	pipeClosed bool
 
@@ -319,22 +323,42 @@ func (d *Daemon) Serve() error {
 }
 
 // ServeListener serves on l (tests, Windows named pipes).
+//
+// A Stop may come at any moment, even before or while this starts
+// serving: serveMu orders the two, so a daemon stopped first never
+// serves, and one stopping sees the server and health monitor this made.
 func (d *Daemon) ServeListener(l net.Listener) error {
+	d.serveMu.Lock()
 	d.mu.Lock()
-	d.listener = l
-	d.mu.Unlock()
-	d.authz.setTransport(l.Addr().Network())
-	d.server = &ipc.Server{Handler: d.handle, Log: d.log, MaxConns: d.cfg.MaxConns}
-	if len(d.answers) > 0 {
-		d.server.Observe = d.answers.observe
+	stopping := d.stopping
+	if !stopping {
+		d.listener = l
 	}
+	d.mu.Unlock()
+	if stopping {
+		d.serveMu.Unlock()
+		l.Close()
+		<-d.stopped
+		return d.failure()
+	}
+	d.authz.setTransport(l.Addr().Network())
+	srv := &ipc.Server{Handler: d.handle, Log: d.log, MaxConns: d.cfg.MaxConns}
+	if len(d.answers) > 0 {
+		srv.Observe = d.answers.observe
+	}
+	d.server = srv
 	if d.wg != nil {
 		d.health = startHealth(d)
 	}
 	d.log.Info("serving", "socket", l.Addr().String(), "public_key", d.nodePub)
-	go d.server.Serve(l)
+	go func() {
+		if err := srv.Serve(l); errors.Is(err, ipc.ErrServerClosed) {
+			l.Close() // drained before it started accepting
+		}
+	}()
 	d.writeEndpoint(l.Addr().String())
 	d.setPhase(PhaseServing, "")
+	d.serveMu.Unlock()
 	go d.watchSocket()
 	<-d.stopped
 	return d.failure()
@@ -416,19 +440,22 @@ func (d *Daemon) fatal(err error) {
 
 func (d *Daemon) shutdown(graceful bool) {
 	d.stopOnce.Do(func() {
+		d.serveMu.Lock() // after a ServeListener under way (see there)
 		d.mu.Lock()
 		d.stopping = true
 		d.mu.Unlock()
+		srv, health := d.server, d.health
+		d.serveMu.Unlock()
 		d.setPhase(PhaseStopping, "")
-		if d.server != nil {
+		if srv != nil {
 			d.removeEndpoint()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			d.server.Drain(ctx)
+			srv.Drain(ctx)
 			cancel()
 		}
 		d.backups.dropAll()
-		if d.health != nil {
-			d.health.stop()
+		if health != nil {
+			health.stop()
 		}
 		if d.jw != nil {
 			d.jw.stop()

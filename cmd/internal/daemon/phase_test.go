@@ -51,3 +51,33 @@ func TestPhasesAndReadiness(t *testing.T) {
 		t.Fatalf("phases %v, want %v", seen, want)
 	}
 }
+
+// A daemon stopped before it serves never serves: ServeListener returns,
+// closes the listener it was given, and the phase stays stopped.
+func TestStopBeforeServeNeverServes(t *testing.T) {
+	d, err := Open(Config{DataDir: t.TempDir(), Log: slog.New(slog.DiscardHandler), NoDataPlane: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Stop()
+	<-d.Done()
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.ServeListener(l) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeListener on a stopped daemon did not return")
+	}
+	if p, _, _ := d.Phase(); p != PhaseStopped {
+		t.Fatalf("phase %v after serving a stopped daemon", p)
+	}
+	if c, err := net.Dial("unix", sock); err == nil {
+		c.Close()
+		t.Fatal("the listener of a stopped daemon still accepts")
+	}
+}

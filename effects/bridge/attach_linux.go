@@ -11,20 +11,9 @@ import (
 )
 
 // StepError says which step of wiring a container failed.
-type StepError struct {
-	Step string
-	Err  error
-}
+type StepError = effects.StepError
 
-func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
-func (e *StepError) Unwrap() error { return e.Err }
-
-func step(name string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &StepError{Step: name, Err: err}
-}
+func step(name string, err error) error { return effects.Step(name, err) }
 
 // ctrName is the name of a leg's end in the container.
 func ctrName(leg Leg) string {

@@ -1,17 +1,17 @@
+//go:build linux
+
 package dns
 
 import (
 	"bytes"
 	"fmt"
+	"github.com/zlayer/overlayd/tools/netlab"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
-
-	"github.com/vishvananda/netns"
 )
 
 // While lo is down and a loopback listen address is wanted, the
@@ -60,23 +60,11 @@ func TestLoopbackDownInFreshNamespace(t *testing.T) {
 	}
 	defer exec.Command("ip", "netns", "del", name).Run()
 	in := func() bool {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
+		var down bool
+		if err := netlab.InNetns("/run/netns/"+name, func() error { down = loopbackDown(); return nil }); err != nil {
 			t.Fatal(err)
 		}
-		defer orig.Close()
-		ns, err := netns.GetFromName(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			t.Fatal(err)
-		}
-		defer netns.Set(orig)
-		return loopbackDown()
+		return down
 	}
 	if !in() {
 		t.Fatal("lo of a fresh namespace reported up")

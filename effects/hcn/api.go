@@ -1,6 +1,10 @@
 package hcn
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/zlayer/overlayd/effects"
+)
 
 // API is the part of the Host Compute Network service the reconciler uses,
 // shaped after github.com/Microsoft/hcsshim/hcn's calls (ListNetworks,
@@ -49,17 +53,6 @@ func notFound(err error) bool { return errors.Is(err, ErrNotFound) }
 // StepError says which step of making an attachment's objects failed:
 // "network", "endpoint", "namespace", "namespace-endpoint", or a repair's
 // "delete-endpoint".
-type StepError struct {
-	Step string
-	Err  error
-}
+type StepError = effects.StepError
 
-func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
-func (e *StepError) Unwrap() error { return e.Err }
-
-func step(name string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &StepError{Step: name, Err: err}
-}
+func step(name string, err error) error { return effects.Step(name, err) }

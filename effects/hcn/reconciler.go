@@ -225,7 +225,7 @@ func (r *Reconciler) ensureNetwork(h *host, ns *NetworkSpec, have *Network) (id 
 		if err := r.api.DeleteNetwork(have.Id); err != nil && !notFound(err) {
 			return "", false, fmt.Errorf("network %s drifted: delete it: %w", ns.Doc.Name, err)
 		}
-		h.nets = dropNetwork(h.nets, have.Id)
+		h.nets = dropID(h.nets, have.Id, networkID)
 		again = true
 	}
 	doc := ns.Doc
@@ -259,14 +259,14 @@ func (r *Reconciler) ensureAttachment(h *host, ns *NamespaceSpec, eps []*Endpoin
 				r.log.Warn("undo a failed attach: delete the namespace it made", "handle", ns.Attachment, "namespace", ns.Doc.Id, "err", derr)
 			} else {
 				delete(r.made, ns.Doc.Id)
-				h.nss = dropNamespace(h.nss, ns.Doc.Id)
+				h.nss = dropID(h.nss, ns.Doc.Id, namespaceID)
 			}
 		}
 		for _, ep := range createdEps {
 			if derr := r.deleteEndpoint(ep); derr != nil {
 				r.log.Warn("undo a failed attach: delete an endpoint it made", "handle", ns.Attachment, "endpoint", ep.Name, "err", derr)
 			} else {
-				h.eps = dropEndpoint(h.eps, ep.Id)
+				h.eps = dropID(h.eps, ep.Id, endpointID)
 			}
 		}
 	}()
@@ -291,7 +291,7 @@ func (r *Reconciler) ensureAttachment(h *host, ns *NamespaceSpec, eps []*Endpoin
 			if err := r.deleteEndpoint(cur); err != nil {
 				return step("delete-endpoint", fmt.Errorf("endpoint %s: %w", cur.Name, err))
 			}
-			h.eps = dropEndpoint(h.eps, cur.Id)
+			h.eps = dropID(h.eps, cur.Id, endpointID)
 		}
 		doc := e.Doc
 		doc.HostComputeNetwork = netID
@@ -466,32 +466,17 @@ func canonID(s string) string {
 	return strings.ToLower(s)
 }
 
-func dropNetwork(nets []Network, id string) []Network {
-	out := nets[:0:0]
-	for _, n := range nets {
-		if !sameID(n.Id, id) {
-			out = append(out, n)
+// dropID is items without the one whose id (idOf) is id.
+func dropID[T any](items []T, id string, idOf func(T) string) []T {
+	out := items[:0:0]
+	for _, it := range items {
+		if !sameID(idOf(it), id) {
+			out = append(out, it)
 		}
 	}
 	return out
 }
 
-func dropEndpoint(eps []Endpoint, id string) []Endpoint {
-	out := eps[:0:0]
-	for _, e := range eps {
-		if !sameID(e.Id, id) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func dropNamespace(nss []Namespace, id string) []Namespace {
-	out := nss[:0:0]
-	for _, n := range nss {
-		if !sameID(n.Id, id) {
-			out = append(out, n)
-		}
-	}
-	return out
-}
+func networkID(n Network) string     { return n.Id }
+func endpointID(e Endpoint) string   { return e.Id }
+func namespaceID(n Namespace) string { return n.Id }

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/zlayer/overlayd/effects"
 )
 
 // wireguard-go logs through two printf functions (device.Logger). Its
@@ -32,19 +33,13 @@ type goLogger struct {
 	device string
 	now    func() time.Time
 
-	mu    sync.Mutex
-	lines map[foldKey]*foldState
+	lines effects.Folder[foldKey]
 }
 
 type foldKey struct{ peer, format string }
 
-type foldState struct {
-	last       time.Time
-	suppressed int
-}
-
 func newGoLogger(log *slog.Logger, device string) *goLogger {
-	return &goLogger{log: log, device: device, now: time.Now, lines: map[foldKey]*foldState{}}
+	return &goLogger{log: log, device: device, now: time.Now, lines: effects.Folder[foldKey]{Every: foldEvery, Max: foldMax}}
 }
 
 // verbosef is device.Logger.Verbosef.
@@ -63,39 +58,13 @@ func (g *goLogger) errorf(format string, args ...any) {
 		return
 	}
 	peer := fmt.Sprint(args[0])
-	k := foldKey{peer: peer, format: rest}
-	now := g.now()
-	g.mu.Lock()
-	st := g.lines[k]
-	if st == nil {
-		if len(g.lines) >= foldMax {
-			g.forgetOldest()
-		}
-		st = &foldState{}
-		g.lines[k] = st
-	} else if now.Sub(st.last) < foldEvery {
-		st.suppressed++
-		g.mu.Unlock()
+	ok, suppressed := g.lines.Allow(foldKey{peer: peer, format: rest}, g.now())
+	if !ok {
 		return
 	}
-	suppressed := st.suppressed
-	st.last, st.suppressed = now, 0
-	g.mu.Unlock()
 	attrs := []any{"device", g.device, "peer", peer}
 	if suppressed > 0 {
 		attrs = append(attrs, "suppressed", suppressed, "in_the_last", foldEvery.String())
 	}
 	g.log.Warn("wireguard-go: "+fmt.Sprintf(rest, args[1:]...), attrs...)
-}
-
-func (g *goLogger) forgetOldest() {
-	var oldest foldKey
-	var at time.Time
-	first := true
-	for k, st := range g.lines {
-		if first || st.last.Before(at) {
-			oldest, at, first = k, st.last, false
-		}
-	}
-	delete(g.lines, oldest)
 }

@@ -2,14 +2,12 @@ package daemon
 
 import (
 	"fmt"
+	"github.com/zlayer/overlayd/tools/netlab"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
-
-	"github.com/vishvananda/netns"
 )
 
 // ipIn runs ip(8) with args, failing the test with its output.
@@ -20,30 +18,13 @@ func ipIn(t *testing.T, args ...string) {
 	}
 }
 
-// inNetns runs fn on a thread moved into the named namespace.
+// inNetns runs fn on a thread moved into the named namespace
+// (netlab.InNetns).
 func inNetns(t *testing.T, name string, fn func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
+	if err := netlab.InNetns("/run/netns/"+name, func() error { fn(); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	defer orig.Close()
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(fmt.Sprintf("cannot return to the test's namespace: %v", err))
-		}
-	}()
-	fn()
 }
 
 // Without --advertise-address a guest is told the underlay address: the

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/ipc"
 )
 
@@ -123,11 +124,6 @@ type refusalKey struct {
 	op   string
 }
 
-type refusalState struct {
-	last       time.Time // of the last line logged
-	suppressed int
-}
-
 // authorizer decides per request whether its caller may send its op.
 type authorizer struct {
 	log      *slog.Logger
@@ -144,14 +140,14 @@ type authorizer struct {
 
 	mu       sync.Mutex
 	groups   map[uint64][]uint32 // supplementary groups by ConnID
-	refusals map[refusalKey]*refusalState
+	refusals effects.Folder[refusalKey]
 }
 
 // newAuthorizer resolves cfg's group (logging once at info when it does
 // not exist) and returns the authorizer.
 func newAuthorizer(log *slog.Logger, cfg AuthzConfig) *authorizer {
 	a := &authorizer{log: log, uids: map[uint32]bool{}, now: time.Now, procGroups: procStatusGroups,
-		groups: map[uint64][]uint32{}, refusals: map[refusalKey]*refusalState{}}
+		groups: map[uint64][]uint32{}, refusals: effects.Folder[refusalKey]{Every: refusalEvery, Max: authzCacheMax}}
 	for _, u := range cfg.UIDs {
 		a.uids[u] = true
 	}
@@ -249,24 +245,10 @@ func (a *authorizer) supplementary(m ipc.Meta) []uint32 {
 // refused logs a refusal: the first of an op on a connection at once, then
 // at most one per refusalEvery with the number left out since.
 func (a *authorizer) refused(m ipc.Meta, op, why string) {
-	now := a.now()
-	k := refusalKey{conn: m.ConnID, op: op}
-	a.mu.Lock()
-	st := a.refusals[k]
-	if st == nil {
-		if len(a.refusals) >= authzCacheMax {
-			dropOldestRefusal(a.refusals)
-		}
-		st = &refusalState{}
-		a.refusals[k] = st
-	} else if now.Sub(st.last) < refusalEvery {
-		st.suppressed++
-		a.mu.Unlock()
+	ok, suppressed := a.refusals.Allow(refusalKey{conn: m.ConnID, op: op}, a.now())
+	if !ok {
 		return
 	}
-	suppressed := st.suppressed
-	st.last, st.suppressed = now, 0
-	a.mu.Unlock()
 	args := []any{"op", op, "request_id", m.RequestID, "conn", m.ConnID}
 	if m.HasPeer {
 		args = append(args, "uid", m.Peer.UID, "gid", m.Peer.GID, "pid", m.Peer.PID, "exe", m.Peer.Exe)
@@ -285,17 +267,6 @@ func dropOldest(m map[uint64][]uint32) {
 	var oldest uint64
 	for k := range m {
 		if first || k < oldest {
-			oldest, first = k, false
-		}
-	}
-	delete(m, oldest)
-}
-
-func dropOldestRefusal(m map[refusalKey]*refusalState) {
-	var oldest refusalKey
-	first := true
-	for k := range m {
-		if first || k.conn < oldest.conn {
 			oldest, first = k, false
 		}
 	}

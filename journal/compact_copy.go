@@ -238,34 +238,10 @@ func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to,
 	// the terms bucket can have gained since (it is copied by them, not
 	// again in full: it holds every distinct term of the journal).
 	seen := map[string]bool{}
-	// Events the bulk copy holds but that were indexed only since (the
-	// indexer runs behind the commits): their keys, not the events again.
-	for k, v := cur.Seek(seqKey(idxFrom + 1)); ic != nil && k != nil && ne64(k) <= min(from, to); k, v = cur.Next() {
-		if err := decodeInto(&e, v, false); err != nil {
-			return fmt.Errorf("event %d: %w", ne64(k), err)
-		}
-		terms, err := s.rawTerms(&e)
-		if err != nil {
-			return fmt.Errorf("event %d: index terms: %w", e.Seq, err)
-		}
-		for _, t := range terms {
-			seen[t] = true
-		}
-		for _, pk := range postingKeys(nil, terms, e.Seq) {
-			if got, _ := ic.Seek(pk); bytes.Equal(got, pk) {
-				if err := c.put([][]byte{bucketIndex}, pk, nil); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	for k, v := cur.Seek(seqKey(from + 1)); k != nil && ne64(k) <= to; k, v = cur.Next() {
-		if err := c.put([][]byte{bucketEvents}, k, v); err != nil {
-			return err
-		}
-		if ic == nil {
-			continue
-		}
+	// postings copies the index keys of event k (value v) that the
+	// journal's index holds (what it does not hold is not in the copy
+	// either), and notes its terms.
+	postings := func(k, v []byte) error {
 		if err := decodeInto(&e, v, false); err != nil {
 			return fmt.Errorf("event %d: %w", ne64(k), err)
 		}
@@ -278,11 +254,30 @@ func (s *BoltStore) copyDelta(c *copier, src *bolt.Tx, ck *Checkpoint, from, to,
 		}
 		for _, pk := range postingKeys(nil, terms, e.Seq) {
 			if got, _ := ic.Seek(pk); !bytes.Equal(got, pk) {
-				continue // not in the journal's index: not in the copy
+				continue
 			}
 			if err := c.put([][]byte{bucketIndex}, pk, nil); err != nil {
 				return err
 			}
+		}
+		return nil
+	}
+	// Events the bulk copy holds but that were indexed only since (the
+	// indexer runs behind the commits): their keys, not the events again.
+	for k, v := cur.Seek(seqKey(idxFrom + 1)); ic != nil && k != nil && ne64(k) <= min(from, to); k, v = cur.Next() {
+		if err := postings(k, v); err != nil {
+			return err
+		}
+	}
+	for k, v := cur.Seek(seqKey(from + 1)); k != nil && ne64(k) <= to; k, v = cur.Next() {
+		if err := c.put([][]byte{bucketEvents}, k, v); err != nil {
+			return err
+		}
+		if ic == nil {
+			continue
+		}
+		if err := postings(k, v); err != nil {
+			return err
 		}
 	}
 	if sb := src.Bucket(bucketStates); sb != nil {

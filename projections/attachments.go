@@ -333,6 +333,9 @@ func (s *State) decideAttachGuest(cfg Config, c Attach) (Decision, error) {
 	if err != nil {
 		return Decision{}, errf("handle", "no key was generated for the guest: %v", err)
 	}
+	if err := s.checkNewGuestKey(key, c.Handle.ID); err != nil {
+		return Decision{}, err
+	}
 	if a, ok := s.Attachments[c.Handle.Key()]; ok {
 		// The private key was returned once and never stored: a guest asking
 		// again gets the same address under a fresh key.
@@ -348,6 +351,26 @@ func (s *State) decideAttachGuest(cfg Config, c Attach) (Decision, error) {
 	ev := &GuestAttached{ID: c.Handle.ID, Service: c.Service, IP: ip, PublicKey: key, DNSServer: c.DNSServer, DNSDomain: c.DNSDomain}
 	a := &Attachment{Handle: c.Handle, Service: c.Service, IP: ip, PublicKey: key, DNSServer: c.DNSServer, DNSDomain: c.DNSDomain}
 	return Decision{Events: []Event{ev}, Reply: s.guestConfig(cfg, a, c.NodeAddress)}, nil
+}
+
+// checkNewGuestKey refuses a generated guest key that some key of this
+// state already is: the node's, a dedicated service's, or any peer of the
+// global scope other than this guest's own (another guest's included). The daemon draws the key at
+// random, so this never fires in practice, but a decision that would
+// journal an event the state cannot apply must be refused, not taken.
+func (s *State) checkNewGuestKey(key, guest string) error {
+	if key == s.Node.PublicKey {
+		return errf("handle", "the key generated for the guest, %s, is this node's own public key; ask again", key)
+	}
+	for _, name := range sortedKeys(s.Services) {
+		if d := s.Services[name].Dedicated; d != nil && d.PublicKey == key {
+			return errf("handle", "the key generated for the guest, %s, is this node's key for service %s; ask again", key, name)
+		}
+	}
+	if p := s.peer(Scope{}, key); p != nil && p.Guest != guest {
+		return errf("handle", "the key generated for the guest, %s, is already a peer of the global overlay; ask again", key)
+	}
+	return nil
 }
 
 // guestConfig lists what a guest needs to join: its address within the

@@ -29,14 +29,15 @@ var ErrNoIndex = errors.New("journal: index not ready")
 
 // IndexStatus says whether the secondary index covers the whole journal.
 type IndexStatus struct {
-	// Ready: every acknowledged event is indexed with Version; Postings
-	// and Terms answer.
+	// Ready: the index is of Version and covers every acknowledged event
+	// but at most the last maxIndexLag, which reads scan; Postings and
+	// Terms answer.
 	Ready bool
 	// Version is the IndexVersion the file's index is built with (the
 	// one being built, during a migration).
 	Version uint32
 	// Through is the last sequence up to which every event is indexed
-	// (Head when Ready).
+	// (Head once the indexer has caught up).
 	Through uint64
 }
 

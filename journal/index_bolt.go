@@ -39,7 +39,11 @@ type indexState struct {
 	closed bool
 	stop   chan struct{}
 	done   chan struct{} // nil: none running
-	kick   chan struct{} // a commit happened (buffered 1)
+	// again: startIndexer found one running (Recover, while the indexer
+	// may be on its way out after seeing the journal read-only); the one
+	// running starts a successor as it exits.
+	again bool
+	kick  chan struct{} // a commit happened (buffered 1)
 }
 
 // initIndex reads the index record and, on a writable open, creates the

@@ -346,3 +346,58 @@ func TestFaultyIndexed(t *testing.T) {
 		t.Fatalf("PutState after Recover: %v", err)
 	}
 }
+
+// An indexer that found the journal read-only and is on its way out when
+// Recover makes the journal writable again must not leave it without an
+// indexer: CI caught TestRecoverRemovesIndexOfDiscardedEvents closing a
+// recovered journal with nothing past the failed commit indexed. Here
+// Recover runs exactly in that window (from the indexer's own goroutine,
+// which holds no lock there), and the index must still reach the head.
+func TestIndexerRestartsAfterRecoverInItsExit(t *testing.T) {
+	dir := testtemp.Dir(t)
+	s := openT(t, dir, Options{Indexer: testIndexer, IndexVersion: 1})
+	r := func(op, terms string) Record {
+		return Record{Type: "ev", Version: 1, Cause: Cause{Op: op}, Payload: []byte(terms)}
+	}
+	appendWait(t, s, r("a", "ip:1"), r("a", "ip:2"))
+	waitIndexed(t, s)
+	path := filepath.Join(dir, FileName)
+	recovered := make(chan error, 1)
+	indexPausedHook = func(hs *BoltStore) {
+		if hs.path == path {
+			select {
+			case recovered <- hs.Recover():
+			default:
+			}
+		}
+	}
+	t.Cleanup(func() { indexPausedHook = nil })
+	fail := true
+	s.faultHook = func(op string) error {
+		if op == "synced" && fail {
+			fail = false
+			return fmt.Errorf("fdatasync: %w", syscall.EIO)
+		}
+		return nil
+	}
+	if _, err := s.Append([]Record{r("ghost_op", "ghost:1")}).Wait(); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("append whose sync failed: %v", err)
+	}
+	s.kickIndexer()
+	select {
+	case err := <-recovered:
+		if err != nil {
+			t.Fatalf("Recover from the indexer's exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the indexer never saw the read-only journal")
+	}
+	appendWait(t, s, r("b", "ip:3"), r("b", "ip:4"))
+	waitIndexed(t, s)
+	s.Close()
+	keys := rawIndexKeys(t, path, 2)
+	slices.Sort(keys)
+	if want := []string{"ip:3@3", "ip:4@4", "op:b@3", "op:b@4", "type:ev@3", "type:ev@4"}; !slices.Equal(keys, want) {
+		t.Fatalf("index keys past 2 in the file: %q, want %q", keys, want)
+	}
+}

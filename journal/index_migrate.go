@@ -53,12 +53,20 @@ const (
 // after each batch with the new through.
 var indexBatchHook func(s *BoltStore, through uint64)
 
+// indexPausedHook, when set (tests), is called on the indexer goroutine
+// when it found the journal read-only, just before it exits.
+var indexPausedHook func(s *BoltStore)
+
 // startIndexer starts the indexer goroutine unless the index is off or it
 // is already running.
 func (s *BoltStore) startIndexer() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.idx.on || s.idx.done != nil || s.closing || s.idx.closed {
+	if !s.idx.on || s.closing || s.idx.closed {
+		return
+	}
+	if s.idx.done != nil {
+		s.idx.again = true
 		return
 	}
 	s.idx.stop, s.idx.done = make(chan struct{}), make(chan struct{})
@@ -99,6 +107,16 @@ func (s *BoltStore) indexer(stop, done chan struct{}) {
 	defer func() {
 		s.mu.Lock()
 		s.idx.done = nil
+		// A Recover that ran while this indexer was leaving (it saw the
+		// journal read-only just before Recover made it writable again)
+		// asked for an indexer: hand over to a successor under the same
+		// lock, so that Close (stopIndexer) finds one or the other, unless
+		// Close is already stopping this one (stopIndexer clears stop).
+		if s.idx.again && s.idx.stop == stop && s.idx.on && !s.closing && !s.idx.closed {
+			s.idx.done = make(chan struct{})
+			go s.indexer(stop, s.idx.done)
+		}
+		s.idx.again = false
 		s.mu.Unlock()
 		close(done)
 	}()
@@ -180,6 +198,9 @@ func (s *BoltStore) catchUp(stop chan struct{}, final bool) bool {
 		through, complete, err := s.indexBatch()
 		if errors.Is(err, ErrReadOnly) {
 			slog.Info("journal: indexing paused until the journal recovers", "file", s.path)
+			if indexPausedHook != nil {
+				indexPausedHook(s)
+			}
 			return false
 		}
 		if err != nil {

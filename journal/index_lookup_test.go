@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -395,6 +396,48 @@ func TestIndexerRestartsAfterRecoverInItsExit(t *testing.T) {
 	appendWait(t, s, r("b", "ip:3"), r("b", "ip:4"))
 	waitIndexed(t, s)
 	s.Close()
+	keys := rawIndexKeys(t, path, 2)
+	slices.Sort(keys)
+	if want := []string{"ip:3@3", "ip:4@4", "op:b@3", "op:b@4", "type:ev@3", "type:ev@4"}; !slices.Equal(keys, want) {
+		t.Fatalf("index keys past 2 in the file: %q, want %q", keys, want)
+	}
+}
+
+// A Close that arrives just as the indexer woke to catch up (its stop
+// closed before its first batch) still leaves the file indexed to the
+// head, as a Close that finds the indexer waiting does: the second cause
+// CI found for TestRecoverRemovesIndexOfDiscardedEvents closing with
+// nothing indexed past 2.
+func TestCloseAsTheIndexerWakesIndexesToTheHead(t *testing.T) {
+	dir := testtemp.Dir(t)
+	s := openT(t, dir, Options{Indexer: testIndexer, IndexVersion: 1})
+	r := func(op, terms string) Record {
+		return Record{Type: "ev", Version: 1, Cause: Cause{Op: op}, Payload: []byte(terms)}
+	}
+	appendWait(t, s, r("a", "ip:1"), r("a", "ip:2"))
+	waitIndexed(t, s)
+	path := filepath.Join(dir, FileName)
+	reached := make(chan struct{})
+	var once sync.Once
+	indexerLoopHook = func(hs *BoltStore, stop chan struct{}) {
+		if hs.path != path || hs.IndexStatus().Through == headOf(hs) {
+			return
+		}
+		once.Do(func() {
+			close(reached)
+			<-stop // Close closes it
+		})
+	}
+	t.Cleanup(func() { indexerLoopHook = nil })
+	appendWait(t, s, r("b", "ip:3"), r("b", "ip:4"))
+	select {
+	case <-reached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the indexer never woke for the new events")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	keys := rawIndexKeys(t, path, 2)
 	slices.Sort(keys)
 	if want := []string{"ip:3@3", "ip:4@4", "op:b@3", "op:b@4", "type:ev@3", "type:ev@4"}; !slices.Equal(keys, want) {

@@ -57,6 +57,10 @@ var indexBatchHook func(s *BoltStore, through uint64)
 // when it found the journal read-only, just before it exits.
 var indexPausedHook func(s *BoltStore)
 
+// indexerLoopHook, when set (tests), is called on the indexer goroutine
+// each time it sets out to catch up (with its stop channel).
+var indexerLoopHook func(s *BoltStore, stop chan struct{})
+
 // startIndexer starts the indexer goroutine unless the index is off or it
 // is already running.
 func (s *BoltStore) startIndexer() {
@@ -127,12 +131,17 @@ func (s *BoltStore) indexer(stop, done chan struct{}) {
 		start := time.Now()
 		slog.Info("journal: indexing events in the background", "file", s.path, "from", from+1, "to", head)
 		if !s.catchUp(stop, false) {
+			s.finishIfStopped(stop)
 			return
 		}
 		slog.Info("journal: index complete", "file", s.path, "events", head-from, "took", time.Since(start).Round(time.Millisecond))
 	}
 	for {
+		if indexerLoopHook != nil {
+			indexerLoopHook(s, stop)
+		}
 		if !s.catchUp(stop, false) {
+			s.finishIfStopped(stop)
 			return
 		}
 		select {
@@ -159,6 +168,18 @@ func (s *BoltStore) indexer(stop, done chan struct{}) {
 				}
 			}
 		}
+	}
+}
+
+// finishIfStopped: a catch-up cut short by Close (stop closed between
+// batches, or just as the indexer woke) still indexes what is left when it
+// fits in one batch, as a Close that found the indexer waiting does, so
+// that a journal closed cleanly is indexed to its head.
+func (s *BoltStore) finishIfStopped(stop chan struct{}) {
+	select {
+	case <-stop:
+		s.catchUp(nil, true)
+	default:
 	}
 }
 

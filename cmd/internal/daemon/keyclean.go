@@ -186,9 +186,16 @@ func (d *Daemon) removeKeyOnTeardown(j *job, service string) {
 // sweepKeysAfterRecovery removes, once the journal has recovered from
 // failed commits, the key files of setups whose commits failed: a read job
 // on the sequencer, whose state then holds every decision whose key was
-// stored and may still be committed, and none of the failed ones.
+// stored and may still be committed, and none of the failed ones. The job
+// runs after the commands queued before it: when one of them failed again
+// meanwhile, its commit may have reached the file, so the sweep waits for
+// the next recovery (which sweeps in turn) instead of removing its key.
 func (d *Daemon) sweepKeysAfterRecovery() {
 	<-d.submit(&job{cause: journal.Cause{Op: "recover"}, read: func(st *projections.State) ipc.Response {
+		if err := d.writable(); err != nil {
+			d.log.Debug("key files of failed setups are kept until the journal recovers again", "err", err)
+			return ipc.OK{}
+		}
 		d.keys.sweep(ownedKeys(st), "a commit failed")
 		return ipc.OK{}
 	}})

@@ -37,6 +37,7 @@ type serverConn struct {
 	pending     chan *pendingResp // reader → collector, in request order (pointers: the buffer of MaxInFlight stays small)
 	outstanding atomic.Int32      // entries pushed to pending and not yet through the collector
 	gate        chan struct{}     // holds a token while an expensive response is unwritten
+	paced       expensivePace     // of expensive requests (pace)
 	kick        chan struct{}     // wakes a lingering flusher
 	drained     chan struct{}     // signalled after each write of the queue
 	dead        chan struct{}     // closed by kill (under omu): stop producing
@@ -312,15 +313,17 @@ func (c *serverConn) dispatch(id uint64, req Request) bool {
 	if !isExpensive(req) {
 		return c.answer(id, c.s.Handler(m, req), obs)
 	}
-	if !c.acquire(c.gate) || !c.acquire(c.s.sem) {
+	if !c.acquire(c.gate) || !c.pace() || !c.acquire(c.s.sem) {
 		return false
 	}
+	began := time.Now()
 	ch := c.s.Handler(m, req)
 	select {
 	case r := <-ch: // answered inline, like journal_list
 		c.s.observe(obs, r)
 		b := c.encodeResponse(id, r)
 		<-c.s.sem
+		c.spent(began)
 		return c.queueEncoded(id, b, true, nil)
 	default:
 	}
@@ -330,10 +333,77 @@ func (c *serverConn) dispatch(id uint64, req Request) bool {
 		c.s.observe(obs, r)
 		b := c.encodeResponse(id, r)
 		<-c.s.sem
+		c.spent(began)
 		enc <- b
 	}()
 	c.push(&pendingResp{id: id, enc: enc, expensive: true})
 	return true
+}
+
+// The pacing of a connection's expensive requests is a token bucket of
+// expensive work: it holds Server.ExpensiveBurst when full, refills at
+// ExpensiveShare of the wall clock, and each expensive request takes what
+// it cost (from the handler's call to its encoded answer). A request
+// arriving while the bucket is below empty waits until it is empty again,
+// so that, sustained, the connection's expensive work takes at most the
+// share of the time. Cheap requests are never paced.
+type expensivePace struct {
+	mu     sync.Mutex
+	tokens time.Duration // may go below zero: the debt of the last request
+	at     time.Time     // when tokens was last brought up to date; zero: full
+}
+
+// refill brings the bucket up to now. Callers hold p.mu.
+func (p *expensivePace) refill(now time.Time, burst time.Duration) {
+	if p.at.IsZero() {
+		p.tokens = burst
+	} else if now.After(p.at) {
+		p.tokens = min(burst, p.tokens+time.Duration(float64(now.Sub(p.at))*ExpensiveShare))
+	}
+	p.at = now
+}
+
+// wait is how long a request arriving at now waits before it may run.
+func (p *expensivePace) wait(now time.Time, burst time.Duration) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refill(now, burst)
+	if p.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(float64(-p.tokens) / ExpensiveShare)
+}
+
+// take charges the bucket at now with a request that began at began.
+func (p *expensivePace) take(began, now time.Time, burst time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refill(now, burst)
+	p.tokens -= now.Sub(began)
+}
+
+// spent charges the connection's bucket with its expensive request that
+// began at began, now done (answered and encoded).
+func (c *serverConn) spent(began time.Time) {
+	c.paced.take(began, time.Now(), c.s.lim.expensiveBurst)
+}
+
+// pace holds the connection's next expensive request while its bucket is
+// below empty; false once the connection is dead.
+func (c *serverConn) pace() bool {
+	d := c.paced.wait(time.Now(), c.s.lim.expensiveBurst)
+	if d <= 0 {
+		return true
+	}
+	c.flushInline() // the answers queued so far go out meanwhile
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.dead:
+		return false
+	}
 }
 
 // acquire takes a slot of sem, writing the answers queued so far first if

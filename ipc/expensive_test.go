@@ -181,3 +181,110 @@ func TestExpensiveWaitsForThePreviousAnswerToBeWritten(t *testing.T) {
 		t.Fatalf("%d expensive handlers ran", n)
 	}
 }
+
+// The pacing bucket, on a clock of its own: a connection does its burst
+// of expensive work back to back, and from then on, however fast it asks,
+// its expensive work takes at most ExpensiveShare of the time; a pause
+// refills the burst, and never more than the burst.
+func TestExpensivePaceBucket(t *testing.T) {
+	const burst = time.Second
+	const cost = 100 * time.Millisecond
+	var p expensivePace
+	now := time.Unix(1000, 0)
+	work, waited := time.Duration(0), time.Duration(0)
+	run := func() {
+		w := p.wait(now, burst)
+		waited += w
+		now = now.Add(w)
+		began := now
+		now = now.Add(cost)
+		p.take(began, now, burst)
+		work += cost
+	}
+	// The burst: no request waits until the work done exceeds it (refilled
+	// at the share while it runs: 1 s / (1 - 0.5) = 2 s of work).
+	for work < 2*burst {
+		run()
+	}
+	if waited != 0 {
+		t.Fatalf("the first %v of work waited %v", work, waited)
+	}
+	// Sustained: a minute of back-to-back requests.
+	start, work0 := now, work
+	for now.Sub(start) < time.Minute {
+		run()
+	}
+	share := float64(work-work0) / float64(now.Sub(start))
+	if share > ExpensiveShare+0.01 || share < ExpensiveShare-0.05 {
+		t.Fatalf("sustained, expensive work took %.3f of the time, want %.2f", share, ExpensiveShare)
+	}
+	// A long pause refills the burst, and no more.
+	now = now.Add(time.Hour)
+	if w := p.wait(now, burst); w != 0 {
+		t.Fatalf("after an hour's pause a request waits %v", w)
+	}
+	if p.tokens != burst {
+		t.Fatalf("after an hour's pause the bucket holds %v, want %v", p.tokens, burst)
+	}
+	// With no burst the first request runs at once, the next waits.
+	var q expensivePace
+	if w := q.wait(now, 0); w != 0 {
+		t.Fatalf("the first request without a burst waits %v", w)
+	}
+	q.take(now, now.Add(cost), 0)
+	if w := q.wait(now.Add(cost), 0); w != time.Duration(float64(cost)/ExpensiveShare) {
+		t.Fatalf("the next request without a burst waits %v, want %v", w, time.Duration(float64(cost)/ExpensiveShare))
+	}
+}
+
+// Over a socket: a connection pipelining expensive requests past its burst
+// has each one held (so its handler calls are spaced by at least the cost
+// of the one before over the share), while another connection's cheap
+// requests are answered meanwhile.
+func TestExpensiveRequestsArePaced(t *testing.T) {
+	const cost = 40 * time.Millisecond
+	var mu sync.Mutex
+	var starts []time.Time
+	s := &Server{ExpensiveBurst: -1, Handler: func(m Meta, r Request) <-chan Response {
+		if isExpensive(r) {
+			mu.Lock()
+			starts = append(starts, time.Now())
+			mu.Unlock()
+			time.Sleep(cost)
+			return Reply(JournalReport{OK: true, Report: json.RawMessage(`{}`)})
+		}
+		return Reply(OK{})
+	}}
+	path, _ := serve(t, s)
+	c := rawConn(t, path)
+	const n = 5
+	for id := uint64(1); id <= n; id++ {
+		WriteFrame(c, requestFrame(id, "journal_verify"))
+	}
+	other := rawConn(t, path)
+	waitFor(t, 5*time.Second, "the first expensive handler", func() bool { mu.Lock(); defer mu.Unlock(); return len(starts) >= 1 })
+	if f := roundTrip(t, other, 7); f.ID != 7 {
+		t.Fatalf("a cheap request on another connection: %+v", f)
+	}
+	br := bufio.NewReader(c)
+	for id := uint64(1); id <= n; id++ {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := ReadFrame(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", id, err)
+		}
+		if f, _ := DecodeFrame(b); f.ID != id {
+			t.Fatalf("answer %d came as %d", id, f.ID)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Each request cost at least cost; the next may start only once the
+	// bucket is back to empty: at least cost/share after the one before
+	// began (lower bounds only, so a slow machine cannot fail this).
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < time.Duration(float64(cost)/ExpensiveShare) {
+			t.Errorf("expensive request %d began %v after the one before (cost %v, share %.2f)", i+1, gap, cost, ExpensiveShare)
+		}
+	}
+}

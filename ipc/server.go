@@ -106,6 +106,16 @@ const (
 	DefaultMaxExpensive = 2
 	// DefaultMaxInFlight bounds pipelined requests per connection.
 	DefaultMaxInFlight = 128
+	// DefaultExpensiveBurst is how much expensive work (isExpensive: the
+	// time from the handler's call to the encoded answer) a connection
+	// may have done back to back before it is paced to ExpensiveShare.
+	DefaultExpensiveBurst = time.Second
+	// ExpensiveShare is the part of the wall clock a connection's
+	// expensive requests may take once its burst is spent: a client that
+	// pipelines journal_verify for a minute gets half of a core, however
+	// fast it asks, and the orchestrator's commands keep the rest of a
+	// small node.
+	ExpensiveShare = 0.5
 )
 
 // readBufSize is a connection's read buffer: small frames that arrive
@@ -171,6 +181,13 @@ type Server struct {
 	// wait for them, except behind an expensive request of their own
 	// connection.
 	MaxExpensive int
+	// ExpensiveBurst is how much expensive work a connection may do back
+	// to back before its next expensive requests are held so that they
+	// take at most ExpensiveShare of the time (default
+	// DefaultExpensiveBurst; negative: pace from the first one). An
+	// overlayctl paging through a journal runs at full speed for that
+	// long, then at the share.
+	ExpensiveBurst time.Duration
 
 	setupOnce sync.Once
 	lim       limits
@@ -203,6 +220,7 @@ type limits struct {
 	writeTimeout           time.Duration
 	maxQueued              int
 	maxInFlight            int
+	expensiveBurst         time.Duration
 }
 
 // isExpensive tells the requests that are costly to answer: the
@@ -229,6 +247,14 @@ func (s *Server) setup() {
 			writeTimeout: s.WriteTimeout,
 			maxQueued:    s.MaxQueuedBytes,
 			maxInFlight:  s.MaxInFlight,
+
+			expensiveBurst: s.ExpensiveBurst,
+		}
+		switch {
+		case l.expensiveBurst == 0:
+			l.expensiveBurst = DefaultExpensiveBurst
+		case l.expensiveBurst < 0:
+			l.expensiveBurst = 0
 		}
 		if l.maxConns <= 0 {
 			l.maxConns = DefaultMaxConns

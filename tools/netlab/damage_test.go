@@ -4,6 +4,7 @@ package netlab
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand"
@@ -13,6 +14,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/zlayer/overlayd/tools/testseed"
 
@@ -217,16 +221,16 @@ func cp(t *testing.T, from, to string) {
 // into the damaged file, and says so in status.
 func TestOnlineVerifyOfDamagedFile(t *testing.T) {
 	_, nd, c := setUpNode(t)
+	booted := time.Now() // the boot's page check passed before this
 	for i := range 3000 {
 		call(t, c, ipc.RegisterDNS{Name: fmt.Sprintf("v%d.prod.local", i), IP: ipc.AddrOf(netip.MustParseAddr("10.200.7.8"))})
 	}
 	jfile := filepath.Join(nd.DataDir, "overlayd", "journal.db")
-	fi, err := os.Stat(jfile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const page = 4096
-	at := fi.Size() / 2 / page * page // a page header at the midpoint
+	// A page header near the midpoint, of a page in use: a free page's
+	// header is read by nobody, so flipping it damages nothing (CI once
+	// picked a free one; the background indexer moves pages about).
+	at := inUsePageNear(t, jfile, page) * page
 	f, err := os.OpenFile(jfile, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -236,6 +240,10 @@ func TestOnlineVerifyOfDamagedFile(t *testing.T) {
 	b[0] ^= 0xff
 	f.WriteAt(b, at)
 	f.Close()
+	// journal verify reuses a page check that passed in the last 10 s
+	// (journal.pageCheckReuse) and then reads only the events' pages; the
+	// page may be one of the index's, so let the boot's check expire.
+	time.Sleep(time.Until(booted.Add(11 * time.Second)))
 	r := call(t, c, ipc.JournalVerify{}).(ipc.JournalReport)
 	if r.OK || len(r.Problems) == 0 {
 		t.Fatalf("journal verify found nothing wrong in a file with page %d's header flipped", at/page)
@@ -252,4 +260,66 @@ func TestOnlineVerifyOfDamagedFile(t *testing.T) {
 		t.Fatalf("the data plane went down: %v %s", err, out)
 	}
 	noPanic(t, "the daemon", nd.Logs())
+}
+
+// inUsePageNear waits for the journal file to stop changing (the daemon's
+// background indexer writes after the commands), then returns the page
+// nearest the file's midpoint that a copy of it, opened with bbolt, says
+// is a branch or leaf page in use (not free, not an overflow's tail).
+func inUsePageNear(t *testing.T, file string, pageSize int64) int64 {
+	t.Helper()
+	var last time.Time
+	var lastSize int64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		fi, err := os.Stat(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.ModTime().Equal(last) && fi.Size() == lastSize {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still changing after 20 s", file)
+		}
+		last, lastSize = fi.ModTime(), fi.Size()
+	}
+	copyPath := filepath.Join(t.TempDir(), "copy.db")
+	cp(t, file, copyPath)
+	raw, err := os.ReadFile(copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(copyPath, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mid := int64(len(raw)) / 2 / pageSize
+	var found int64 = -1
+	err = db.View(func(tx *bolt.Tx) error {
+		for d := int64(0); d < mid && found < 0; d++ {
+			for _, id := range []int64{mid + d, mid - d} {
+				if id < 2 || (id+1)*pageSize > int64(len(raw)) {
+					continue
+				}
+				info, err := tx.Page(int(id))
+				if err != nil {
+					return err
+				}
+				if info == nil || (info.Type != "leaf" && info.Type != "branch") {
+					continue
+				}
+				if binary.LittleEndian.Uint64(raw[id*pageSize:]) != uint64(id) {
+					continue // not a page's own header
+				}
+				found = id
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil || found < 0 {
+		t.Fatalf("no branch or leaf page in use in %s: %v", file, err)
+	}
+	return found
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -166,17 +167,7 @@ func TestExpensiveWaitsForThePreviousAnswerToBeWritten(t *testing.T) {
 		t.Fatalf("%d expensive handlers ran", n)
 	}
 	// Reading lets the next ones through, in order.
-	br := bufio.NewReader(c)
-	for id := uint64(1); id <= 10; id++ {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		b, err := ReadFrame(br, nil)
-		if err != nil {
-			t.Fatalf("answer %d: %v", id, err)
-		}
-		if f, _ := DecodeFrame(b); f.ID != id {
-			t.Fatalf("answer %d came as %d", id, f.ID)
-		}
-	}
+	readAnswersInOrder(t, c, 10)
 	if n := calls.Load(); n != 11 {
 		t.Fatalf("%d expensive handlers ran", n)
 	}
@@ -266,6 +257,23 @@ func TestExpensiveRequestsArePaced(t *testing.T) {
 	if f := roundTrip(t, other, 7); f.ID != 7 {
 		t.Fatalf("a cheap request on another connection: %+v", f)
 	}
+	readAnswersInOrder(t, c, n)
+	mu.Lock()
+	defer mu.Unlock()
+	// Each request cost at least cost; the next may start only once the
+	// bucket is back to empty: at least cost/share after the one before
+	// began (lower bounds only, so a slow machine cannot fail this).
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < time.Duration(float64(cost)/ExpensiveShare) {
+			t.Errorf("expensive request %d began %v after the one before (cost %v, share %.2f)", i+1, gap, cost, ExpensiveShare)
+		}
+	}
+}
+
+// readAnswersInOrder reads the answers to requests 1..n from c and fails
+// unless they come in that order.
+func readAnswersInOrder(t *testing.T, c net.Conn, n uint64) {
+	t.Helper()
 	br := bufio.NewReader(c)
 	for id := uint64(1); id <= n; id++ {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -275,16 +283,6 @@ func TestExpensiveRequestsArePaced(t *testing.T) {
 		}
 		if f, _ := DecodeFrame(b); f.ID != id {
 			t.Fatalf("answer %d came as %d", id, f.ID)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	// Each request cost at least cost; the next may start only once the
-	// bucket is back to empty: at least cost/share after the one before
-	// began (lower bounds only, so a slow machine cannot fail this).
-	for i := 1; i < len(starts); i++ {
-		if gap := starts[i].Sub(starts[i-1]); gap < time.Duration(float64(cost)/ExpensiveShare) {
-			t.Errorf("expensive request %d began %v after the one before (cost %v, share %.2f)", i+1, gap, cost, ExpensiveShare)
 		}
 	}
 }

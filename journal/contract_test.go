@@ -292,14 +292,7 @@ func TestFailedCommitThatReachedTheFileIsCutBack(t *testing.T) {
 		recs = append(recs, big(i))
 	}
 	acked := appendWait(t, s, recs...)
-	fail := true
-	s.faultHook = func(op string) error {
-		if op == "synced" && fail {
-			fail = false
-			return fmt.Errorf("fdatasync: %w", syscall.EIO)
-		}
-		return nil
-	}
+	failNextSync(s)
 	recs = nil
 	for i := 11; i <= 15; i++ {
 		recs = append(recs, big(i))

@@ -213,22 +213,13 @@ func TestRecoverRemovesIndexOfDiscardedEvents(t *testing.T) {
 				return testIndexer(typ, ver, payload)
 			}
 			s := openT(t, dir, Options{Indexer: ix, IndexVersion: 1})
-			r := func(op, terms string) Record {
-				return Record{Type: "ev", Version: 1, Cause: Cause{Op: op}, Payload: []byte(terms)}
-			}
+			r := opRecord
 			appendWait(t, s, r("a", "ip:1,service:web"), r("a", "ip:2"))
 			snapHash, _ := s.HashAt(2)
 			if err := s.PutState(&Snapshot{Schema: 1, Seq: 2, Hash: snapHash, Body: []byte("state@2")}); err != nil {
 				t.Fatal(err)
 			}
-			fail := true
-			s.faultHook = func(op string) error {
-				if op == "synced" && fail {
-					fail = false
-					return fmt.Errorf("fdatasync: %w", syscall.EIO)
-				}
-				return nil
-			}
+			failNextSync(s)
 			if _, err := s.Append([]Record{r("ghost_op", "ghost:1,ip:1"), r("ghost_op", "ghost:2")}).Wait(); !errors.Is(err, ErrReadOnly) {
 				t.Fatalf("append whose sync failed: %v", err)
 			}
@@ -355,14 +346,8 @@ func TestFaultyIndexed(t *testing.T) {
 // Recover runs exactly in that window (from the indexer's own goroutine,
 // which holds no lock there), and the index must still reach the head.
 func TestIndexerRestartsAfterRecoverInItsExit(t *testing.T) {
-	dir := testtemp.Dir(t)
-	s := openT(t, dir, Options{Indexer: testIndexer, IndexVersion: 1})
-	r := func(op, terms string) Record {
-		return Record{Type: "ev", Version: 1, Cause: Cause{Op: op}, Payload: []byte(terms)}
-	}
-	appendWait(t, s, r("a", "ip:1"), r("a", "ip:2"))
-	waitIndexed(t, s)
-	path := filepath.Join(dir, FileName)
+	s, path := indexedThroughTwo(t)
+	r := opRecord
 	recovered := make(chan error, 1)
 	indexPausedHook = func(hs *BoltStore) {
 		if hs.path == path {
@@ -373,14 +358,7 @@ func TestIndexerRestartsAfterRecoverInItsExit(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { indexPausedHook = nil })
-	fail := true
-	s.faultHook = func(op string) error {
-		if op == "synced" && fail {
-			fail = false
-			return fmt.Errorf("fdatasync: %w", syscall.EIO)
-		}
-		return nil
-	}
+	failNextSync(s)
 	if _, err := s.Append([]Record{r("ghost_op", "ghost:1")}).Wait(); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("append whose sync failed: %v", err)
 	}
@@ -409,14 +387,8 @@ func TestIndexerRestartsAfterRecoverInItsExit(t *testing.T) {
 // CI found for TestRecoverRemovesIndexOfDiscardedEvents closing with
 // nothing indexed past 2.
 func TestCloseAsTheIndexerWakesIndexesToTheHead(t *testing.T) {
-	dir := testtemp.Dir(t)
-	s := openT(t, dir, Options{Indexer: testIndexer, IndexVersion: 1})
-	r := func(op, terms string) Record {
-		return Record{Type: "ev", Version: 1, Cause: Cause{Op: op}, Payload: []byte(terms)}
-	}
-	appendWait(t, s, r("a", "ip:1"), r("a", "ip:2"))
-	waitIndexed(t, s)
-	path := filepath.Join(dir, FileName)
+	s, path := indexedThroughTwo(t)
+	r := opRecord
 	reached := make(chan struct{})
 	var once sync.Once
 	indexerLoopHook = func(hs *BoltStore, stop chan struct{}) {
@@ -443,4 +415,32 @@ func TestCloseAsTheIndexerWakesIndexesToTheHead(t *testing.T) {
 	if want := []string{"ip:3@3", "ip:4@4", "op:b@3", "op:b@4", "type:ev@3", "type:ev@4"}; !slices.Equal(keys, want) {
 		t.Fatalf("index keys past 2 in the file: %q, want %q", keys, want)
 	}
+}
+
+// opRecord is an event of type "ev" sent by op, whose payload lists its
+// index terms (testIndexer).
+func opRecord(op, terms string) Record {
+	return Record{Type: "ev", Version: 1, Cause: Cause{Op: op}, Payload: []byte(terms)}
+}
+
+// failNextSync makes s's next fdatasync fail with EIO, once.
+func failNextSync(s *BoltStore) {
+	fail := true
+	s.faultHook = func(op string) error {
+		if op == "synced" && fail {
+			fail = false
+			return fmt.Errorf("fdatasync: %w", syscall.EIO)
+		}
+		return nil
+	}
+}
+
+// indexedThroughTwo opens an indexed journal in a new directory with two
+// events, both indexed, and returns it with its file's path.
+func indexedThroughTwo(t *testing.T) (*BoltStore, string) {
+	dir := testtemp.Dir(t)
+	s := openT(t, dir, Options{Indexer: testIndexer, IndexVersion: 1})
+	appendWait(t, s, opRecord("a", "ip:1"), opRecord("a", "ip:2"))
+	waitIndexed(t, s)
+	return s, filepath.Join(dir, FileName)
 }

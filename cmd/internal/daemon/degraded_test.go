@@ -79,13 +79,22 @@ func openFaulty(t *testing.T) (*journal.Faulty, *names, *ipc.Client) {
 
 func openFaultyAt(t *testing.T, dir string) (*journal.Faulty, *names, *ipc.Client, string) {
 	t.Helper()
+	d, store, obs := openFaultyDaemon(t, dir)
+	return store, obs, serveTest(t, d, dir), filepath.Join(dir, "s.sock")
+}
+
+// openFaultyDaemon opens a daemon without a data plane on an in-memory
+// journal whose faults the test injects, with a reconciler that records
+// the DNS names; not yet serving.
+func openFaultyDaemon(t *testing.T, dir string) (*Daemon, *journal.Faulty, *names) {
+	t.Helper()
 	store := journal.NewFaulty(journal.NewMem())
 	obs := &names{set: map[string]bool{}}
 	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Store: store, Reconcilers: []effects.Reconciler{obs}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return store, obs, serveTest(t, d, dir), filepath.Join(dir, "s.sock")
+	return d, store, obs
 }
 
 // register answers "" when acknowledged, else the daemon's refusal.

@@ -15,9 +15,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/zlayer/overlayd/effects"
 	"github.com/zlayer/overlayd/ipc"
-	"github.com/zlayer/overlayd/journal"
 )
 
 // keyFilesIn lists the key files (<hex>.key) under a data dir.
@@ -184,11 +182,7 @@ func TestOrphanKeysRemovedAtBoot(t *testing.T) {
 // is writable again.
 func TestKeysAndFailedCommits(t *testing.T) {
 	dir := t.TempDir()
-	store := journal.NewFaulty(journal.NewMem())
-	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Store: store, Reconcilers: []effects.Reconciler{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, store, _ := openFaultyDaemon(t, dir)
 	c := serveTest(t, d, dir)
 	call(t, c, setupGlobal)
 	kept := setupDedicated(t, c, "db")
@@ -231,11 +225,7 @@ func TestKeysAndFailedCommits(t *testing.T) {
 // the next recovery's sweep removes it.
 func TestKeySweepWaitsForAWritableJournal(t *testing.T) {
 	dir := t.TempDir()
-	store := journal.NewFaulty(journal.NewMem())
-	d, err := Open(Config{DataDir: dir, Log: slog.New(slog.DiscardHandler), NoDataPlane: true, Store: store, Reconcilers: []effects.Reconciler{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, store, _ := openFaultyDaemon(t, dir)
 	c := serveTest(t, d, dir)
 	call(t, c, setupGlobal)
 	before := keyFilesIn(t, dir)

@@ -26,6 +26,11 @@ import (
 	"github.com/zlayer/overlayd/ipc"
 )
 
+// serviceMode is which of --service, --install-service and
+// --uninstall-service was given (runService: service_windows.go, and
+// service_other.go, which refuses them).
+type serviceMode struct{ run, install, uninstall bool }
+
 func main() {
 	failpoint.Install() // test builds (-tags failpoints) only
 	var (

@@ -12,10 +12,6 @@ import (
 	"github.com/zlayer/overlayd/cmd/internal/daemon"
 )
 
-// serviceMode is which of --service, --install-service and
-// --uninstall-service was given.
-type serviceMode struct{ run, install, uninstall bool }
-
 // runService refuses: the service control manager is Windows'. Exit 2, as
 // for a bad flag.
 func runService(mode serviceMode, cfg daemon.Config, newLog func(io.Writer) *slog.Logger) int {

@@ -13,10 +13,6 @@ import (
 	"github.com/zlayer/overlayd/cmd/internal/winsvc"
 )
 
-// serviceMode is which of --service, --install-service and
-// --uninstall-service was given.
-type serviceMode struct{ run, install, uninstall bool }
-
 // runService does what mode says and returns the process's exit code:
 // --service runs the daemon under the SCM (winsvc.Run; outside the SCM it
 // refuses, exit 2, rather than run without a console to log to);

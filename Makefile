@@ -23,7 +23,7 @@ test: vet
 	$(MAKE) --no-print-directory test-wine
 
 # Each fuzz target for a count of executions after the unit tests (which
-# already run every committed seed in testdata/fuzz/), about 8 s each here.
+# already run every committed seed in testdata/fuzz/), 5 to 13 s each here.
 # A count, not a duration: go1.26's fuzzing coordinator can fail a target
 # with a bare "context deadline exceeded" when a -fuzztime duration ends
 # while a worker is mid-call (golang/go#75804, fixed in go1.27; seen in a
